@@ -1,0 +1,4 @@
+"""mmbixt: BiXT for MMSegmentation. ``import mmbixt`` registers every module in mmseg's registries."""
+__version__ = '0.1.0'
+
+from . import datasets, engine, evaluation, models  # noqa: E402,F401  (registers)

@@ -1,0 +1,104 @@
+"""Reading checkpoint files safely: zips as downloaded, timm ``.pth.tar``, plain ``.pth``/``.pt``.
+
+Everything goes through ``torch.load(weights_only=True)`` with exactly one extra class allowed
+(``argparse.Namespace``, which the training script stored as ``args``): nothing in a file can run.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+import re
+import zipfile
+import zlib
+from typing import Any, Union
+
+import torch
+
+CHECKPOINT_SUFFIXES = ('.pth.tar', '.pth', '.pt', '.ckpt', '.tar', '.bin')
+SAFE_GLOBALS = [argparse.Namespace]
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file, the problem and the fix."""
+
+    def __init__(self, path: PathLike, problem: str, fix: str = ''):
+        self.path = str(path)
+        message = f'{self.path}: {problem}'
+        super().__init__(f'{message}. {fix}' if fix else message)
+
+
+def _is_torch_zip(names: list[str]) -> bool:
+    """torch.save writes a zip whose members all sit in one folder holding ``data.pkl``."""
+    tops = {name.split('/', 1)[0] for name in names}
+    return len(tops) == 1 and any(name.endswith('/data.pkl') for name in names)
+
+
+def _member_in_archive(path: PathLike, archive: zipfile.ZipFile) -> str:
+    names = [n for n in archive.namelist()
+             if n.endswith(CHECKPOINT_SUFFIXES) and '__MACOSX' not in n]
+    if not names:
+        raise CheckpointError(
+            path, 'is a zip archive with no checkpoint inside (looked for '
+            + ', '.join(CHECKPOINT_SUFFIXES) + f' files among {len(archive.namelist())} entries)',
+            'Point at the zip as downloaded from the BiXT weights table, or at the .pth.tar inside it')
+    if len(names) > 1:
+        best = [n for n in names if os.path.basename(n).startswith('model_best')]
+        if len(best) != 1:
+            raise CheckpointError(path, f'holds several checkpoints ({", ".join(names)})',
+                                  'Unpack the one you want and point at it')
+        names = best
+    return names[0]
+
+
+def _torch_load(source: Any, path: PathLike) -> Any:
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(source, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r'GLOBAL ([\w.]+)', str(err))
+        if found or 'Unsupported' in str(err) or 'weights_only' in str(err).lower():
+            name = found.group(1) if found else 'a Python object'
+            raise CheckpointError(
+                path, f'asks to load {name}, which is not plain tensor data; it was refused '
+                'unread, since unpickling it could execute code',
+                'Use a checkpoint that holds only tensors (for example one written by '
+                'tools/convert_checkpoint.py)') from None
+        raise CheckpointError(path, f'is not a readable PyTorch checkpoint ({err})',
+                              'Download the file again') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(
+            path, f'is damaged or not a PyTorch checkpoint ({type(err).__name__}: '
+            f'{str(err).splitlines()[0] if str(err) else "no detail"})',
+            'If it was downloaded, the download may be incomplete: download it again') from None
+
+
+def read_checkpoint(path: PathLike) -> Any:
+    """The object stored in ``path``: a released zip (the checkpoint is found inside it, whatever
+    its folder), or a file written by ``torch.save``."""
+    if not os.path.isfile(path):
+        raise CheckpointError(path, 'does not exist' if not os.path.exists(path) else
+                              'is not a file', 'Check the path to the checkpoint')
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(path, 'is empty', 'Download it again')
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if not _is_torch_zip(names):
+                    member = _member_in_archive(path, archive)
+                    return _torch_load(io.BytesIO(archive.read(member)), f'{path}!{member}')
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise CheckpointError(path, f'is a damaged zip archive ({err})',
+                                  'The download may be incomplete: download it again') from None
+    elif _looks_like_truncated_zip(path):
+        raise CheckpointError(path, 'is a truncated zip archive (its end is missing)',
+                              'The download is incomplete: download it again')
+    return _torch_load(path, path)
+
+
+def _looks_like_truncated_zip(path: PathLike) -> bool:
+    with open(path, 'rb') as f:
+        return f.read(4) == b'PK\x03\x04'

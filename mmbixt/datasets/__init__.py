@@ -1,0 +1,1 @@
+"""mmbixt datasets (registered on import)."""

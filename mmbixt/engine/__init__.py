@@ -1,0 +1,1 @@
+"""mmbixt engine (registered on import)."""

@@ -1,0 +1,1 @@
+"""mmbixt evaluation (registered on import)."""

@@ -1,0 +1,3 @@
+from .bixt import BiXTBackbone
+
+__all__ = ['BiXTBackbone']

@@ -1,0 +1,11 @@
+"""The BiXT core shared by every mmbixt model."""
+from .layers import (BiCrossAttention, BiXTCore, BiXTLayer, CrossAttentionBlock, DropPath,
+                     LatentCrossAttention, LatentSelfAttentionBlock, LayerScale, Mlp,
+                     SelfAttention, layer_norm)
+from .tokenizers import (ConvTokenizer, FourierPositionalEncoding2d, LinearTokenizer,
+                         build_tokenizer, fourier_features_2d)
+
+__all__ = ['BiCrossAttention', 'BiXTCore', 'BiXTLayer', 'CrossAttentionBlock', 'DropPath',
+           'LatentCrossAttention', 'LatentSelfAttentionBlock', 'LayerScale', 'Mlp',
+           'SelfAttention', 'layer_norm', 'ConvTokenizer', 'FourierPositionalEncoding2d',
+           'LinearTokenizer', 'build_tokenizer', 'fourier_features_2d']
