@@ -1,2 +1,5 @@
-"""mmbixt models; importing this package registers them in mmseg's MODELS."""
-from .backbones import *  # noqa: F401,F403
+"""mmbixt models; importing this package registers them in mmseg's (and timm's) registries."""
+from . import backbones, classifiers, heads, necks, segmentors  # noqa: F401
+from .backbones import BiXTBackbone
+
+__all__ = ['BiXTBackbone']

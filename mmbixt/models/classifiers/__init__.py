@@ -1,0 +1,1 @@
+"""mmbixt classifiers (registered on import)."""

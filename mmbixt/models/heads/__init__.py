@@ -1,0 +1,1 @@
+"""mmbixt heads (registered on import)."""

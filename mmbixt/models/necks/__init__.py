@@ -1,0 +1,1 @@
+"""mmbixt necks (registered on import)."""

@@ -1,0 +1,1 @@
+"""mmbixt segmentors (registered on import)."""
