@@ -1,1 +1,4 @@
 """mmbixt necks (registered on import)."""
+from .feature_pyramid import BiXTFeaturePyramid
+
+__all__ = ['BiXTFeaturePyramid']

@@ -1,0 +1,81 @@
+"""``BiXTFeaturePyramid``: a single-stride BiXT output -> a 1/4 ... 1/32 feature pyramid."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from torch import Tensor, nn
+
+
+def rescale_layers(channels: int, factor: float, norm_cfg: dict, act_cfg: dict) -> nn.Module:
+    """Modules that rescale a map by ``factor`` (a power of two): one 2x ConvTranspose2d per
+    doubling with norm + activation between them (as the XCiT/BEiT FPNs), identity at 1x and a
+    max-pooling when shrinking."""
+    if factor == 1:
+        return nn.Identity()
+    if factor < 1:
+        kernel = round(1 / factor)
+        return nn.MaxPool2d(kernel_size=kernel, stride=kernel, ceil_mode=True)  # covers odd sizes
+    layers: list[nn.Module] = []
+    for step in range(round(math.log2(factor))):
+        if step:
+            layers += [build_norm_layer(norm_cfg, channels)[1], build_activation_layer(act_cfg)]
+        layers.append(nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
+
+
+def scale_factor(in_stride: int, out_stride: int) -> float:
+    factor = in_stride / out_stride
+    if factor <= 0 or not math.log2(factor).is_integer():
+        raise ValueError(f'cannot go from stride {in_stride} to stride {out_stride}: the ratio must '
+                         'be a power of two')
+    return factor
+
+
+@MODELS.register_module()
+class BiXTFeaturePyramid(BaseModule):
+    """Turns the maps of several BiXT layers, all at the token stride, into a multi-scale pyramid.
+
+    Input ``i`` is rescaled from ``in_stride`` to ``out_strides[i]``: learnable 2x upsampling
+    steps (ConvTranspose2d, norm + GELU between steps), identity, or max-pooling, all derived from
+    the strides, so one neck serves BiXT-Ti/16, Ti/8 and Ti/4. An optional 1x1 conv + norm per
+    level maps the channels to ``out_channels``.
+
+    Args:
+        in_channels: channels of each input map (the backbone width D), an int or one per level.
+        in_stride: the backbone's token stride (4, 8 or 16).
+        out_strides: the stride of each output level, one per input map.
+        out_channels: channels of each output; None keeps ``in_channels``.
+        norm_cfg: norm between upsampling steps and after the channel projection.
+        act_cfg: activation between upsampling steps.
+    """
+
+    def __init__(self, in_channels: Union[int, Sequence[int]], in_stride: int = 16,
+                 out_strides: Sequence[int] = (4, 8, 16, 32), out_channels: Optional[int] = None,
+                 norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
+                 act_cfg: dict = dict(type='GELU'), init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        channels = ([in_channels] * len(out_strides) if isinstance(in_channels, int)
+                    else list(in_channels))
+        if len(channels) != len(out_strides):
+            raise ValueError(f'{len(channels)} in_channels for {len(out_strides)} out_strides')
+        self.in_stride = in_stride
+        self.out_strides = tuple(out_strides)
+        self.rescales = nn.ModuleList(
+            rescale_layers(ch, scale_factor(in_stride, stride), norm_cfg, act_cfg)
+            for ch, stride in zip(channels, out_strides))
+        self.projections = nn.ModuleList(
+            nn.Identity() if out_channels is None else nn.Sequential(
+                nn.Conv2d(ch, out_channels, kernel_size=1, bias=False),
+                build_norm_layer(norm_cfg, out_channels)[1])
+            for ch in channels)
+
+    def forward(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+        if len(inputs) != len(self.rescales):
+            raise ValueError(f'expected {len(self.rescales)} maps (one per out_stride), '
+                             f'got {len(inputs)}')
+        return tuple(project(rescale(x)) for x, rescale, project
+                     in zip(inputs, self.rescales, self.projections))
