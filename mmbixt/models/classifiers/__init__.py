@@ -1,1 +1,4 @@
-"""mmbixt classifiers (registered on import)."""
+"""mmbixt classifiers; importing this package registers the released BiXT classifiers in timm."""
+from .bixt import CLASSIFIER_NAMES, BiXTClassifier, embed_image
+
+__all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'embed_image']
