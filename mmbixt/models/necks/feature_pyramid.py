@@ -41,22 +41,23 @@ class BiXTFeaturePyramid(BaseModule):
 
     Input ``i`` is rescaled from ``in_stride`` to ``out_strides[i]``: learnable 2x upsampling
     steps (ConvTranspose2d, norm + GELU between steps), identity, or max-pooling, all derived from
-    the strides, so one neck serves BiXT-Ti/16, Ti/8 and Ti/4. An optional 1x1 conv + norm per
-    level maps the channels to ``out_channels``.
+    the strides, so one neck serves BiXT-Ti/16, Ti/8 and Ti/4. An optional ``fpn`` neck config
+    (e.g. mmseg's ``FPN`` for Semantic FPN) then runs on the rescaled maps.
 
     Args:
         in_channels: channels of each input map (the backbone width D), an int or one per level.
         in_stride: the backbone's token stride (4, 8 or 16).
         out_strides: the stride of each output level, one per input map.
-        out_channels: channels of each output; None keeps ``in_channels``.
-        norm_cfg: norm between upsampling steps and after the channel projection.
+        norm_cfg: norm between upsampling steps.
         act_cfg: activation between upsampling steps.
+        fpn: config of a neck applied to the pyramid (top-down path); None returns it as is.
     """
 
     def __init__(self, in_channels: Union[int, Sequence[int]], in_stride: int = 16,
-                 out_strides: Sequence[int] = (4, 8, 16, 32), out_channels: Optional[int] = None,
+                 out_strides: Sequence[int] = (4, 8, 16, 32),
                  norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
-                 act_cfg: dict = dict(type='GELU'), init_cfg: Optional[dict] = None):
+                 act_cfg: dict = dict(type='GELU'), fpn: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         channels = ([in_channels] * len(out_strides) if isinstance(in_channels, int)
                     else list(in_channels))
@@ -67,15 +68,11 @@ class BiXTFeaturePyramid(BaseModule):
         self.rescales = nn.ModuleList(
             rescale_layers(ch, scale_factor(in_stride, stride), norm_cfg, act_cfg)
             for ch, stride in zip(channels, out_strides))
-        self.projections = nn.ModuleList(
-            nn.Identity() if out_channels is None else nn.Sequential(
-                nn.Conv2d(ch, out_channels, kernel_size=1, bias=False),
-                build_norm_layer(norm_cfg, out_channels)[1])
-            for ch in channels)
+        self.fpn = MODELS.build(fpn) if fpn is not None else None
 
     def forward(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
         if len(inputs) != len(self.rescales):
             raise ValueError(f'expected {len(self.rescales)} maps (one per out_stride), '
                              f'got {len(inputs)}')
-        return tuple(project(rescale(x)) for x, rescale, project
-                     in zip(inputs, self.rescales, self.projections))
+        pyramid = tuple(rescale(x) for x, rescale in zip(inputs, self.rescales))
+        return tuple(self.fpn(pyramid)) if self.fpn is not None else pyramid
