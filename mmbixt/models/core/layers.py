@@ -6,7 +6,7 @@ Module and parameter names follow the released checkpoints (``blocks.i.cross_att
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 LAYER_NORM_EPS = 1e-6
+# Tokens per chunk of the memory-lean training path (above it a forward with gradients chunks):
+# 4096 = a 1024px image at stride 16, a 512px one at stride 8.
+DEFAULT_TOKEN_CHUNK = 4096
 
 
 def layer_norm(dims: int) -> nn.LayerNorm:
@@ -40,15 +43,22 @@ class DropPath(nn.Module):
         super().__init__()
         self.drop_prob = drop_prob
 
-    def forward(self, x: Tensor) -> Tensor:
+    def keep_mask(self, x: Tensor) -> Optional[Tensor]:
+        """The per-sample scale ``[B, 1, ..]`` (0 or 1/keep) of one draw; None when nothing drops."""
         if self.drop_prob == 0.0 or not self.training:
-            return x
+            return None
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
+        return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return apply_mask(x, self.keep_mask(x))
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob:.3f}'
+
+
+def apply_mask(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    return x if mask is None else x * mask
 
 
 class LayerScale(nn.Module):
@@ -98,10 +108,13 @@ class SelfAttention(nn.Module):
 
 
 class BiCrossAttention(nn.Module):
-    """Bi-directional cross-attention: one similarity matrix, a softmax along each of its axes.
+    """Bi-directional cross-attention: one similarity ``S = r_lat @ r_tok^T``, a softmax along each axis.
 
-    The latents read the tokens (softmax over tokens) and the tokens read the latents (softmax over
-    latents) through the same ``S = r_lat @ r_tok^T``; each side has a reference ``r`` and a value ``v``.
+    The latents read the tokens (softmax of S over tokens) and the tokens read the latents (softmax of
+    S^T over latents); each side has a reference ``r`` and a value ``v``. Each direction is one call
+    of PyTorch's fused attention (queries of one side against the references of the other), so S is
+    formed in blocks inside the kernel and neither ``[B, heads, L, N]`` matrix is ever stored; that is
+    faster than materialising S once and leaner in training.
     """
 
     def __init__(self, dims: int, attn_dims: int, num_heads: int):
@@ -113,24 +126,66 @@ class BiCrossAttention(nn.Module):
         self.proj_lat = nn.Linear(attn_dims, dims)
         self.proj_pat = nn.Linear(attn_dims, dims)
 
-    def similarity(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        r_lat, v_lat = split_heads(self.rv_latents(latents), 2, self.num_heads)
-        r_tok, v_tok = split_heads(self.rv_patches(tokens), 2, self.num_heads)
-        return (r_lat @ r_tok.transpose(-2, -1)) * self.scale, v_lat, v_tok
+    def latent_refs(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r_lat, v_lat)``, each ``[B, heads, L, a]`` (views into one projection)."""
+        return split_heads(self.rv_latents(latents), 2, self.num_heads)
+
+    def token_refs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """``(r_tok, v_tok)``, each ``[B, heads, N, a]`` (views into one projection)."""
+        return split_heads(self.rv_patches(tokens), 2, self.num_heads)
+
+    def token_update(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
+        """What each token reads from the latents (softmax over latents), projected: ``[B, N, D]``.
+
+        Exact for any subset of tokens, so the chunked path calls it per chunk."""
+        return self.proj_pat(merge_heads(F.scaled_dot_product_attention(r_tok, r_lat, v_lat)))
+
+    def latent_update(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor) -> Tensor:
+        """What each latent reads from all tokens (softmax over tokens), projected: ``[B, L, D]``."""
+        return self.proj_lat(merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok)))
+
+    def latent_partial(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor) -> 'SoftmaxPartial':
+        """The latent side over one chunk of tokens, unnormalised, for an online softmax."""
+        # Statistics in at least fp32, also under bf16 autocast.
+        stat_dtype = torch.promote_types(r_tok.dtype, torch.float32)
+        sim = (r_lat @ r_tok.transpose(-2, -1)).to(stat_dtype).mul_(self.scale)  # [B, h, L, chunk]
+        # The max only stabilises exp(); the combined result does not depend on it, so it is a
+        # constant for autograd (detached) and the gradient stays exact.
+        peak = sim.detach().amax(dim=-1, keepdim=True)
+        weights = (sim - peak).exp()
+        return SoftmaxPartial(peak, weights.sum(dim=-1, keepdim=True),
+                              (weights.to(v_tok.dtype) @ v_tok).to(stat_dtype))
+
+    def finish_partials(self, partials: list['SoftmaxPartial'], dtype: torch.dtype) -> Tensor:
+        """Merges the per-chunk partials into the latent update ``[B, L, D]``."""
+        peak = torch.stack([p.peak for p in partials]).amax(dim=0)
+        total = acc = None
+        for part in partials:
+            rescale = (part.peak - peak).exp()
+            total = part.total * rescale if total is None else total + part.total * rescale
+            acc = part.acc * rescale if acc is None else acc + part.acc * rescale
+        return self.proj_lat(merge_heads((acc / total).to(dtype)))
 
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        sim, v_lat, v_tok = self.similarity(latents, tokens)  # sim: [B, heads, L, N]
-        lat_update = sim.softmax(dim=-1) @ v_tok
-        # Softmax over the latent axis, then read as [N, L] through a transposed view (no copy).
-        tok_update = sim.softmax(dim=-2).transpose(-2, -1) @ v_lat
-        return self.proj_lat(merge_heads(lat_update)), self.proj_pat(merge_heads(tok_update))
+        r_lat, v_lat = self.latent_refs(latents)
+        r_tok, v_tok = self.token_refs(tokens)
+        return self.latent_update(r_lat, r_tok, v_tok), self.token_update(r_tok, r_lat, v_lat)
 
     @torch.no_grad()
     def attention_maps(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Both attentions for inspection, ``[B, heads, L, N]`` each: where each latent looks
         (rows sum to 1 over tokens) and which latents each token reads (columns sum to 1)."""
-        sim = self.similarity(latents, tokens)[0]
+        r_lat = self.latent_refs(latents)[0]
+        r_tok = self.token_refs(tokens)[0]
+        sim = (r_lat @ r_tok.transpose(-2, -1)) * self.scale
         return sim.softmax(dim=-1), sim.softmax(dim=-2)
+
+
+class SoftmaxPartial(NamedTuple):
+    """One chunk's share of a softmax over tokens: its max, its sum of exp, its weighted values."""
+    peak: Tensor   # [B, heads, L, 1]
+    total: Tensor  # [B, heads, L, 1]
+    acc: Tensor    # [B, heads, L, a]
 
 
 class LatentCrossAttention(nn.Module):
@@ -153,13 +208,21 @@ class CrossAttentionBlock(nn.Module):
     """Pre-norm cross-attention between latents and tokens, each stream with its own MLP.
 
     ``one_sided=True`` builds the last classifier layer: no token update, no token MLP.
+
+    Memory-lean path: with ``token_chunk_size`` set, a forward that records gradients over more
+    tokens than that runs the token stream in chunks, each under activation checkpointing. Everything
+    on the token side is exact per chunk (its softmax is over the latents); the latents' softmax over
+    all tokens is merged across chunks online (running max / sum / weighted values). So training keeps
+    only the block's input and output tokens instead of every ``[B, N, ..]`` activation of the token
+    side, at the price of recomputing that side once in backward.
     """
 
     def __init__(self, dims: int, attn_dims: int, num_heads: int, mlp_ratio: float = 4.0,
                  one_sided: bool = False, layer_scale_init: Optional[float] = None,
-                 drop_path_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, token_chunk_size: Optional[int] = None):
         super().__init__()
         self.one_sided = one_sided
+        self.token_chunk_size = token_chunk_size
         self.norm1_lat = layer_norm(dims)
         self.norm1_pat = layer_norm(dims)
         attention = LatentCrossAttention if one_sided else BiCrossAttention
@@ -173,17 +236,58 @@ class CrossAttentionBlock(nn.Module):
             self.norm2_pat = layer_norm(dims)
             self.mlp_pat = Mlp(dims, int(dims * mlp_ratio))
             self.ls2_pat = layer_scale(dims, layer_scale_init)
-        self.drop_path = drop_path(drop_path_rate)
+        self.drop_path = DropPath(drop_path_rate)
+
+    def uses_chunks(self, tokens: Tensor) -> bool:
+        """Whether this call takes the memory-lean chunked path."""
+        return (not self.one_sided and bool(self.token_chunk_size) and torch.is_grad_enabled()
+                and tokens.shape[1] > self.token_chunk_size)
 
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-        lat_update, tok_update = self.attn(self.norm1_lat(latents), self.norm1_pat(tokens))
-        latents = latents + self.drop_path(self.ls1_lat(lat_update))
-        latents = latents + self.drop_path(self.ls2_lat(self.mlp_lat(self.norm2_lat(latents))))
         if self.one_sided:
-            return latents, None
-        tokens = tokens + self.drop_path(self.ls1_pat(tok_update))
-        tokens = tokens + self.drop_path(self.ls2_pat(self.mlp_pat(self.norm2_pat(tokens))))
-        return latents, tokens
+            lat_update, _ = self.attn(self.norm1_lat(latents), self.norm1_pat(tokens))
+            return self._latent_residuals(latents, lat_update), None
+        r_lat, v_lat = self.attn.latent_refs(self.norm1_lat(latents))
+        # One draw per branch for the whole block, shared by all chunks.
+        keep_attn, keep_mlp = self.drop_path.keep_mask(tokens), self.drop_path.keep_mask(tokens)
+        if self.uses_chunks(tokens):
+            lat_update, tokens = self._chunked_token_stream(tokens, r_lat, v_lat, keep_attn, keep_mlp)
+        else:
+            r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
+            lat_update = self.attn.latent_update(r_lat, r_tok, v_tok)
+            tokens = self._token_residuals(tokens, self.attn.token_update(r_tok, r_lat, v_lat),
+                                           keep_attn, keep_mlp)
+        return self._latent_residuals(latents, lat_update), tokens
+
+    def _latent_residuals(self, latents: Tensor, lat_update: Tensor) -> Tensor:
+        latents = latents + self.drop_path(self.ls1_lat(lat_update))
+        return latents + self.drop_path(self.ls2_lat(self.mlp_lat(self.norm2_lat(latents))))
+
+    def _token_residuals(self, tokens: Tensor, tok_update: Tensor, keep_attn: Optional[Tensor],
+                         keep_mlp: Optional[Tensor]) -> Tensor:
+        tokens = tokens + apply_mask(self.ls1_pat(tok_update), keep_attn)
+        return tokens + apply_mask(self.ls2_pat(self.mlp_pat(self.norm2_pat(tokens))), keep_mlp)
+
+    def _token_chunk(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
+                     keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
+                     ) -> tuple[Tensor, 'SoftmaxPartial']:
+        """The whole token side of one chunk, plus its share of the latents' softmax."""
+        r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
+        partial = self.attn.latent_partial(r_lat, r_tok, v_tok)
+        tokens = self._token_residuals(tokens, self.attn.token_update(r_tok, r_lat, v_lat),
+                                       keep_attn, keep_mlp)
+        return tokens, partial
+
+    def _chunked_token_stream(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
+                              keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
+                              ) -> tuple[Tensor, Tensor]:
+        outs, partials = [], []
+        for chunk in tokens.split(self.token_chunk_size, dim=1):
+            out, partial = checkpoint(self._token_chunk, chunk, r_lat, v_lat, keep_attn, keep_mlp,
+                                      use_reentrant=False)
+            outs.append(out)
+            partials.append(partial)
+        return self.attn.finish_partials(partials, r_lat.dtype), torch.cat(outs, dim=1)
 
 
 class LatentSelfAttentionBlock(nn.Module):
@@ -211,11 +315,11 @@ class BiXTLayer(nn.Module):
     def __init__(self, dims: int, num_heads: int, attn_dims: Optional[int] = None,
                  mlp_ratio: float = 4.0, one_sided: bool = False,
                  layer_scale_init: Optional[float] = None, cross_drop_path: float = 0.0,
-                 self_drop_path: float = 0.0):
+                 self_drop_path: float = 0.0, token_chunk_size: Optional[int] = None):
         super().__init__()
         self.cross_attention_latents_token = CrossAttentionBlock(
             dims, attn_dims or dims, num_heads, mlp_ratio, one_sided, layer_scale_init,
-            cross_drop_path)
+            cross_drop_path, token_chunk_size)
         self.self_attention_latents = LatentSelfAttentionBlock(
             dims, num_heads, mlp_ratio, layer_scale_init, self_drop_path)
 
@@ -238,13 +342,17 @@ class BiXTCore(nn.Module):
         cross_drop_path_rate / self_drop_path_rate: stochastic depth of the cross- and the
             self-attention blocks, rising linearly from 0 over the layers.
         with_cp: recompute each layer in backward (gradient checkpointing) to save memory.
+        token_chunk_size: a forward that records gradients over more tokens than this runs the
+            token stream in chunks of this size with recompute in backward (the memory-lean path
+            for long sequences; same result). None or 0 never chunks. Inference never needs it:
+            the fused attention already avoids storing the ``[B, heads, L, N]`` matrices.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, num_latents: int, num_layers: int,
                  one_sided_last: bool = False, attn_dims: Optional[int] = None,
                  mlp_ratio: float = 4.0, layer_scale_init: Optional[float] = None,
                  cross_drop_path_rate: float = 0.0, self_drop_path_rate: float = 0.0,
-                 with_cp: bool = False):
+                 with_cp: bool = False, token_chunk_size: Optional[int] = DEFAULT_TOKEN_CHUNK):
         super().__init__()
         self.embed_dims = embed_dims
         self.num_layers = num_layers
@@ -257,7 +365,8 @@ class BiXTCore(nn.Module):
         self.blocks = nn.ModuleList(
             BiXTLayer(embed_dims, num_heads, attn_dims, mlp_ratio,
                       one_sided=i == num_layers, layer_scale_init=layer_scale_init,
-                      cross_drop_path=cross_rates[i], self_drop_path=self_rates[i])
+                      cross_drop_path=cross_rates[i], self_drop_path=self_rates[i],
+                      token_chunk_size=token_chunk_size)
             for i in range(depth))
         self.apply(_init_linear)
 
