@@ -2,3 +2,6 @@
 __version__ = '0.1.0'
 
 from . import datasets, engine, evaluation, models  # noqa: E402,F401  (registers)
+from .checkpoint import install_safe_local_loader  # noqa: E402
+
+install_safe_local_loader()

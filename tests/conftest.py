@@ -32,3 +32,38 @@ def reference_dir() -> Path:
 
 def load_expected(variant: str) -> dict:
     return torch.load(REFERENCE / variant / 'expected.pt', weights_only=True)
+
+
+def released_layout_state(arch_name: str) -> dict:
+    """Random tensors with exactly the keys and shapes of a released checkpoint of ``arch_name``."""
+    import json
+    shapes = json.loads((REFERENCE / 'released_state_dict_shapes.json').read_text())[arch_name]
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith('num_batches_tracked'):
+            state[key] = torch.tensor(7)
+        else:
+            state[key] = torch.randn(shape, generator=generator) * 0.02
+    return state
+
+
+def write_released_checkpoint(path: Path, state_dict: dict, arch: str, *, zip_folder: str = '',
+                              ema: bool = False) -> Path:
+    """Writes ``state_dict`` as the BiXT training script did (timm-style dict with an argparse
+    Namespace); with ``zip_folder`` the file is put inside a zip, as the weights are published."""
+    import argparse
+    import zipfile
+    ckpt = {'epoch': 299, 'arch': arch, 'state_dict': state_dict, 'optimizer': {},
+            'version': 2, 'args': argparse.Namespace(model=arch, lr=5e-4, batch_size=128),
+            'metric': 80.0}
+    if ema:
+        ckpt['state_dict_ema'] = {k: v + 1 for k, v in state_dict.items()}
+    pth = path.with_name(path.name + '.pth.tar') if zip_folder else path
+    torch.save(ckpt, pth)
+    if not zip_folder:
+        return path
+    with zipfile.ZipFile(path, 'w') as archive:
+        archive.write(pth, f'{zip_folder}/model_best.pth.tar')
+    pth.unlink()
+    return path

@@ -1,7 +1,8 @@
 """Safe reading and checked loading of BiXT checkpoints."""
 from .reader import CheckpointError, read_checkpoint
+from .runner_loading import install_safe_local_loader
 from .weights import (CLASSIFIER_ONLY, FIXED_POS_BUFFER, BiXTWeights, LoadReport, describe,
                       load_weights)
 
 __all__ = ['CheckpointError', 'read_checkpoint', 'BiXTWeights', 'LoadReport', 'load_weights',
-           'describe', 'CLASSIFIER_ONLY', 'FIXED_POS_BUFFER']
+           'describe', 'CLASSIFIER_ONLY', 'FIXED_POS_BUFFER', 'install_safe_local_loader']

@@ -1,11 +1,14 @@
 """Reading checkpoint files safely: zips as downloaded, timm ``.pth.tar``, plain ``.pth``/``.pt``.
 
-Everything goes through ``torch.load(weights_only=True)`` with exactly one extra class allowed
-(``argparse.Namespace``, which the training script stored as ``args``): nothing in a file can run.
+Everything goes through ``torch.load(weights_only=True)``: tensors, plain containers and a short list
+of data-only classes (``argparse.Namespace``, which the BiXT training script stored as ``args``; the
+numpy arrays and mmengine ``HistoryBuffer`` that mmengine writes into its own checkpoints). Nothing in
+a file can run: a file naming any other class or function is refused unread.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import pickle
@@ -17,7 +20,6 @@ from typing import Any, Union
 import torch
 
 CHECKPOINT_SUFFIXES = ('.pth.tar', '.pth', '.pt', '.ckpt', '.tar', '.bin')
-SAFE_GLOBALS = [argparse.Namespace]
 PathLike = Union[str, os.PathLike]
 
 
@@ -53,10 +55,32 @@ def _member_in_archive(path: PathLike, archive: zipfile.ZipFile) -> str:
     return names[0]
 
 
-def _torch_load(source: Any, path: PathLike) -> Any:
+def _history_buffer_method(obj: Any, name: str) -> Any:
+    """Stands in for ``getattr`` while unpickling: mmengine pickles the statistics methods of its
+    ``HistoryBuffer`` as ``getattr(buffer, 'mean')``; any other use of getattr is refused, since a
+    free getattr reaches every module and function."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if (isinstance(obj, HistoryBuffer) or obj is HistoryBuffer) and not name.startswith('_') \
+            and callable(getattr(HistoryBuffer, name, None)):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(f'Unsupported global: GLOBAL getattr({type(obj).__name__}, {name!r})')
+
+
+@functools.lru_cache(maxsize=1)
+def safe_globals() -> list:
+    """The data-only classes a checkpoint may name besides tensors and plain containers."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+    numpy_dtypes = [getattr(np.dtypes, name) for name in np.dtypes.__all__]
+    return [argparse.Namespace, HistoryBuffer, np.ndarray, np.dtype,
+            np._core.multiarray._reconstruct, np._core.multiarray.scalar, *numpy_dtypes,
+            (_history_buffer_method, 'builtins.getattr')]
+
+
+def _torch_load(source: Any, path: PathLike, map_location: Any = 'cpu') -> Any:
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(source, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r'GLOBAL ([\w.]+)', str(err))
         if found or 'Unsupported' in str(err) or 'weights_only' in str(err).lower():
@@ -75,7 +99,7 @@ def _torch_load(source: Any, path: PathLike) -> Any:
             'If it was downloaded, the download may be incomplete: download it again') from None
 
 
-def read_checkpoint(path: PathLike) -> Any:
+def read_checkpoint(path: PathLike, map_location: Any = 'cpu') -> Any:
     """The object stored in ``path``: a released zip (the checkpoint is found inside it, whatever
     its folder), or a file written by ``torch.save``."""
     if not os.path.isfile(path):
@@ -89,14 +113,15 @@ def read_checkpoint(path: PathLike) -> Any:
                 names = archive.namelist()
                 if not _is_torch_zip(names):
                     member = _member_in_archive(path, archive)
-                    return _torch_load(io.BytesIO(archive.read(member)), f'{path}!{member}')
+                    return _torch_load(io.BytesIO(archive.read(member)), f'{path}!{member}',
+                                       map_location)
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
             raise CheckpointError(path, f'is a damaged zip archive ({err})',
                                   'The download may be incomplete: download it again') from None
     elif _looks_like_truncated_zip(path):
         raise CheckpointError(path, 'is a truncated zip archive (its end is missing)',
                               'The download is incomplete: download it again')
-    return _torch_load(path, path)
+    return _torch_load(path, path, map_location)
 
 
 def _looks_like_truncated_zip(path: PathLike) -> bool:

@@ -1,0 +1,71 @@
+"""Evaluate a checkpoint: prints the config's metrics (mIoU, mAcc, aAcc and the per-class table for
+segmentation; ins_mIoU / cls_mIoU for part segmentation).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out DIR]
+        [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmbixt  # noqa: E402,F401  (registers modules and the safe checkpoint loader)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a checkpoint')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the evaluation log goes')
+    parser.add_argument('--show-dir', help='write prediction overlays into this folder')
+    parser.add_argument('--out', help='write the predicted label maps into this folder')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config settings')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_overlays(cfg: Config, show_dir: str) -> None:
+    """Turns on mmseg's visualization hook, writing overlays under ``show_dir``."""
+    hooks = cfg.setdefault('default_hooks', {})
+    hooks['visualization'] = dict(type='SegVisualizationHook', draw=True, interval=1)
+    visualizer = cfg.setdefault('visualizer', dict(type='SegLocalVisualizer', name='visualizer'))
+    visualizer['save_dir'] = show_dir
+    visualizer.setdefault('vis_backends', [dict(type='LocalVisBackend')])
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    if not osp.isfile(args.checkpoint):
+        sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        enable_overlays(cfg, osp.abspath(args.show_dir))
+    if args.out:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    return cfg
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    Runner.from_cfg(build_config(args)).test()
+
+
+if __name__ == '__main__':
+    main()
