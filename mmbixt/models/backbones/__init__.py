@@ -1,3 +1,4 @@
 from .bixt import BiXTBackbone
+from .bixt_point import PointBiXTBackbone  # noqa: F401
 
 __all__ = ['BiXTBackbone']

@@ -1,1 +1,4 @@
 """mmbixt heads (registered on import)."""
+from .partseg_head import PartSegHead, interpolate_features
+
+__all__ = ['PartSegHead', 'interpolate_features']

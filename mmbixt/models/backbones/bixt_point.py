@@ -1,0 +1,227 @@
+"""``PointBiXTBackbone``: the BiXT core on point clouds (per-point or grouped tokens).
+
+The tokens come from a point tokenizer instead of a patch embedding; everything after it is the same
+``BiXTCore`` as the image backbone, so the core of an image checkpoint can initialise it.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from torch import Tensor, nn
+
+from ...checkpoint import CLASSIFIER_ONLY, BiXTWeights, LoadReport, load_weights
+from ..core import BiXTCore, layer_norm
+
+IMAGE_ONLY = ('patch_embed.', 'fourier_pos_encode.')
+
+
+# ---------------------------------------------------------------- point operations (pure torch)
+def gather_points(values: Tensor, index: Tensor) -> Tensor:
+    """``values [B, N, C]`` picked by ``index [B, ...]`` -> ``[B, ..., C]``."""
+    batch = torch.arange(values.shape[0], device=values.device).view(-1, *[1] * (index.ndim - 1))
+    return values[batch, index]
+
+
+def farthest_point_sample(xyz: Tensor, num_samples: int, start: Optional[Tensor] = None) -> Tensor:
+    """Indices ``[B, num_samples]`` of farthest point sampling on ``xyz [B, N, 3]``.
+
+    Batched over shapes; the loop over samples is inherent to FPS. Starts from point 0 unless
+    ``start [B]`` is given, so results are deterministic.
+    """
+    batch, num_points, _ = xyz.shape
+    if num_samples > num_points:
+        raise ValueError(f'cannot sample {num_samples} of {num_points} points')
+    index = torch.zeros(batch, num_samples, dtype=torch.long, device=xyz.device)
+    nearest = torch.full((batch, num_points), float('inf'), device=xyz.device, dtype=xyz.dtype)
+    current = (torch.zeros(batch, dtype=torch.long, device=xyz.device) if start is None
+               else start.to(xyz.device))
+    rows = torch.arange(batch, device=xyz.device)
+    for i in range(num_samples):
+        index[:, i] = current
+        dist = (xyz - xyz[rows, current].unsqueeze(1)).square().sum(-1)
+        nearest = torch.minimum(nearest, dist)
+        current = nearest.argmax(-1)
+    return index
+
+
+def knn(query: Tensor, ref: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` nearest ``ref [B, N, 3]`` points of each ``query [B, M, 3]`` point: squared
+    distances and indices ``[B, M, k]``, nearest first."""
+    dist = torch.cdist(query, ref).square()
+    dist, index = dist.topk(k, dim=-1, largest=False, sorted=True)
+    return dist, index
+
+
+# ---------------------------------------------------------------- positional encoding
+class FourierPointEncoding(nn.Module):
+    """sin/cos of ``xyz * pi * 2^k`` (k < num_freqs) per axis, plus xyz itself, projected to D."""
+
+    def __init__(self, embed_dims: int, num_freqs: int = 8):
+        super().__init__()
+        self.register_buffer('freqs', math.pi * 2.0 ** torch.arange(num_freqs), persistent=False)
+        self.proj = nn.Linear(3 * (2 * num_freqs + 1), embed_dims)
+
+    def forward(self, xyz: Tensor) -> Tensor:
+        angles = (xyz.unsqueeze(-1) * self.freqs).flatten(-2)
+        return self.proj(torch.cat([xyz, angles.sin(), angles.cos()], dim=-1))
+
+
+def point_mlp(channels: Sequence[int]) -> nn.Sequential:
+    """Shared per-point MLP: Linear -> LayerNorm -> GELU between the given widths, plain Linear last."""
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+        layers.append(nn.Linear(c_in, c_out))
+        if i < len(channels) - 2:
+            layers += [nn.LayerNorm(c_out), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------- tokenizers
+class PointTokens(NamedTuple):
+    tokens: Tensor  # [B, T, D]
+    xyz: Tensor  # [B, T, 3]: where each token sits (a point, or the centre of a group)
+
+
+class PerPointTokenizer(nn.Module):
+    """Every point is a token: an MLP of its features (xyz, normals) plus the encoding of xyz."""
+
+    def __init__(self, in_channels: int, embed_dims: int, hidden_dims: int = 128,
+                 num_freqs: int = 8):
+        super().__init__()
+        self.embed = point_mlp((in_channels, hidden_dims, embed_dims))
+        self.pos_encode = FourierPointEncoding(embed_dims, num_freqs)
+
+    def forward(self, points: Tensor) -> PointTokens:
+        xyz = points[..., :3]
+        return PointTokens(self.embed(points) + self.pos_encode(xyz), xyz)
+
+
+class GroupedPointTokenizer(nn.Module):
+    """Farthest point sampling of ``num_groups`` centres, their ``group_size`` nearest points, and a
+    small PointNet over each neighbourhood (local coordinates, plus normals when given): two shared
+    MLPs with a max-pool after each, the first pool fed back to every point (Point-BERT style)."""
+
+    def __init__(self, in_channels: int, embed_dims: int, num_groups: int = 128,
+                 group_size: int = 32, hidden_dims: int = 128, num_freqs: int = 8):
+        super().__init__()
+        self.num_groups = num_groups
+        self.group_size = group_size
+        self.first = point_mlp((in_channels, hidden_dims, hidden_dims))
+        self.second = point_mlp((2 * hidden_dims, 2 * hidden_dims, embed_dims))
+        self.pos_encode = FourierPointEncoding(embed_dims, num_freqs)
+
+    def group(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Centres ``[B, G, 3]`` and neighbourhoods ``[B, G, K, C]`` in coordinates local to the centre."""
+        xyz = points[..., :3]
+        centres = gather_points(xyz, farthest_point_sample(xyz, self.num_groups))
+        _, index = knn(centres, xyz, self.group_size)
+        groups = gather_points(points, index)
+        local_xyz = groups[..., :3] - centres.unsqueeze(2)
+        return centres, torch.cat([local_xyz, groups[..., 3:]], dim=-1)
+
+    def forward(self, points: Tensor) -> PointTokens:
+        centres, groups = self.group(points)
+        feats = self.first(groups)
+        pooled = feats.max(dim=2, keepdim=True).values.expand_as(feats)
+        tokens = self.second(torch.cat([feats, pooled], dim=-1)).max(dim=2).values
+        return PointTokens(tokens + self.pos_encode(centres), centres)
+
+
+POINT_TOKENIZERS = {'per_point': PerPointTokenizer, 'grouped': GroupedPointTokenizer}
+
+
+def build_point_tokenizer(cfg: dict, in_channels: int, embed_dims: int) -> nn.Module:
+    cfg = dict(cfg)
+    kind = cfg.pop('type', 'grouped')
+    if kind not in POINT_TOKENIZERS:
+        raise ValueError(f'unknown point tokenizer {kind!r}; choose one of {sorted(POINT_TOKENIZERS)}')
+    return POINT_TOKENIZERS[kind](in_channels, embed_dims, **cfg)
+
+
+# ---------------------------------------------------------------- backbone
+class PointBackboneOutput(NamedTuple):
+    feats: tuple[Tensor, ...]  # the tokens [B, T, D] of each layer in out_indices
+    xyz: Tensor  # [B, T, 3] token positions
+    latents: Tensor  # [B, L, D] latents after the last returned layer
+
+
+@MODELS.register_module()
+class PointBiXTBackbone(BaseModule):
+    """BiXT on point clouds: a point tokenizer feeding the shared ``BiXTCore``.
+
+    Input ``[B, N, C]`` points (xyz first, then optional normals). Returns a ``PointBackboneOutput``:
+    the refined tokens of the layers in ``out_indices``, where the tokens sit, and the latents.
+
+    Args:
+        embed_dims / num_heads / num_latents / num_layers: the core (Ti: 192, 6, 64, 12).
+        in_channels: 3 (xyz) or 6 (xyz + normals).
+        tokenizer: ``dict(type='per_point', hidden_dims=128)`` (every point a token) or
+            ``dict(type='grouped', num_groups=128, group_size=32)`` (FPS + kNN + PointNet).
+        out_indices: layers whose tokens are returned (negative counts from the end).
+        out_norm: a LayerNorm on each returned token set.
+        drop_path_rate: stochastic depth of both attention blocks.
+        with_cp: gradient checkpointing of each layer.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` initialises latents and layers from
+            an image BiXT checkpoint (a d13 zip as downloaded, for 12 layers); the image tokenizer and
+            positional encoding are dropped, the point tokenizer and output norms stay new.
+    """
+
+    def __init__(self, embed_dims: int = 192, num_heads: int = 6, num_latents: int = 64,
+                 num_layers: int = 12, in_channels: int = 6,
+                 tokenizer: Optional[dict] = None, out_indices: Sequence[int] = (3, 7, 11),
+                 out_norm: bool = True, drop_path_rate: float = 0.0, with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.embed_dims = embed_dims
+        self.num_layers = num_layers
+        self.in_channels = in_channels
+        self.out_indices = tuple(sorted(i % num_layers for i in out_indices))
+        if any(not -num_layers <= i < num_layers for i in out_indices) or not self.out_indices:
+            raise ValueError(f'out_indices {tuple(out_indices)} out of range for {num_layers} layers')
+        self.tokenizer = build_point_tokenizer(tokenizer or dict(type='grouped'), in_channels,
+                                               embed_dims)
+        self.core = BiXTCore(embed_dims, num_heads, num_latents, num_layers,
+                             cross_drop_path_rate=drop_path_rate,
+                             self_drop_path_rate=drop_path_rate, with_cp=with_cp)
+        self.out_norms = nn.ModuleList(
+            layer_norm(embed_dims) if out_norm else nn.Identity() for _ in self.out_indices)
+
+    def forward(self, points: Tensor) -> PointBackboneOutput:
+        if points.shape[-1] != self.in_channels:
+            raise ValueError(f'expected points with {self.in_channels} channels, got '
+                             f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
+        tokens, xyz = self.tokenizer(points)
+        feats = []
+        for index, (latents, tokens) in enumerate(self.core.forward_layers(tokens)):
+            if index in self.out_indices:
+                feats.append(self.out_norms[len(feats)](tokens))
+            if index == self.out_indices[-1]:
+                break
+        return PointBackboneOutput(tuple(feats), xyz, latents)
+
+    # ---------------------------------------------------------------- weights
+    def init_weights(self) -> None:
+        cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
+        if cfg is not None and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], use_ema=cfg.get('use_ema', False))
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def load_pretrained(self, path: str, use_ema: bool = False) -> LoadReport:
+        """Cross-modal initialisation: the core (latents + layers) of an image BiXT checkpoint.
+
+        Refuses files with fewer bi-directional layers than this model runs or of another width;
+        logs one line saying what loaded, what was dropped and what stayed new.
+        """
+        weights = BiXTWeights.from_file(path, use_ema=use_ema)
+        weights.check_layers(self.num_layers, f'a {self.num_layers}-layer PointBiXTBackbone')
+        report = load_weights(self, weights, drop=CLASSIFIER_ONLY + IMAGE_ONLY,
+                              may_stay_new=('tokenizer.', 'out_norms.'))
+        print_log(report.summary(str(path), weights.model_name), logger='current')
+        return report
