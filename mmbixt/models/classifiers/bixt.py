@@ -17,6 +17,7 @@ import functools
 import logging
 from typing import Optional, Union
 
+import timm
 import timm.models._factory as timm_factory
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
@@ -28,7 +29,7 @@ from ...checkpoint import FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadRe
 from ...checkpoint.weights import to_core_layout
 from ..core import BiXTCore, FourierPositionalEncoding2d, build_tokenizer, layer_norm
 
-__all__ = ['BiXTClassifier', 'embed_image', 'CLASSIFIER_NAMES']
+__all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'create_classifier', 'embed_image']
 
 _logger = logging.getLogger(__name__)
 
@@ -149,7 +150,10 @@ class BiXTClassifier(nn.Module):
         Refuses, with a CheckpointError, a file of another tokeniser or stride (by its stored name),
         another depth or width. A head for another number of classes is left new.
         """
-        weights = BiXTWeights.from_file(path, use_ema=use_ema)
+        return self.load_bixt_weights(BiXTWeights.from_file(path, use_ema=use_ema))
+
+    def load_bixt_weights(self, weights: BiXTWeights) -> LoadReport:
+        """Loads weights already read by ``BiXTWeights.from_file``, with the checks above."""
         weights.check_variant(self.arch.tokenizer, self.arch.stride, self.arch_description)
         self._check_depth(weights)
         stored_head = weights.state_dict.get('head.weight')
@@ -158,7 +162,7 @@ class BiXTClassifier(nn.Module):
         report = load_weights(self, weights, drop=(FIXED_POS_BUFFER,) + new_head,
                               may_stay_new=new_head)
         self._note_other_resolution(weights.model_name)
-        _logger.info(report.summary(str(path), weights.model_name))
+        _logger.info(report.summary(weights.path, weights.model_name))
         return report
 
     def _check_depth(self, weights: BiXTWeights) -> None:
@@ -182,8 +186,8 @@ class BiXTClassifier(nn.Module):
 
 
 # ---------------------------------------------------------------- timm registration
-def _cfg(name: str) -> dict:
-    arch = RELEASED_ARCHS[canonical_name(name)]
+def _cfg(arch: BiXTArch) -> dict:
+    """The pretrained cfg (data config, head, source) of a BiXT classifier."""
     first_conv = 'patch_embed.proj' if arch.tokenizer == 'linear' else 'patch_embed.proj.0.0'
     return dict(
         num_classes=1000, input_size=(3, arch.img_size, arch.img_size), pool_size=None,
@@ -195,18 +199,22 @@ def _cfg(name: str) -> dict:
 
 
 # The weights are not hosted: ``pretrained=True`` needs ``pretrained_cfg_overlay=dict(file=ZIP)``.
-default_cfgs = generate_default_cfgs({f'{name}.in1k': _cfg(name) for name in CLASSIFIER_NAMES})
+default_cfgs = generate_default_cfgs({f'{name}.in1k': _cfg(RELEASED_ARCHS[canonical_name(name)])
+                                     for name in CLASSIFIER_NAMES})
 
 
 def _create_bixt(variant: str, pretrained: bool = False, **kwargs) -> BiXTClassifier:
-    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'),
-                                 kwargs.get('pretrained_cfg_overlay'))
+    # timm resets ``custom_load`` when an overlay names a file, and would then read it with
+    # ``torch.load``; a BiXT file always goes to ``model.load_pretrained`` unless said otherwise.
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    overlay.setdefault('custom_load', True)
+    kwargs['pretrained_cfg_overlay'] = overlay
+    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), overlay)
     if pretrained and not (cfg.file or cfg.url or cfg.state_dict):
         raise RuntimeError(
             f'{variant}: the BiXT weights are not hosted for download; pass the zip as downloaded '
             f"from the BiXT weights table: timm.create_model('{variant}', pretrained=True, "
             "pretrained_cfg_overlay=dict(file=PATH)), or checkpoint_path=PATH")
-    # With ``custom_load`` in the cfg, timm hands the weight file to ``model.load_pretrained``.
     return build_model_with_cfg(BiXTClassifier, variant, pretrained, arch=variant, **kwargs)
 
 
@@ -248,3 +256,29 @@ def _route_checkpoint_path_to_bixt() -> None:
 
 
 _route_checkpoint_path_to_bixt()
+
+
+def create_classifier(checkpoint: str, arch: Union[str, dict, None] = None,
+                      use_ema: bool = False) -> BiXTClassifier:
+    """A BiXT classifier with the weights of ``checkpoint``, read once, in eval mode.
+
+    ``arch`` is a registered name (default: the name stored in the checkpoint) or, for a model of
+    another size, a dict of ``mmbixt.archs.ARCH_DICT_KEYS``, which gets the 224px ImageNet data config
+    and as many classes as the checkpoint's head.
+    """
+    weights = BiXTWeights.from_file(checkpoint, use_ema=use_ema)
+    arch = arch or weights.model_name
+    if arch is None:
+        raise CheckpointError(checkpoint, 'does not say which BiXT model it holds',
+                              'Name it with --arch (a released name such as bixt_ti_l64_p16)')
+    if isinstance(arch, str):
+        if canonical_name(arch) not in RELEASED_ARCHS:
+            raise CheckpointError(checkpoint, f'holds {arch}, which is not a released BiXT classifier',
+                                  'Name the architecture with --arch (a released name or a dict)')
+        model = timm.create_model(arch)
+    else:
+        head = weights.state_dict.get('head.weight')
+        model = BiXTClassifier(arch, num_classes=0 if head is None else head.shape[0])
+        model.pretrained_cfg = model.default_cfg = _cfg(model.arch)
+    model.load_bixt_weights(weights)
+    return model.eval()
