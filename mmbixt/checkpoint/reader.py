@@ -82,16 +82,15 @@ def _torch_load(source: Any, path: PathLike, map_location: Any = 'cpu') -> Any:
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r'GLOBAL ([\w.]+)', str(err))
-        if found or 'Unsupported' in str(err) or 'weights_only' in str(err).lower():
-            name = found.group(1) if found else 'a Python object'
+        found = re.search(r'GLOBAL ([\w.]+(?:\([^)]*\))?)', str(err))
+        if found:
             raise CheckpointError(
-                path, f'asks to load {name}, which is not plain tensor data; it was refused '
-                'unread, since unpickling it could execute code',
+                path, f'asks to load {found.group(1)}, which is not plain tensor data; it was '
+                'refused unread, since unpickling it could execute code',
                 'Use a checkpoint that holds only tensors (for example one written by '
                 'tools/convert_checkpoint.py)') from None
-        raise CheckpointError(path, f'is not a readable PyTorch checkpoint ({err})',
-                              'Download the file again') from None
+        raise CheckpointError(path, 'is damaged or not a PyTorch checkpoint (its pickle data '
+                              'cannot be read)', 'If it was downloaded, download it again') from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(
             path, f'is damaged or not a PyTorch checkpoint ({type(err).__name__}: '

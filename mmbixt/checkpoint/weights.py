@@ -101,6 +101,17 @@ class BiXTWeights:
             count += 1
         return count
 
+    def backbone_state_dict(self) -> dict[str, Tensor]:
+        """The tensors a dense backbone uses: no classifier head, no one-sided last layer, no
+        fixed positional buffer."""
+        layers = self.bidirectional_layers
+
+        def used(key: str) -> bool:
+            block = _BLOCK.match(key)
+            return not key.startswith(CLASSIFIER_ONLY + (FIXED_POS_BUFFER,)) and (
+                block is None or int(block.group(1)) < layers)
+        return {k: v for k, v in self.state_dict.items() if used(k)}
+
     @property
     def has_one_sided_layer(self) -> bool:
         return any(_ONE_SIDED.match(k) for k in self.state_dict)
@@ -172,15 +183,21 @@ def load_weights(model: nn.Module, weights: BiXTWeights, *, drop: Iterable[str] 
     own = model.state_dict()
     report = LoadReport()
     to_load: dict[str, Tensor] = {}
+    wrong_shape: list[str] = []
     for key, value in weights.state_dict.items():
         if key.startswith(drop) or key not in own:
             report.dropped.append(key)
         elif own[key].shape != value.shape:
-            raise CheckpointError(
-                weights.path, f'has {key} of shape {tuple(value.shape)}, but the model expects '
-                f'{tuple(own[key].shape)}', 'The checkpoint is of another size: set arch to match it')
+            wrong_shape.append(key)
         else:
             to_load[key] = value
+    if wrong_shape:
+        # Name the latents when they differ: their shape says width and count at a glance.
+        example = 'core.latents' if 'core.latents' in wrong_shape else wrong_shape[0]
+        raise CheckpointError(
+            weights.path, f'has {len(wrong_shape)} tensors of another shape than the model, e.g. '
+            f'{example} {tuple(weights.state_dict[example].shape)} where the model has '
+            f'{tuple(own[example].shape)}', 'The checkpoint is of another size: set arch to match it')
     absent = [k for k in own if k not in to_load]
     missing = [k for k in absent if not k.startswith(may_stay_new)]
     if missing:

@@ -1,0 +1,231 @@
+"""Checkpoint reading and loading: every source loads, every bad file is refused with a message that
+names the file, the problem and the fix — and nothing in a file ever executes."""
+from __future__ import annotations
+
+import argparse
+import os
+import zipfile
+
+import pytest
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+
+import mmbixt  # noqa: F401  (installs the safe local loader)
+from mmbixt.checkpoint import BiXTWeights, CheckpointError, read_checkpoint
+from mmbixt.models.backbones import BiXTBackbone
+
+from conftest import REFERENCE, released_layout_state, write_released_checkpoint
+
+TINY = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=3)
+
+
+def tiny_classifier_state(num_layers: int = 3, one_sided: bool = True) -> dict:
+    """A released-layout state dict of a tiny classifier (``num_layers`` + one-sided layer)."""
+    from mmbixt.models.core import BiXTCore
+    core = BiXTCore(32, 2, 8, num_layers, one_sided_last=one_sided)
+    backbone = BiXTBackbone(arch=TINY | dict(num_layers=num_layers), out_indices=(0,))
+    state = {k: v for k, v in backbone.state_dict().items() if not k.startswith(('core.', 'out_'))}
+    state.update({k: v for k, v in core.state_dict().items()})
+    state['fc_norm.weight'], state['fc_norm.bias'] = torch.ones(32), torch.zeros(32)
+    state['head.weight'], state['head.bias'] = torch.zeros(10, 32), torch.zeros(10)
+    return state
+
+
+def backbone(**kwargs) -> BiXTBackbone:
+    return BiXTBackbone(arch=TINY, out_indices=(2,), **kwargs)
+
+
+@pytest.fixture
+def released_tiny(tmp_path):
+    return write_released_checkpoint(tmp_path / 'tiny.zip', tiny_classifier_state(),
+                                     'bixt_tiny_l8_d4_p16', zip_folder='downloads/bixt')
+
+
+def refusal(path, **kwargs) -> str:
+    with pytest.raises(CheckpointError) as info:
+        backbone().load_pretrained(str(path), **kwargs)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+# ------------------------------------------------------------------ sources that load
+def test_released_zip_with_nested_folder_loads(released_tiny):
+    report = backbone().load_pretrained(str(released_tiny))
+    assert 'core.blocks.3.cross_attention_latents_token.attn.r_latents.weight' in report.dropped
+    assert {'fc_norm.weight', 'head.weight'} <= set(report.dropped)
+    assert report.new == ['out_norms.0.weight', 'out_norms.0.bias']
+
+
+@pytest.mark.parametrize('prefix', ['module.', '_orig_mod.', 'module._orig_mod.'])
+def test_ddp_and_compile_prefixes_are_stripped(tmp_path, prefix):
+    state = {prefix + k: v for k, v in tiny_classifier_state().items()}
+    path = write_released_checkpoint(tmp_path / 'p.pth.tar', state, 'bixt_tiny_p16')
+    model = backbone()
+    model.load_pretrained(str(path))
+    assert torch.equal(model.core.latents, state[prefix + 'latents'])
+
+
+def test_ema_weights_on_request(tmp_path):
+    state = tiny_classifier_state()
+    path = write_released_checkpoint(tmp_path / 'e.pth.tar', state, 'bixt_tiny_p16', ema=True)
+    model = backbone()
+    model.load_pretrained(str(path), use_ema=True)
+    assert torch.equal(model.core.latents, state['latents'] + 1)
+
+
+def test_mmseg_training_checkpoint_of_this_backbone_loads(tmp_path):
+    source = backbone()
+    state = {'backbone.' + k: v for k, v in source.state_dict().items()}
+    state['decode_head.conv_seg.weight'] = torch.zeros(4, 32, 1, 1)
+    torch.save({'meta': {'mmengine_version': 'x'}, 'state_dict': state}, tmp_path / 'iter_8.pth')
+    model = backbone()
+    report = model.load_pretrained(str(tmp_path / 'iter_8.pth'))
+    assert report.new == [] and report.dropped == []
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_plain_state_dict_pth_loads(tmp_path):
+    torch.save(tiny_classifier_state(), tmp_path / 'plain.pt')
+    assert backbone().load_pretrained(str(tmp_path / 'plain.pt')).loaded
+
+
+def test_mmengine_runner_loading_goes_through_the_safe_reader(released_tiny, tmp_path):
+    ckpt = CheckpointLoader.load_checkpoint(str(released_tiny), map_location='cpu')
+    assert ckpt['arch'] == 'bixt_tiny_l8_d4_p16' and isinstance(ckpt['args'], argparse.Namespace)
+
+
+# ------------------------------------------------------------------ refusals
+def test_missing_file(tmp_path):
+    assert 'does not exist' in refusal(tmp_path / 'nope.zip')
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    assert 'is empty' in refusal(tmp_path / 'empty.pth')
+
+
+def test_random_bytes(tmp_path):
+    (tmp_path / 'noise.pth').write_bytes(os.urandom(4096))
+    message = refusal(tmp_path / 'noise.pth')
+    assert 'damaged or not a PyTorch checkpoint' in message and 'download it again' in message
+
+
+def test_truncated_zip_as_downloaded(released_tiny):
+    data = released_tiny.read_bytes()
+    released_tiny.write_bytes(data[: len(data) // 2])
+    assert 'truncated' in refusal(released_tiny)
+
+
+def test_truncated_pth_tar(tmp_path):
+    path = write_released_checkpoint(tmp_path / 't.pth.tar', tiny_classifier_state(), 'bixt_p16')
+    path.write_bytes(path.read_bytes()[:5000])
+    assert 'truncated' in refusal(path)
+
+
+def test_pickle_that_would_run_a_command_is_refused_and_does_not_run(tmp_path):
+    marker = tmp_path / 'pwned'
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, (f'touch {marker}',)
+
+    torch.save({'state_dict': {}, 'args': Exploit()}, tmp_path / 'evil.pth.tar')
+    message = refusal(tmp_path / 'evil.pth.tar')
+    assert 'system' in message and 'could execute code' in message
+    with pytest.raises(CheckpointError):  # also through mmengine (load_from, --resume, test.py)
+        CheckpointLoader.load_checkpoint(str(tmp_path / 'evil.pth.tar'))
+    assert not marker.exists()
+
+
+def test_free_getattr_is_refused_even_though_mmengine_buffers_need_a_restricted_one(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return getattr, (argparse.Namespace(), '__init__')
+
+    torch.save({'x': Exploit()}, tmp_path / 'getattr.pth')
+    with pytest.raises(CheckpointError, match='getattr'):
+        read_checkpoint(tmp_path / 'getattr.pth')
+
+
+def test_another_variant_is_refused_by_its_stored_name(tmp_path):
+    path = write_released_checkpoint(tmp_path / 'v.pth.tar', tiny_classifier_state(),
+                                     'bixt_ti_l64_d13_p16s4')
+    message = refusal(path)
+    assert 'bixt_ti_l64_d13_p16s4' in message and 'token stride 4' in message
+    assert 'token stride 16' in message and 'Set arch' in message
+
+
+def test_released_name_mismatch_p16_into_p16s8(tmp_path):
+    state = released_layout_state('bixt_ti_l64_d13_p16')
+    path = write_released_checkpoint(tmp_path / 'p16.zip', state, 'bixt_ti_l64_d13_p16',
+                                     zip_folder='p16')
+    with pytest.raises(CheckpointError, match=r"arch='bixt_ti_l64_d13_p16'"):
+        BiXTBackbone(arch='bixt_ti_l64_d13_p16s8').load_pretrained(str(path))
+
+
+def test_d12_classifier_into_a_12_layer_backbone_is_refused(tmp_path):
+    state = released_layout_state('bixt_ti_l64_p16')
+    path = write_released_checkpoint(tmp_path / 'd12.zip', state, 'bixt_ti_l64_p16',
+                                     zip_folder='bixt_ti_l64_p16')
+    model = BiXTBackbone(arch=dict(num_layers=12), out_indices=(11,))
+    with pytest.raises(CheckpointError) as info:
+        model.load_pretrained(str(path))
+    message = str(info.value)
+    assert 'has 11 bi-directional layers' in message and 'runs 12' in message
+    assert 'd12 classifier' in message and 'd13' in message
+
+
+def test_missing_layer_is_refused(tmp_path):
+    state = {k: v for k, v in tiny_classifier_state().items()
+             if not k.startswith('blocks.1.self_attention_latents.mlp.')}
+    path = write_released_checkpoint(tmp_path / 'm.pth.tar', state, 'bixt_tiny_p16')
+    message = refusal(path)
+    assert 'lacks 4 tensors' in message and 'layer 1' in message
+
+
+def test_other_model_family_is_refused(tmp_path):
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7),
+                               'fc.weight': torch.zeros(1000, 2048)}}, tmp_path / 'resnet.pth')
+    message = refusal(tmp_path / 'resnet.pth')
+    assert 'is not a BiXT checkpoint' in message and 'conv1.weight' in message
+
+
+def test_mmseg_checkpoint_of_another_backbone_is_refused(tmp_path):
+    torch.save({'meta': {}, 'state_dict': {
+        'backbone.patch_embed.projection.weight': torch.zeros(192, 3, 16, 16),
+        'backbone.layers.0.attn.attn.in_proj_weight': torch.zeros(576, 192),
+        'decode_head.conv_seg.weight': torch.zeros(150, 512, 1, 1)}}, tmp_path / 'vit.pth')
+    assert 'is not a BiXT checkpoint' in refusal(tmp_path / 'vit.pth')
+
+
+def test_wrong_size_is_refused(tmp_path):
+    path = write_released_checkpoint(tmp_path / 'big.zip', released_layout_state(
+        'bixt_ed256_l64_p16'), 'bixt_ed256_l64_p16', zip_folder='ed256')
+    model = BiXTBackbone(arch='bixt_ti_l64_p16', out_indices=(10,))
+    with pytest.raises(CheckpointError,
+                       match=r'core.latents \(1, 64, 256\) where the model has \(1, 64, 192\)'):
+        model.load_pretrained(str(path))
+
+
+def test_zip_without_checkpoint_and_zip_with_several(tmp_path):
+    empty = tmp_path / 'docs.zip'
+    with zipfile.ZipFile(empty, 'w') as archive:
+        archive.writestr('README.txt', 'hello')
+    assert 'no checkpoint inside' in refusal(empty)
+    several = tmp_path / 'several.zip'
+    with zipfile.ZipFile(several, 'w') as archive:
+        archive.write(REFERENCE / 'linear_p16' / 'model_best.pth.tar', 'a/checkpoint-1.pth.tar')
+        archive.write(REFERENCE / 'linear_p16' / 'model_best.pth.tar', 'a/checkpoint-2.pth.tar')
+    assert 'several checkpoints' in refusal(several)
+
+
+def test_ema_requested_but_absent(released_tiny):
+    assert 'no EMA weights' in refusal(released_tiny, use_ema=True)
+
+
+def test_weights_report_the_stored_name_and_layer_count(released_tiny):
+    weights = BiXTWeights.from_file(released_tiny)
+    assert weights.model_name == 'bixt_tiny_l8_d4_p16'
+    assert weights.bidirectional_layers == 3 and weights.has_one_sided_layer

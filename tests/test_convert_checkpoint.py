@@ -1,0 +1,64 @@
+"""tools/convert_checkpoint.py: released zip -> plain mmseg-ready .pth that loads identically."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+from mmbixt.models.backbones import BiXTBackbone
+
+from conftest import REPO, released_layout_state, write_released_checkpoint
+
+
+def run_convert(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_converted_file_holds_only_the_backbone_and_loads_identically(tmp_path):
+    name = 'bixt_ti_l64_d13_p16s8'
+    src = write_released_checkpoint(tmp_path / f'{name}.zip', released_layout_state(name), name,
+                                    zip_folder=name)
+    dst = tmp_path / 'out' / 'backbone.pth'
+    result = run_convert(str(src), str(dst))
+    assert result.returncode == 0, result.stderr
+    assert '12 bi-directional layers' in result.stdout
+    converted = torch.load(dst, weights_only=True)  # plain tensors and a meta dict only
+    assert converted['meta']['bixt_arch'] == name
+    assert converted['meta']['source'] == f'{name}.zip'
+    keys = set(converted['state_dict'])
+    assert not any(k.startswith(('head.', 'fc_norm.', 'core.blocks.12.')) for k in keys)
+    assert 'fourier_pos_encode.pos' not in keys
+
+    from_zip, from_pth = BiXTBackbone(arch=name), BiXTBackbone(arch=name)
+    from_zip.load_pretrained(str(src))
+    report = from_pth.load_pretrained(str(dst))
+    assert report.dropped == []
+    for key, value in from_zip.state_dict().items():
+        if not key.startswith('out_norms'):
+            assert torch.equal(value, from_pth.state_dict()[key]), key
+
+
+def test_converted_file_keeps_its_variant_for_the_variant_check(tmp_path):
+    name = 'bixt_ti_l64_d13_p16'
+    src = write_released_checkpoint(tmp_path / 'a.zip', released_layout_state(name), name,
+                                    zip_folder='a')
+    dst = tmp_path / 'a.pth'
+    assert run_convert(str(src), str(dst)).returncode == 0
+    try:
+        BiXTBackbone(arch='bixt_ti_l64_d13_p16s4').load_pretrained(str(dst))
+    except ValueError as err:
+        assert 'bixt_ti_l64_d13_p16' in str(err) and 'token stride 4' in str(err)
+    else:
+        raise AssertionError('a p16 file loaded into a p16s4 backbone')
+
+
+def test_bad_source_gives_a_clear_error_and_no_output(tmp_path):
+    src = tmp_path / 'broken.zip'
+    src.write_bytes(b'PK\x03\x04' + b'\0' * 100)
+    dst = tmp_path / 'x.pth'
+    result = run_convert(str(src), str(dst))
+    assert result.returncode == 1
+    assert 'broken.zip' in result.stderr and 'truncated' in result.stderr
+    assert 'Traceback' not in result.stderr and not dst.exists()
