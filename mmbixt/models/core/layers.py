@@ -370,6 +370,15 @@ class BiXTCore(nn.Module):
             for i in range(depth))
         self.apply(_init_linear)
 
+    @property
+    def token_chunk_size(self) -> Optional[int]:
+        return self.blocks[0].cross_attention_latents_token.token_chunk_size
+
+    @token_chunk_size.setter
+    def token_chunk_size(self, size: Optional[int]) -> None:
+        for layer in self.blocks:
+            layer.cross_attention_latents_token.token_chunk_size = size
+
     def forward_layers(self, tokens: Tensor) -> Iterator[tuple[Tensor, Optional[Tensor]]]:
         """Runs every layer, yielding ``(latents, tokens)`` after each (tokens None after a one-sided one)."""
         latents = self.latents.expand(tokens.shape[0], -1, -1)

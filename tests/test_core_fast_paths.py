@@ -1,0 +1,125 @@
+"""The BiXT core's fast paths agree with the plain math: chunked training path, bf16, torch.compile."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from mmbixt.models.core.layers import BiXTCore, CrossAttentionBlock
+from mmbixt.models.core.reference import plain_forward_layers
+
+DIMS, HEADS, LATENTS, LAYERS = 32, 2, 8, 3
+
+
+def small_core(layer_scale: bool = False, drop_path: float = 0.0, chunk=None) -> BiXTCore:
+    torch.manual_seed(0)
+    core = BiXTCore(DIMS, HEADS, LATENTS, LAYERS, layer_scale_init=0.5 if layer_scale else None,
+                    cross_drop_path_rate=drop_path, token_chunk_size=chunk)
+    with torch.no_grad():  # random weights large enough that every term matters
+        for param in core.parameters():
+            param.normal_(0.0, 0.3)
+    return core
+
+
+def outputs_and_grads(core: BiXTCore, tokens: torch.Tensor, layers_fn=None, seed: int = 1):
+    """Every layer's (latents, tokens) and the gradients of a loss over all of them."""
+    tokens = tokens.clone().requires_grad_()
+    torch.manual_seed(seed)  # same stochastic-depth draws for every path
+    pairs = list((layers_fn or core.forward_layers)(tokens))
+    outs = [t for pair in pairs for t in pair]
+    loss = sum(out.sin().sum() for out in outs)
+    grads = torch.autograd.grad(loss, [tokens] + list(core.parameters()))
+    return outs, grads
+
+
+def assert_close_rel(actual, expected, rel: float) -> None:
+    for a, e in zip(actual, expected):
+        err = (a.float() - e.float()).abs().max() / e.float().abs().max().clamp_min(1e-12)
+        assert err < rel, f'relative error {err:.2e} >= {rel:.0e}'
+
+
+@pytest.mark.parametrize('num_tokens,chunk', [(37, 10), (64, 16), (5, 4)])
+@pytest.mark.parametrize('layer_scale', [False, True])
+def test_chunked_path_matches_full_and_plain(num_tokens, chunk, layer_scale):
+    core = small_core(layer_scale)
+    tokens = torch.randn(3, num_tokens, DIMS)
+    plain = outputs_and_grads(core, tokens, lambda t: plain_forward_layers(core, t))
+    full = outputs_and_grads(core, tokens)
+    core.token_chunk_size = chunk
+    chunked = outputs_and_grads(core, tokens)
+    for path in (full, chunked):
+        assert_close_rel(path[0], plain[0], 1e-5)
+        assert_close_rel(path[1], plain[1], 1e-5)
+
+
+def test_chunked_path_keeps_stochastic_depth_per_sample():
+    core = small_core(drop_path=0.5).train()
+    tokens = torch.randn(4, 21, DIMS)
+    full = outputs_and_grads(core, tokens)
+    core.token_chunk_size = 8
+    chunked = outputs_and_grads(core, tokens)
+    assert_close_rel(chunked[0], full[0], 1e-5)
+    assert_close_rel(chunked[1], full[1], 1e-5)
+
+
+def count_chunked_calls(monkeypatch) -> list:
+    calls = []
+    original = CrossAttentionBlock._chunked_token_stream
+
+    def spy(self, *args):
+        calls.append(args[0].shape[1])
+        return original(self, *args)
+    monkeypatch.setattr(CrossAttentionBlock, '_chunked_token_stream', spy)
+    return calls
+
+
+def test_chunking_switches_on_by_token_count_and_grad(monkeypatch):
+    calls = count_chunked_calls(monkeypatch)
+    core = small_core(chunk=16)
+    core(torch.randn(1, 16, DIMS))                     # not above the threshold
+    assert calls == []
+    with torch.no_grad():
+        core(torch.randn(1, 40, DIMS))                 # inference never chunks
+    assert calls == []
+    core(torch.randn(1, 40, DIMS))                     # training-like call above it
+    assert calls == [40] * LAYERS
+    core.token_chunk_size = None
+    core(torch.randn(1, 40, DIMS))
+    assert calls == [40] * LAYERS
+
+
+def test_default_core_chunks_long_sequences():
+    assert BiXTCore(DIMS, HEADS, LATENTS, 1).token_chunk_size == 4096
+
+
+def test_bf16_autocast_close_to_fp32():
+    core = small_core().eval()
+    with torch.no_grad():
+        for param in core.parameters():  # moderate weights: bf16 rounding, not chaos, is tested
+            param.mul_(0.3)
+    tokens = torch.randn(2, 50, DIMS)
+    with torch.no_grad():
+        expected = core(tokens)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            actual = core(tokens)
+    assert_close_rel(actual, expected, 5e-2)
+    core.token_chunk_size = 16  # the chunked path under autocast too (it needs grad mode)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        chunked = core(tokens)
+    assert_close_rel(chunked, expected, 5e-2)
+
+
+@pytest.mark.parametrize('backend', [
+    'aot_eager',
+    pytest.param('inductor', marks=pytest.mark.skipif(
+        not os.environ.get('MMBIXT_SLOW_TESTS'), reason='compiles C++; set MMBIXT_SLOW_TESTS=1')),
+])
+def test_compiled_forward_matches_eager(backend):
+    torch._dynamo.reset()
+    core = small_core().eval()
+    tokens = torch.randn(2, 24, DIMS)
+    with torch.no_grad():
+        expected = core(tokens)
+        actual = torch.compile(core, backend=backend, fullgraph=True)(tokens)
+    assert_close_rel(actual, expected, 1e-5)
