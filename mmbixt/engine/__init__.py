@@ -1,4 +1,5 @@
 """mmbixt engine (registered on import)."""
 from .layer_decay import BiXTLayerDecayOptimizerConstructor, bixt_layer_id
+from .runner import BiXTRunner, IterationSeedHook, build_runner  # noqa: F401  (registers)
 
 __all__ = ['BiXTLayerDecayOptimizerConstructor', 'bixt_layer_id']

@@ -1,0 +1,79 @@
+"""Per-iteration reseeding, so that a resumed run draws the same random numbers as one that never
+stopped.
+
+mmengine seeds the random generators once, at start-up, and does not store their states in
+checkpoints; a run resumed at iteration ``k`` therefore draws different augmentations and dropout
+masks from iteration ``k`` on than the run it continues. Here the generators are reseeded from
+``(seed, iteration[, rank])`` before every iteration, so what iteration ``k`` draws depends on
+nothing else:
+
+- numpy and ``random`` (the data pipeline, when it runs in the main process, ``num_workers=0``)
+  are reseeded before the batch of iteration ``k`` is fetched: at the start of training, after each
+  iteration and after each validation;
+- torch (dropout, drop-path) is reseeded right before the forward pass of iteration ``k``.
+
+Augmentations in dataloader workers (``num_workers > 0``) draw from the workers' own generators,
+seeded once per worker by mmengine; those are not covered.
+"""
+from __future__ import annotations
+
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+
+def iteration_seed(seed: int, iteration: int, rank: Optional[int] = None) -> int:
+    """A 32-bit seed that depends only on the run's seed, the iteration and (optionally) the rank."""
+    entropy = [seed % 2**32, iteration] + ([] if rank is None else [rank])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+@HOOKS.register_module()
+class IterationSeedHook(Hook):
+    """Reseeds numpy/random before each batch is fetched and torch before each forward pass, from
+    ``(runner.seed, iteration)`` (and the rank when ``randomness.diff_rank_seed`` is set).
+
+    Registered by :class:`~mmbixt.engine.BiXTRunner` with the lowest priority, so that it runs after
+    every other hook of the same stage (after the checkpoint is written, right before the data)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        self._training = False  # validation inside training reseeds; a val-only run does not
+
+    def _seed(self, runner) -> int:
+        return runner.seed if runner.seed is not None else 0
+
+    def _rank(self, runner) -> Optional[int]:
+        return get_rank() if runner._randomness_cfg.get('diff_rank_seed', False) else None
+
+    def _seed_data(self, runner, iteration: int) -> None:
+        value = iteration_seed(self._seed(runner), iteration, self._rank(runner))
+        np.random.seed(value)
+        random.seed(value)
+
+    def before_train(self, runner) -> None:
+        self._training = True
+
+    def after_train(self, runner) -> None:
+        self._training = False
+
+    def before_train_epoch(self, runner) -> None:
+        self._seed_data(runner, runner.iter)  # 0, or the iteration a resumed run starts at
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._seed_data(runner, runner.iter + 1)  # runner.iter is still the finished iteration
+
+    def after_val(self, runner) -> None:
+        if self._training:
+            self._seed_data(runner, runner.iter)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        # Seeded after the batch is fetched: creating the dataloader iterator draws from torch.
+        value = iteration_seed(self._seed(runner), runner.iter, self._rank(runner))
+        torch.manual_seed(value + 1)  # not the numpy seed: numpy and torch streams stay distinct

@@ -1,0 +1,142 @@
+"""A Runner whose checkpoints survive being killed at any moment, and whose resumed runs continue
+exactly where they stopped.
+
+- ``save_checkpoint`` writes to a hidden temporary file in the target folder, flushes it to disk and
+  ``os.replace``s it into place: a checkpoint file under its final name is always complete.
+  mmengine's CheckpointHook writes ``last_checkpoint`` only after ``save_checkpoint`` returns.
+- ``--resume`` without a path takes the checkpoint named in ``last_checkpoint`` only when it is
+  complete, and otherwise the newest complete ``iter_*.pth`` / ``epoch_*.pth`` beside it (a file
+  cut short by a full disk or copied in half never gets picked).
+- :class:`~mmbixt.engine.iteration_seed.IterationSeedHook` is registered, so that the random
+  numbers of iteration ``k`` do not depend on whether the run was interrupted before it.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import re
+import zipfile
+from typing import Optional
+
+from mmengine.config import Config
+from mmengine.dist import is_main_process
+from mmengine.fileio import LocalBackend, get_file_backend
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
+
+from ..checkpoint import CheckpointError, read_checkpoint
+from .iteration_seed import IterationSeedHook
+
+CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
+TMP_MARK = '.tmp'
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """Whether ``path`` holds a whole checkpoint. A ``torch.save`` zip ends with its central
+    directory, so a truncated one does not open; any other file must load."""
+    if not osp.isfile(path) or osp.getsize(path) == 0:
+        return False
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith('/data.pkl') for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _named_in_last_checkpoint(work_dir: str) -> Optional[str]:
+    try:
+        with open(osp.join(work_dir, 'last_checkpoint')) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _numbered_checkpoints(folder: str) -> list[str]:
+    """``iter_N.pth`` / ``epoch_N.pth`` in ``folder``, newest (largest N) first."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    found = [(int(m.group(1)), name) for name in names if (m := CHECKPOINT_NAME.match(name))]
+    return [osp.join(folder, name) for _, name in sorted(found, reverse=True)]
+
+
+def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint a plain ``--resume`` continues from: the one ``last_checkpoint`` names if it
+    is complete, else the newest complete numbered checkpoint beside it or in ``work_dir``."""
+    named = _named_in_last_checkpoint(work_dir)
+    folders = [osp.dirname(named)] if named else []
+    candidates = ([named] if named else []) + [
+        path for folder in dict.fromkeys(folders + [work_dir]) for path in _numbered_checkpoints(folder)]
+    return next((path for path in candidates if is_complete_checkpoint(path)), None)
+
+
+def _fsync(path: str, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@RUNNERS.register_module()
+class BiXTRunner(Runner):
+    """mmengine's Runner with atomic checkpoint writes, a ``--resume`` that skips incomplete
+    checkpoints, and per-iteration reseeding (exact resumption with ``num_workers=0``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(isinstance(hook, IterationSeedHook) for hook in self.hooks):
+            self.register_hook(IterationSeedHook())
+
+    def save_checkpoint(self, out_dir: str, filename: str, file_client_args: Optional[dict] = None,
+                        save_optimizer: bool = True, save_param_scheduler: bool = True,
+                        meta: Optional[dict] = None, by_epoch: bool = True,
+                        backend_args: Optional[dict] = None) -> None:
+        options = dict(file_client_args=file_client_args, save_optimizer=save_optimizer,
+                       save_param_scheduler=save_param_scheduler, meta=meta, by_epoch=by_epoch,
+                       backend_args=backend_args)
+        local = file_client_args is None and isinstance(
+            get_file_backend(out_dir, backend_args=backend_args), LocalBackend)
+        if not local:  # object stores write whole objects: nothing to make atomic here
+            return super().save_checkpoint(out_dir, filename, **options)
+        if not is_main_process():
+            return None
+        final = osp.join(out_dir, filename)
+        folder = osp.dirname(final)
+        tmp = osp.join(folder, f'.{osp.basename(final)}.{os.getpid()}{TMP_MARK}')
+        try:
+            super().save_checkpoint(folder, osp.basename(tmp), **options)
+            _fsync(tmp)
+            os.replace(tmp, final)
+            _fsync(folder, directory=True)  # the rename itself reaches the disk
+        finally:
+            if osp.exists(tmp):
+                os.remove(tmp)
+        return None
+
+    def load_or_resume(self) -> None:
+        if not self._has_loaded and self._resume and self._load_from is None:
+            self._load_from = find_resumable_checkpoint(self.work_dir)
+            named = _named_in_last_checkpoint(self.work_dir)
+            if self._load_from is None:
+                self.logger.warning(f'--resume: no complete checkpoint in {self.work_dir}; '
+                                    'training starts from the beginning')
+                self._resume = False
+            elif named and self._load_from != named:
+                self.logger.warning(f'--resume: {named} (named in last_checkpoint) is incomplete; '
+                                    f'resuming from {self._load_from} instead')
+        super().load_or_resume()
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The runner a config asks for with ``runner_type``, else :class:`BiXTRunner`."""
+    if cfg.get('runner_type'):
+        return RUNNERS.build(cfg)
+    return BiXTRunner.from_cfg(cfg)
