@@ -1,18 +1,25 @@
 # A minute-scale version of upernet_bixt_ti_ade20k.py for `make demo` and the tests: procedural
-# ADE20K-layout scenes (tools/demo.py writes them), 128x128 crops, 5 classes, small heads, BN
-# instead of SyncBN, no pretrained checkpoint, one process (batch 4).
+# ADE20K-layout scenes (tools/demo.py writes them), 128x128 crops, 5 classes, a narrower and
+# shallower BiXT at token stride 8 (trained from scratch, so no checkpoint), small heads, BN
+# instead of SyncBN, one process (batch 4).
 _base_ = ['./upernet_bixt_ti_ade20k.py']
 data_root = 'demo_output/data'
 dataset_type = 'SyntheticADE20KDataset'
 num_classes = 5
 crop_size = (128, 128)
 norm_cfg = dict(type='BN', requires_grad=True)
+embed_dims = 96
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(drop_path_rate=0.0, init_cfg=None),
-    neck=dict(norm_cfg=norm_cfg),
-    decode_head=dict(channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
-    auxiliary_head=dict(channels=32, num_classes=num_classes, norm_cfg=norm_cfg))
+    backbone=dict(
+        arch=dict(_delete_=True, embed_dims=embed_dims, num_heads=3, num_latents=32, num_layers=6,
+                  tokenizer='linear', patch_size=16, stride=8),
+        out_indices=(1, 2, 3, 5), drop_path_rate=0.0, init_cfg=None),
+    neck=dict(in_channels=embed_dims, in_stride=8, norm_cfg=norm_cfg),
+    decode_head=dict(in_channels=[embed_dims] * 4, channels=64, num_classes=num_classes,
+                     norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=embed_dims, channels=32, num_classes=num_classes,
+                        norm_cfg=norm_cfg))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -39,7 +46,7 @@ val_dataloader = dict(
     dataset=dict(type=dataset_type, data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(optimizer=dict(lr=1e-3), paramwise_cfg=dict(layer_decay_rate=0.9))
+optim_wrapper = dict(optimizer=dict(lr=1e-3), paramwise_cfg=dict(num_layers=6, layer_decay_rate=0.9))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=20),
     dict(type='PolyLR', power=1.0, eta_min=0.0, begin=20, end=300, by_epoch=False)
