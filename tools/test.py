@@ -14,9 +14,9 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
 import mmbixt  # noqa: E402,F401  (registers modules and the safe checkpoint loader)
+from mmbixt.engine import build_runner  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +64,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    Runner.from_cfg(build_config(args)).test()
+    build_runner(build_config(args)).test()
 
 
 if __name__ == '__main__':
