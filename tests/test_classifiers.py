@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,13 @@ def test_new_head_for_other_classes(ti_p16s8_zip: Path) -> None:
 def test_pretrained_without_file_says_how() -> None:
     with pytest.raises(RuntimeError, match='pretrained_cfg_overlay=dict.file=PATH'):
         timm.create_model('bixt_ti_l64_p16', pretrained=True)
+
+
+def test_timm_load_checkpoint_takes_the_unzipped_file(ti_p16s8_zip: Path, tmp_path: Path) -> None:
+    # timm's own loader (validate.py --checkpoint) reads the .pth.tar; the released key layout and
+    # the ``pos`` buffer are mapped by the model's state-dict pre-hook.
+    with zipfile.ZipFile(ti_p16s8_zip) as archive:
+        pth = archive.extract('bixt_ti_l64_p16s8/model_best.pth.tar', tmp_path)
+    model = timm.create_model('bixt_ti_l64_p16s8')
+    timm.models.load_checkpoint(model, pth, use_ema=False)
+    assert torch.equal(model.core.latents, released_state_dict('bixt_ti_l64_p16s8')['latents'])
