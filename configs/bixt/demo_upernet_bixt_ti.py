@@ -49,9 +49,9 @@ test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=1e-3), paramwise_cfg=dict(num_layers=6, layer_decay_rate=0.9))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=20),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, begin=20, end=300, by_epoch=False)
+    dict(type='PolyLR', power=1.0, eta_min=0.0, begin=20, end=120, by_epoch=False)
 ]
-train_cfg = dict(max_iters=300, val_interval=300)
+train_cfg = dict(max_iters=120, val_interval=120)
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(interval=100, max_keep_ckpts=2))
+    checkpoint=dict(interval=40, max_keep_ckpts=2))
