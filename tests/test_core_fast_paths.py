@@ -1,8 +1,6 @@
 """The BiXT core's fast paths agree with the plain math: chunked training path, bf16, torch.compile."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -112,8 +110,7 @@ def test_bf16_autocast_close_to_fp32():
 
 @pytest.mark.parametrize('backend', [
     'aot_eager',
-    pytest.param('inductor', marks=pytest.mark.skipif(
-        not os.environ.get('MMBIXT_SLOW_TESTS'), reason='compiles C++; set MMBIXT_SLOW_TESTS=1')),
+    pytest.param('inductor', marks=pytest.mark.slow),  # compiles C++: about a minute
 ])
 def test_compiled_forward_matches_eager(backend):
     torch._dynamo.reset()
