@@ -58,7 +58,8 @@ def trained(data: Path, tmp_path_factory) -> Path:
     work_dir = tmp_path_factory.mktemp('seg_train')
     tool('tools/train.py', CONFIG, '--work-dir', str(work_dir),
          *options(data, 'train_cfg.max_iters=60', 'train_cfg.val_interval=1000',
-                  'default_hooks.checkpoint.interval=30', 'default_hooks.checkpoint.max_keep_ckpts=3',
+                  'default_hooks.checkpoint.interval=30',
+                  'default_hooks.checkpoint.max_keep_ckpts=3',
                   'param_scheduler.1.end=60'))
     return work_dir
 

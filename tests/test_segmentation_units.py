@@ -97,7 +97,8 @@ def test_layer_decay_groups():
         return by_name[name]['weight_decay']
 
     assert wd('backbone.core.blocks.0.cross_attention_latents_token.attn.rv_latents.weight') == 0.05
-    for name in ('backbone.core.latents', 'backbone.core.blocks.1.cross_attention_latents_token.norm1_lat.weight',
+    for name in ('backbone.core.latents',
+                 'backbone.core.blocks.1.cross_attention_latents_token.norm1_lat.weight',
                  'backbone.core.blocks.1.cross_attention_latents_token.attn.rv_latents.bias',
                  'backbone.core.blocks.2.self_attention_latents.ls1.gamma',
                  'decode_head.conv_seg.bias'):

@@ -18,7 +18,7 @@ from mmbixt.datasets import make_synthetic_ade20k  # noqa: E402
 
 CONFIG = 'configs/bixt/demo_upernet_bixt_ti.py'
 OUT = Path('demo_output')
-SHOWN = re.compile(r'Iter\(|mIoU|aAcc|Error|error:')
+SHOWN = re.compile(r'Iter\(|mIoU: |^[|+]|Error|error:')
 
 
 def run(step: str, args: list[str]) -> str:
@@ -29,8 +29,9 @@ def run(step: str, args: list[str]) -> str:
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if SHOWN.search(line):
-            print('   ' + line.rstrip()[-150:], flush=True)
+        shown = SHOWN.search(line)
+        if shown:
+            print('   ' + line[shown.start():].rstrip()[:160], flush=True)
     if proc.wait():
         sys.exit(f'{step} failed (exit {proc.returncode}):\n' + ''.join(lines[-30:]))
     return ''.join(lines)

@@ -56,7 +56,7 @@ class AttentionRecorder:
 
     @torch.no_grad()
     def maps(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head-averaged ``(latent -> tokens [L, h, w], token -> latents [L, h, w])`` of sample 0."""
+        """Head-averaged (latent -> tokens, token -> latents) maps ``[L, h, w]`` of sample 0."""
         block = self.blocks[layer]
         latents, tokens = self.inputs[layer]
         to_tokens, to_latents = block.attn.attention_maps(block.norm1_lat(latents),
@@ -73,7 +73,8 @@ def distinct_colours(count: int, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).integers(40, 256, (count, 3)).astype(np.uint8)
 
 
-def to_image_size(maps: torch.Tensor, covered: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def to_image_size(maps: torch.Tensor, covered: tuple[int, int], size: tuple[int, int]
+                  ) -> torch.Tensor:
     """``[C, h, w]`` token maps -> ``[C, H, W]`` over the original image: ``covered`` is how many
     token rows and columns hold the (resized) image; the rest covers padding."""
     maps = maps[:, :covered[0], :covered[1]]
@@ -84,7 +85,8 @@ def blend(image: np.ndarray, colours: np.ndarray, opacity: float) -> Image.Image
     return Image.fromarray((image * (1 - opacity) + colours * opacity).astype(np.uint8))
 
 
-def latent_grid(to_tokens: torch.Tensor, covered: tuple[int, int], image: np.ndarray) -> Image.Image:
+def latent_grid(to_tokens: torch.Tensor, covered: tuple[int, int], image: np.ndarray
+                ) -> Image.Image:
     """Tiles each latent's attention (normalised to its maximum) as a heat map over the image."""
     heat = to_image_size(to_tokens, covered, image.shape[:2])
     heat = heat / heat.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]

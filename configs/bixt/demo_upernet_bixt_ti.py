@@ -8,13 +8,13 @@ dataset_type = 'SyntheticADE20KDataset'
 num_classes = 5
 crop_size = (128, 128)
 norm_cfg = dict(type='BN', requires_grad=True)
-embed_dims = 96
+embed_dims = 64
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        arch=dict(_delete_=True, embed_dims=embed_dims, num_heads=3, num_latents=32, num_layers=6,
+        arch=dict(_delete_=True, embed_dims=embed_dims, num_heads=2, num_latents=16, num_layers=4,
                   tokenizer='linear', patch_size=16, stride=8),
-        out_indices=(1, 2, 3, 5), drop_path_rate=0.0, init_cfg=None),
+        out_indices=(0, 1, 2, 3), drop_path_rate=0.0, init_cfg=None),
     neck=dict(in_channels=embed_dims, in_stride=8, norm_cfg=norm_cfg),
     decode_head=dict(in_channels=[embed_dims] * 4, channels=64, num_classes=num_classes,
                      norm_cfg=norm_cfg),
@@ -46,12 +46,13 @@ val_dataloader = dict(
     dataset=dict(type=dataset_type, data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(optimizer=dict(lr=1e-3), paramwise_cfg=dict(num_layers=6, layer_decay_rate=0.9))
+optim_wrapper = dict(
+    optimizer=dict(lr=1e-3), paramwise_cfg=dict(num_layers=4, layer_decay_rate=0.9))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=20),
-    dict(type='PolyLR', power=1.0, eta_min=0.0, begin=20, end=120, by_epoch=False)
+    dict(type='PolyLR', power=1.0, eta_min=0.0, begin=20, end=80, by_epoch=False)
 ]
-train_cfg = dict(max_iters=120, val_interval=120)
+train_cfg = dict(max_iters=80, val_interval=80)
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=40, max_keep_ckpts=2))

@@ -38,7 +38,8 @@ def class_texture(kind: str, height: int, width: int, rng: np.random.Generator) 
     return 30 * (((rows // 5) + (cols // 5)) % 2) - 15  # checker
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, height: int, width: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """One RGB image ``[H, W, 3]`` uint8 and its label map ``[H, W]`` (0 = other, 1..K)."""
     label = Image.new('L', (width, height), int(rng.integers(1, len(CLASSES) + 1)))
     draw = ImageDraw.Draw(label)

@@ -15,7 +15,8 @@ BLOCK_PREFIX = 'core.blocks.'
 
 def bixt_layer_id(name: str, num_layers: int, backbone_prefix: str = 'backbone.') -> int:
     """The depth of a parameter: 0 for the embeddings and latents, ``i + 1`` for
-    ``core.blocks.i``, ``num_layers + 1`` for everything after the blocks (out_norms, neck, heads)."""
+    ``core.blocks.i``, ``num_layers + 1`` for everything after the blocks (out_norms, neck,
+    heads)."""
     if not name.startswith(backbone_prefix):
         return num_layers + 1
     name = name[len(backbone_prefix):]

@@ -30,8 +30,8 @@ def rescale_layers(channels: int, factor: float, norm_cfg: dict, act_cfg: dict) 
 def scale_factor(in_stride: int, out_stride: int) -> float:
     factor = in_stride / out_stride
     if factor <= 0 or not math.log2(factor).is_integer():
-        raise ValueError(f'cannot go from stride {in_stride} to stride {out_stride}: the ratio must '
-                         'be a power of two')
+        raise ValueError(f'cannot go from stride {in_stride} to stride {out_stride}: '
+                         'the ratio must be a power of two')
     return factor
 
 
