@@ -120,3 +120,13 @@ def test_compiled_forward_matches_eager(backend):
         expected = core(tokens)
         actual = torch.compile(core, backend=backend, fullgraph=True)(tokens)
     assert_close_rel(actual, expected, 1e-5)
+
+
+def test_chunked_path_inside_layer_checkpointing():
+    core = small_core(chunk=10).train()
+    tokens = torch.randn(2, 33, DIMS)
+    expected = outputs_and_grads(core, tokens)
+    core.with_cp = True
+    actual = outputs_and_grads(core, tokens)
+    assert_close_rel(actual[0], expected[0], 1e-5)
+    assert_close_rel(actual[1], expected[1], 1e-5)
