@@ -74,6 +74,8 @@ default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval={ckpt_interval}, max_keep_ckpts=-1))
 randomness = dict(seed=0, deterministic=True)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
+# The last BiXT layer's latent-side weights feed no output: DDP must be told (see report).
+find_unused_parameters = True
 """
 
 # The project's recipe: AdamW with layer-wise lr decay.
@@ -99,6 +101,15 @@ def write_tiny_config(path: Path, data_root: Path, *, iters: int = 6, ckpt_inter
         base=str(DEMO_CONFIG), data_root=str(data_root), iters=iters, ckpt_interval=ckpt_interval,
         batch_size=batch_size, drop=0.1 if random_data else 0.0, optim_wrapper=optimizer,
         train_pipeline=RANDOM_PIPELINE if random_data else FIXED_PIPELINE))
+    return path
+
+
+def with_test_hooks(path: Path, base: Path, *hooks: dict) -> Path:
+    """A config that is ``base`` plus hooks of ``tests/reliability_hooks.py``."""
+    path.write_text(f"_base_ = [{str(base)!r}]\n"
+                    "custom_imports = dict(imports=['mmbixt', 'reliability_hooks'], "
+                    "allow_failed_imports=False)\n"
+                    f"custom_hooks = {list(hooks)!r}\n")
     return path
 
 

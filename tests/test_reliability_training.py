@@ -17,17 +17,12 @@ import pytest
 
 from reliability_utils import (final_metrics, finish, losses_by_iter, make_tiny_data,
                                max_weight_difference, start_training, train, weights,
-                               write_tiny_config)
+                               with_test_hooks, write_tiny_config)
 
 ITERS = 8
 CKPT_INTERVAL = 2
 KILL_AT = 3  # iteration 3's batch is fetched; iter_2.pth is the newest checkpoint
 RESUME_TOLERANCE = 1e-6  # observed: 0.0 (bitwise equal)
-
-PAUSE_CONFIG = """_base_ = [{base!r}]
-custom_imports = dict(imports=['mmbixt', 'reliability_pause_hook'], allow_failed_imports=False)
-custom_hooks = [dict(type='PauseForKillHook', at_iter={at_iter}, marker={marker!r})]
-"""
 
 
 def wait_for(path: Path, process, timeout: float = 240.0) -> None:
@@ -54,9 +49,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     config = write_tiny_config(root / 'tiny.py', make_tiny_data(root / 'data'), iters=ITERS,
                                ckpt_interval=CKPT_INTERVAL)
     marker = root / 'paused'
-    pause_config = root / 'tiny_pause.py'
-    pause_config.write_text(PAUSE_CONFIG.format(base=str(config), at_iter=KILL_AT,
-                                                marker=str(marker)))
+    pause_config = with_test_hooks(root / 'tiny_pause.py', config, dict(
+        type='PauseForKillHook', at_iter=KILL_AT, marker=str(marker)))
     dirs = {name: root / name for name in ('reference', 'repeat', 'interrupted')}
     processes = {name: start_training(pause_config if name == 'interrupted' else config, path)
                  for name, path in dirs.items()}

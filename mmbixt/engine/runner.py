@@ -9,6 +9,8 @@ exactly where they stopped.
   cut short by a full disk or copied in half never gets picked).
 - :class:`~mmbixt.engine.iteration_seed.IterationSeedHook` is registered, so that the random
   numbers of iteration ``k`` do not depend on whether the run was interrupted before it.
+- ``--launcher pytorch`` works without GPUs (gloo; mmengine's ``init_dist`` and DDP wrapping
+  assume a CUDA device per process).
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import re
 import zipfile
 from typing import Optional
 
+import torch
 from mmengine.config import Config
-from mmengine.dist import is_main_process
+from mmengine.device import get_device
+from mmengine.dist import is_distributed, is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
@@ -88,12 +92,35 @@ def _fsync(path: str, directory: bool = False) -> None:
 @RUNNERS.register_module()
 class BiXTRunner(Runner):
     """mmengine's Runner with atomic checkpoint writes, a ``--resume`` that skips incomplete
-    checkpoints, and per-iteration reseeding (exact resumption with ``num_workers=0``)."""
+    checkpoints, per-iteration reseeding (exact resumption with ``num_workers=0``) and CPU
+    distributed runs (gloo)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not any(isinstance(hook, IterationSeedHook) for hook in self.hooks):
             self.register_hook(IterationSeedHook())
+
+    def setup_env(self, env_cfg: dict) -> None:
+        if self.distributed and not is_distributed() and not torch.cuda.is_available():
+            self._init_cpu_process_group(env_cfg.get('dist_cfg', {}))
+        super().setup_env(env_cfg)
+
+    def _init_cpu_process_group(self, dist_cfg: dict) -> None:
+        """What ``init_dist`` does for ``--launcher pytorch``, minus ``torch.cuda.set_device``,
+        with gloo: the only CPU backend."""
+        if self.launcher != 'pytorch':
+            raise RuntimeError(f'launcher {self.launcher!r} without a GPU is not supported; '
+                               'use --launcher pytorch (torchrun) for CPU processes')
+        options = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        torch.distributed.init_process_group(backend='gloo', **options)
+
+    def wrap_model(self, model_wrapper_cfg: Optional[dict], model):
+        if self.distributed and model_wrapper_cfg is None and get_device() == 'cpu':
+            # mmengine passes device_ids=[local_rank], which DDP refuses for a CPU module.
+            model_wrapper_cfg = dict(
+                type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                find_unused_parameters=self.cfg.get('find_unused_parameters', False))
+        return super().wrap_model(model_wrapper_cfg, model)
 
     def save_checkpoint(self, out_dir: str, filename: str, file_client_args: Optional[dict] = None,
                         save_optimizer: bool = True, save_param_scheduler: bool = True,
