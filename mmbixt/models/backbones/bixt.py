@@ -13,7 +13,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ...archs import BiXTArch, resolve_arch
 from ...checkpoint import (CLASSIFIER_ONLY, FIXED_POS_BUFFER, BiXTWeights, LoadReport,
                            load_weights)
-from ..core import BiXTCore, FourierPositionalEncoding2d, build_tokenizer, layer_norm
+from ..core import (BiXTCore, FourierPositionalEncoding2d, build_tokenizer, embed_image,
+                    layer_norm)
 
 
 def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
@@ -101,10 +102,8 @@ class BiXTBackbone(BaseModule):
     # ---------------------------------------------------------------- forward
     def embed(self, img: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Pads, tokenises and adds the positional encoding: ``[B, N, D]`` and the grid ``(h, w)``."""
-        feats = self.patch_embed(pad_to_multiple(img, self.stride))
-        height, width = feats.shape[-2:]
-        tokens = feats.flatten(2).transpose(1, 2) + self.fourier_pos_encode(height, width)
-        return tokens, (height, width)
+        return embed_image(self.patch_embed, self.fourier_pos_encode,
+                           pad_to_multiple(img, self.stride))
 
     def forward(self, img: Tensor) -> tuple:
         tokens, (height, width) = self.embed(img)

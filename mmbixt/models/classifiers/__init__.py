@@ -1,4 +1,4 @@
 """mmbixt classifiers; importing this package registers the released BiXT classifiers in timm."""
-from .bixt import CLASSIFIER_NAMES, BiXTClassifier, create_classifier, embed_image
+from .bixt import CLASSIFIER_NAMES, BiXTClassifier, create_classifier
 
-__all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'create_classifier', 'embed_image']
+__all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'create_classifier']

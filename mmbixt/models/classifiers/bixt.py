@@ -25,24 +25,16 @@ from timm.models import (build_model_with_cfg, generate_default_cfgs, register_m
 from torch import Tensor, nn
 
 from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name, resolve_arch
-from ...checkpoint import FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights
-from ...checkpoint.weights import to_core_layout
-from ..core import BiXTCore, FourierPositionalEncoding2d, build_tokenizer, layer_norm
+from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights,
+                           to_core_layout)
+from ..core import BiXTCore, FourierPositionalEncoding2d, build_tokenizer, embed_image, layer_norm
 
-__all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'create_classifier', 'embed_image']
+__all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'create_classifier']
 
 _logger = logging.getLogger(__name__)
 
 # Every registered timm name: the 17 released ones and the original spelling of the conv models.
 CLASSIFIER_NAMES: tuple[str, ...] = tuple(RELEASED_ARCHS) + tuple(ARCH_ALIASES)
-
-
-def embed_image(patch_embed: nn.Module, pos_encode: FourierPositionalEncoding2d,
-                img: Tensor) -> tuple[Tensor, tuple[int, int]]:
-    """Tokenises ``img`` and adds the Fourier encoding of its grid: ``[B, N, D]`` and ``(h, w)``."""
-    feats = patch_embed(img)
-    height, width = feats.shape[-2:]
-    return feats.flatten(2).transpose(1, 2) + pos_encode(height, width), (height, width)
 
 
 def _released_layout_hook(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:

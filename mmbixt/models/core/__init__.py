@@ -3,9 +3,9 @@ from .layers import (BiCrossAttention, BiXTCore, BiXTLayer, CrossAttentionBlock,
                      LatentCrossAttention, LatentSelfAttentionBlock, LayerScale, Mlp,
                      SelfAttention, layer_norm)
 from .tokenizers import (ConvTokenizer, FourierPositionalEncoding2d, LinearTokenizer,
-                         build_tokenizer, fourier_features_2d)
+                         build_tokenizer, embed_image, fourier_features_2d)
 
 __all__ = ['BiCrossAttention', 'BiXTCore', 'BiXTLayer', 'CrossAttentionBlock', 'DropPath',
            'LatentCrossAttention', 'LatentSelfAttentionBlock', 'LayerScale', 'Mlp',
            'SelfAttention', 'layer_norm', 'ConvTokenizer', 'FourierPositionalEncoding2d',
-           'LinearTokenizer', 'build_tokenizer', 'fourier_features_2d']
+           'LinearTokenizer', 'build_tokenizer', 'embed_image', 'fourier_features_2d']

@@ -118,3 +118,11 @@ class FourierPositionalEncoding2d(nn.Module):
         """The encoding as ``[1, h*w, D]`` in row-major token order."""
         features = self.features(height, width, self.token_projection.weight.device)
         return self.token_projection(features).flatten(1).transpose(0, 1).unsqueeze(0)
+
+
+def embed_image(tokenizer: nn.Module, pos_encode: FourierPositionalEncoding2d,
+                img: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    """Tokenises ``img`` and adds the encoding of its grid: tokens ``[B, N, D]`` and ``(h, w)``."""
+    feats = tokenizer(img)
+    height, width = feats.shape[-2:]
+    return feats.flatten(2).transpose(1, 2) + pos_encode(height, width), (height, width)
