@@ -116,5 +116,6 @@ def test_missing_data_root_fails_before_training(tmp_path: Path):
     out = tool('tools/train.py', CONFIG, '--work-dir', str(tmp_path),
                *options(tmp_path / 'no_such_root'), check=False)
     assert out.returncode != 0
-    assert re.search(r'data root \S*no_such_root does not exist', out.stderr)
-    assert 'Iter(train)' not in out.stdout + out.stderr
+    log = out.stdout + out.stderr
+    assert re.search(r'data root \S*no_such_root does not exist', log)
+    assert 'Iter(train)' not in log

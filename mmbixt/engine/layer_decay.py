@@ -61,10 +61,11 @@ class BiXTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             group_name = f'layer_{layer_id}_{"no_decay" if no_decay else "decay"}'
             if group_name not in groups:
                 lr_scale = decay_rate ** (num_layers + 1 - layer_id)
-                groups[group_name] = dict(
-                    params=[], param_names=[], group_name=group_name, layer_id=layer_id,
-                    lr_scale=lr_scale, lr=self.base_lr * lr_scale,
-                    weight_decay=0.0 if no_decay else self.base_wd)
+                group = dict(params=[], param_names=[], group_name=group_name,
+                             layer_id=layer_id, lr_scale=lr_scale, lr=self.base_lr * lr_scale)
+                if no_decay or self.base_wd is not None:  # else the optimizer's default applies
+                    group['weight_decay'] = 0.0 if no_decay else self.base_wd
+                groups[group_name] = group
             groups[group_name]['params'].append(param)
             groups[group_name]['param_names'].append(name)
         params.extend(sorted(groups.values(), key=lambda g: (g['layer_id'], g['group_name'])))
