@@ -1,0 +1,164 @@
+"""Point backbone, part head, segmentor: shapes, category masking, cross-modal init, learning."""
+import argparse
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.optim import OptimWrapper
+
+import mmbixt  # noqa: F401  (registers)
+from mmbixt.checkpoint import CheckpointError
+from mmbixt.datasets.shapenet_part import CATEGORY_PARTS
+from mmbixt.datasets.synthetic_shapes import make_synthetic_shapenetpart
+from mmbixt.evaluation import PartSegMetric
+from mmbixt.models.backbones.bixt_point import PointBiXTBackbone
+from mmbixt.models.core import BiXTCore
+from mmbixt.models.segmentors import PointPartSegmentor
+from mmseg.registry import DATASETS
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Models this small run faster on one thread, and much faster on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=3, out_indices=(1, 2))
+
+
+def tiny_segmentor(tokenizer=None, **head):
+    return PointPartSegmentor(
+        backbone=dict(type='PointBiXTBackbone', **TINY,
+                      tokenizer=tokenizer or dict(type='grouped', num_groups=16, group_size=8)),
+        decode_head=dict(type='PartSegHead', in_channels=32, num_inputs=2, channels=32, **head))
+
+
+@pytest.mark.parametrize('tokenizer, tokens', [(dict(type='per_point'), 64),
+                                               (dict(type='grouped', num_groups=16, group_size=8), 16)])
+def test_backbone_outputs_per_tokenizer(tokenizer, tokens):
+    backbone = PointBiXTBackbone(**TINY, tokenizer=tokenizer)
+    points = torch.randn(2, 64, 6)
+    out = backbone(points)
+    assert len(out.feats) == 2 and all(f.shape == (2, tokens, 32) for f in out.feats)
+    assert out.xyz.shape == (2, tokens, 3) and out.latents.shape == (2, 8, 32)
+    if tokens == 64:
+        assert torch.equal(out.xyz, points[..., :3])
+    with pytest.raises(ValueError, match='expected points with 6 channels'):
+        backbone(torch.randn(2, 64, 3))
+
+
+def test_predictions_stay_in_the_category_and_loss_backpropagates():
+    model = tiny_segmentor()
+    categories = torch.tensor([11, 15])  # Mug, Table
+    points = torch.randn(2, 40, 6)
+    logits = model.logits(points, categories)
+    assert logits.shape == (2, 40, 50)
+    preds = model.decode_head.predict(logits, categories)
+    assert set(preds[0].tolist()) <= set(CATEGORY_PARTS[11])
+    assert set(preds[1].tolist()) <= set(CATEGORY_PARTS[15])
+    loss = model.decode_head.loss(logits, torch.tensor([[36] * 40, [48] * 40]))['loss_partseg']
+    loss.backward()
+    assert model.backbone.core.latents.grad.abs().sum() > 0
+    assert model.backbone.tokenizer.first[0].weight.grad.abs().sum() > 0
+
+
+def write_released_zip(tmp_path, num_layers=3, dims=32, heads=2, latents=8):
+    """An image checkpoint in the released layout (timm keys, argparse args, zipped folder)."""
+    core = BiXTCore(dims, heads, latents, num_layers, one_sided_last=True)
+    state = dict(core.state_dict())
+    state.update({'patch_embed.proj.weight': torch.randn(dims, 3, 16, 16),
+                  'patch_embed.proj.bias': torch.randn(dims),
+                  'fourier_pos_encode.token_projection.weight': torch.randn(dims, 64, 1, 1),
+                  'fourier_pos_encode.token_projection.bias': torch.randn(dims),
+                  'fourier_pos_encode.pos': torch.randn(64, 14, 14),
+                  'fc_norm.weight': torch.ones(dims), 'fc_norm.bias': torch.zeros(dims),
+                  'head.weight': torch.randn(1000, dims), 'head.bias': torch.zeros(1000)})
+    folder = tmp_path / 'bixt_ti_l64_d13_p16'
+    folder.mkdir()
+    torch.save({'arch': 'bixt_ti_l64_d13_p16', 'epoch': 1, 'version': 2, 'state_dict': state,
+                'args': argparse.Namespace(model='bixt_ti_l64_d13_p16', lr=1e-3)},
+               folder / 'model_best.pth.tar')
+    path = tmp_path / 'bixt_ti_l64_d13_p16.zip'
+    with zipfile.ZipFile(path, 'w') as archive:
+        archive.write(folder / 'model_best.pth.tar', 'bixt_ti_l64_d13_p16/model_best.pth.tar')
+    return str(path), state
+
+
+def test_cross_modal_init_loads_the_core_and_reports(tmp_path):
+    path, state = write_released_zip(tmp_path)
+    backbone = PointBiXTBackbone(**TINY, init_cfg=dict(type='Pretrained', checkpoint=path))
+    tokenizer_before = backbone.tokenizer.first[0].weight.clone()
+    report = backbone.load_pretrained(path)
+    torch.testing.assert_close(backbone.core.latents, state['latents'])
+    for i in range(3):
+        key = f'blocks.{i}.cross_attention_latents_token.attn.rv_patches.weight'
+        torch.testing.assert_close(backbone.state_dict()['core.' + key], state[key])
+    assert torch.equal(backbone.tokenizer.first[0].weight, tokenizer_before)
+    assert len(report.loaded) == len(backbone.core.state_dict())
+    assert report.new and all(k.startswith(('tokenizer.', 'out_norms.')) for k in report.new)
+    dropped = ' '.join(report.dropped)
+    for part in ('patch_embed.', 'fourier_pos_encode.', 'core.blocks.3.', 'fc_norm.', 'head.'):
+        assert part in dropped
+    line = report.summary(path, 'bixt_ti_l64_d13_p16')
+    assert 'left new' in line and 'tokenizer' in line and 'patch_embed' in line
+
+
+def test_cross_modal_init_through_the_config_path(tmp_path):
+    path, state = write_released_zip(tmp_path)
+    model = PointPartSegmentor(
+        backbone=dict(type='PointBiXTBackbone', **TINY,
+                      init_cfg=dict(type='Pretrained', checkpoint=path)),
+        decode_head=dict(type='PartSegHead', in_channels=32, num_inputs=2, channels=32))
+    model.init_weights()
+    torch.testing.assert_close(model.backbone.core.latents, state['latents'])
+
+
+def test_cross_modal_init_refuses_too_few_layers(tmp_path):
+    path, _ = write_released_zip(tmp_path, num_layers=2)
+    backbone = PointBiXTBackbone(**TINY)
+    with pytest.raises(CheckpointError, match='has 2 bi-directional layers.*runs 3'):
+        backbone.load_pretrained(path)
+
+
+def evaluate(model, dataset) -> dict:
+    metric = PartSegMetric()
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(dataset), 16):
+            batch = pseudo_collate([dataset[i] for i in range(start, min(start + 16, len(dataset)))])
+            outputs = model.test_step(batch)
+            metric.process(batch, [o.to_dict() for o in outputs])
+    return metric.compute_metrics(metric.results)
+
+
+def test_short_training_beats_the_untrained_model(tmp_path):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    root = make_synthetic_shapenetpart(str(tmp_path / 'shapes'), {'train': 8, 'test': 3},
+                                       points_per_shape=256)
+    common = dict(type='ShapeNetPartDataset', data_root=root, num_points=128)
+    train = DATASETS.build(dict(common, split='train', pipeline=[
+        dict(type='NormalizePoints'), dict(type='SamplePoints'),
+        dict(type='RandomScaleShiftPoints', scale=(0.9, 1.1), shift=0.05),
+        dict(type='PackPointInputs')]))
+    test = DATASETS.build(dict(common, split='test', pipeline=[
+        dict(type='NormalizePoints'), dict(type='SamplePoints', deterministic=True),
+        dict(type='PackPointInputs')]))
+    model = tiny_segmentor(dropout=0.0)
+    before = evaluate(model, test)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    wrapper = OptimWrapper(optimizer)
+    model.train()
+    order = np.random.permutation(np.arange(200 * 8) % len(train))
+    for step in range(200):
+        index = [order[(step * 8 + j) % len(order)] for j in range(8)]
+        model.train_step(pseudo_collate([train[i] for i in index]), wrapper)
+    after = evaluate(model, test)
+    print(f'untrained {before}, trained {after}')
+    assert before['ins_mIoU'] < 45
+    assert after['ins_mIoU'] > 70 and after['cls_mIoU'] > 65
+    assert after['ins_mIoU'] - before['ins_mIoU'] > 30
