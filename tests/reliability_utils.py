@@ -28,7 +28,7 @@ RANDOM_PIPELINE = """[
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs')]"""
-# ... or none, for comparing process layouts whose random streams cannot line up.
+# ... or none.
 FIXED_PIPELINE = """[
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
@@ -54,7 +54,7 @@ model = dict(
     auxiliary_head=dict(in_channels=dims, channels=16, num_classes=5, dropout_ratio={drop},
                         norm_cfg=norm_cfg))
 train_dataloader = dict(
-    batch_size={batch_size}, num_workers=0, persistent_workers=False,
+    batch_size={batch_size}, num_workers={workers}, persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(data_root=data_root, pipeline={train_pipeline}))
 test_pipeline = [
@@ -93,14 +93,14 @@ def make_tiny_data(root: Path) -> Path:
 
 
 def write_tiny_config(path: Path, data_root: Path, *, iters: int = 6, ckpt_interval: int = 2,
-                      batch_size: int = 2, random_data: bool = True,
-                      optimizer: str = ADAMW) -> Path:
+                      batch_size: int = 2, workers: int = 0, augment: bool = True,
+                      dropout: float = 0.1, optimizer: str = ADAMW) -> Path:
     """A config for a tiny BiXT UPerNet (2 layers, 32 dims) on 64x64 crops, seeded and
-    deterministic, validating once at the end."""
+    deterministic, validating once at the end; ``dropout`` is also the drop-path rate."""
     path.write_text(CONFIG_TEMPLATE.format(
         base=str(DEMO_CONFIG), data_root=str(data_root), iters=iters, ckpt_interval=ckpt_interval,
-        batch_size=batch_size, drop=0.1 if random_data else 0.0, optim_wrapper=optimizer,
-        train_pipeline=RANDOM_PIPELINE if random_data else FIXED_PIPELINE))
+        batch_size=batch_size, workers=workers, drop=dropout, optim_wrapper=optimizer,
+        train_pipeline=RANDOM_PIPELINE if augment else FIXED_PIPELINE))
     return path
 
 

@@ -4,8 +4,9 @@ process with batch 2.
 What makes the two comparable, and why the config is as it is:
 - data order: InfiniteSampler gives rank r the items r, r+2, ... of the same shuffled stream, so
   each global batch holds the same two images in both layouts;
-- no randomness in the data or the model (fixed 64x64 resize, no dropout or drop-path): every
-  process draws its own random numbers, so random augmentations cannot line up between layouts;
+- random augmentations line up: BiXTRunner seeds each sample from its position in the global
+  stream, whichever process prepares it. Dropout and drop-path do not (each process draws masks
+  for its own share of the batch), so the model has none;
 - GroupNorm instead of BN: BN statistics of one image per process differ from those of two
   (SyncBN would fix that, but torch's SyncBatchNorm runs on GPUs only);
 - equal image sizes and ``avg_non_ignore=False``: the loss is a mean over all pixels, so the mean
@@ -42,7 +43,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     configs = {
         name: with_test_hooks(root / f'{name}_hooks.py', write_tiny_config(
             root / f'{name}.py', data, iters=ITERS, ckpt_interval=1, batch_size=batch_size,
-            random_data=False, optimizer=SGD), dict(type='RecordLossHook'))
+            dropout=0.0, optimizer=SGD), dict(type='RecordLossHook'))
         for name, batch_size in (('single', 2), ('ddp', 1))}
     dirs = {name: root / name for name in configs}
     processes = [start_training(configs['single'], dirs['single']),

@@ -1,7 +1,7 @@
 """Interrupted training loses nothing, and training is deterministic.
 
-Three runs of ``tools/train.py`` (tiny BiXT UPerNet, random augmentations, dropout and drop-path,
-AdamW, seed 0, deterministic mode) start together: two uninterrupted ones, and one that is
+Three runs of ``tools/train.py`` (tiny BiXT UPerNet, random augmentations in two dataloader
+workers, dropout and drop-path, AdamW, seed 0, deterministic mode) start together: two uninterrupted ones, and one that is
 SIGKILLed in the middle of an iteration after its first checkpoint. That one is then restarted with
 ``--resume`` beside a truncated "newest" checkpoint that ``last_checkpoint`` names.
 """
@@ -47,7 +47,7 @@ def plant_truncated_checkpoint(work_dir: Path, complete: Path, name: str) -> Pat
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp('reliability_training')
     config = write_tiny_config(root / 'tiny.py', make_tiny_data(root / 'data'), iters=ITERS,
-                               ckpt_interval=CKPT_INTERVAL)
+                               ckpt_interval=CKPT_INTERVAL, workers=2)
     marker = root / 'paused'
     pause_config = with_test_hooks(root / 'tiny_pause.py', config, dict(
         type='PauseForKillHook', at_iter=KILL_AT, marker=str(marker)))

@@ -7,8 +7,10 @@ exactly where they stopped.
 - ``--resume`` without a path takes the checkpoint named in ``last_checkpoint`` only when it is
   complete, and otherwise the newest complete ``iter_*.pth`` / ``epoch_*.pth`` beside it (a file
   cut short by a full disk or copied in half never gets picked).
-- :class:`~mmbixt.engine.iteration_seed.IterationSeedHook` is registered, so that the random
-  numbers of iteration ``k`` do not depend on whether the run was interrupted before it.
+- the random numbers of iteration ``k`` do not depend on whether the run was interrupted before
+  it: each training sample is augmented with a seed from its position in the sample stream
+  (:mod:`~mmbixt.engine.sample_seed`, any ``num_workers``), and torch (dropout, drop-path) is
+  reseeded before each iteration (:class:`~mmbixt.engine.iteration_seed.IterationSeedHook`).
 - ``--launcher pytorch`` works without GPUs (gloo; mmengine's ``init_dist`` and DDP wrapping
   assume a CUDA device per process).
 """
@@ -27,9 +29,11 @@ from mmengine.dist import is_distributed, is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
+from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, read_checkpoint
 from .iteration_seed import IterationSeedHook
+from .sample_seed import seed_samples_by_position
 
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 TMP_MARK = '.tmp'
@@ -92,13 +96,20 @@ def _fsync(path: str, directory: bool = False) -> None:
 @RUNNERS.register_module()
 class BiXTRunner(Runner):
     """mmengine's Runner with atomic checkpoint writes, a ``--resume`` that skips incomplete
-    checkpoints, per-iteration reseeding (exact resumption with ``num_workers=0``) and CPU
-    distributed runs (gloo)."""
+    checkpoints, random numbers that depend on the sample and iteration only (exact resumption),
+    and CPU distributed runs (gloo)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not any(isinstance(hook, IterationSeedHook) for hook in self.hooks):
             self.register_hook(IterationSeedHook())
+
+    @staticmethod
+    def build_dataloader(dataloader, seed: Optional[int] = None, diff_rank_seed: bool = False,
+                         ) -> DataLoader:
+        loader = Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
+        # Only resumable (infinite) samplers, i.e. the training loader of iteration-based runs.
+        return seed_samples_by_position(loader, seed if seed is not None else 0)
 
     def setup_env(self, env_cfg: dict) -> None:
         if self.distributed and not is_distributed() and not torch.cuda.is_available():
