@@ -166,7 +166,7 @@ def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
 
 
 def scalar_records(work_dir: Path) -> list[dict]:
-    """Every line of the ``vis_data/scalars.json`` files the runs in ``work_dir`` wrote, in order."""
+    """Every line of the ``vis_data/scalars.json`` files of the runs in ``work_dir``, in order."""
     files = sorted(work_dir.glob('*/vis_data/scalars.json'))
     return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
 

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+import subprocess
+
 import pytest
 import torch
 from mmengine.config import Config
 
 import mmbixt  # noqa: F401  (registers)
 from mmbixt.engine import BiXTRunner, build_runner
-from mmbixt.engine.runner import find_resumable_checkpoint, is_complete_checkpoint
+from mmbixt.engine.runner import (find_resumable_checkpoint, is_complete_checkpoint,
+                                  remove_orphaned_temporaries)
 from reliability_utils import make_tiny_data, weights, write_tiny_config
 
 
@@ -100,6 +104,17 @@ def test_a_save_that_dies_midway_leaves_the_previous_file_untouched(runner, monk
     assert previous.read_bytes() == before
     assert not (Path(runner.work_dir) / 'iter_3.pth').exists()
     assert not list(Path(runner.work_dir).glob('.*.tmp'))
+
+
+def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    writer = subprocess.Popen(['true'])
+    writer.wait()  # its pid no longer runs: a writer killed mid-save
+    orphan = tmp_path / f'.iter_8.pth.{writer.pid}.tmp'
+    live = tmp_path / f'.iter_9.pth.{os.getpid()}.tmp'
+    for path in (orphan, live):
+        path.write_bytes(b'PK\x03\x04 half')
+    assert remove_orphaned_temporaries(str(tmp_path)) == [str(orphan)]
+    assert live.exists() and not orphan.exists()
 
 
 def test_runner_type_in_the_config_is_honoured(tmp_path):

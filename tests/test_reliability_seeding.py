@@ -1,4 +1,5 @@
-"""A training sample's random numbers depend on its stream position only (mmbixt.engine.sample_seed)."""
+"""A training sample's random numbers depend on its stream position only
+(mmbixt.engine.sample_seed)."""
 from __future__ import annotations
 
 import itertools

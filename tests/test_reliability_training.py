@@ -1,9 +1,10 @@
 """Interrupted training loses nothing, and training is deterministic.
 
 Three runs of ``tools/train.py`` (tiny BiXT UPerNet, random augmentations in two dataloader
-workers, dropout and drop-path, AdamW, seed 0, deterministic mode) start together: two uninterrupted ones, and one that is
-SIGKILLed in the middle of an iteration after its first checkpoint. That one is then restarted with
-``--resume`` beside a truncated "newest" checkpoint that ``last_checkpoint`` names.
+workers, dropout and drop-path, AdamW, seed 0, deterministic mode) start together: two
+uninterrupted ones, and one that is SIGKILLed in the middle of an iteration after its first
+checkpoint. That one is then restarted with ``--resume`` beside a truncated "newest" checkpoint
+that ``last_checkpoint`` names.
 """
 from __future__ import annotations
 

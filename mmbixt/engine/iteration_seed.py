@@ -28,7 +28,8 @@ from mmseg.registry import HOOKS
 
 
 def iteration_seed(seed: int, iteration: int, rank: Optional[int] = None) -> int:
-    """A 32-bit seed that depends only on the run's seed, the iteration and (optionally) the rank."""
+    """A 32-bit seed that depends only on the run's seed, the iteration (or sample position) and
+    optionally the rank."""
     entropy = [seed % 2**32, iteration] + ([] if rank is None else [rank])
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 

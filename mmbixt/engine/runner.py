@@ -36,7 +36,7 @@ from .iteration_seed import IterationSeedHook
 from .sample_seed import seed_samples_by_position
 
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
-TMP_MARK = '.tmp'
+TEMPORARY_NAME = re.compile(r'^\..+\.(\d+)\.tmp$')  # .<name>.<pid of the writer>.tmp
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -79,10 +79,30 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint a plain ``--resume`` continues from: the one ``last_checkpoint`` names if it
     is complete, else the newest complete numbered checkpoint beside it or in ``work_dir``."""
     named = _named_in_last_checkpoint(work_dir)
-    folders = [osp.dirname(named)] if named else []
+    folders = dict.fromkeys(([osp.dirname(named)] if named else []) + [work_dir])
     candidates = ([named] if named else []) + [
-        path for folder in dict.fromkeys(folders + [work_dir]) for path in _numbered_checkpoints(folder)]
+        path for folder in folders for path in _numbered_checkpoints(folder)]
     return next((path for path in candidates if is_complete_checkpoint(path)), None)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(folder: str) -> list[str]:
+    """Deletes the temporary checkpoints in ``folder`` whose writer is gone (killed mid-save);
+    returns their paths."""
+    orphans = [osp.join(folder, name) for name in os.listdir(folder)
+               if (m := TEMPORARY_NAME.match(name)) and not _process_exists(int(m.group(1)))]
+    for path in orphans:
+        os.remove(path)
+    return orphans
 
 
 def _fsync(path: str, directory: bool = False) -> None:
@@ -148,7 +168,8 @@ class BiXTRunner(Runner):
             return None
         final = osp.join(out_dir, filename)
         folder = osp.dirname(final)
-        tmp = osp.join(folder, f'.{osp.basename(final)}.{os.getpid()}{TMP_MARK}')
+        tmp = osp.join(folder, f'.{osp.basename(final)}.{os.getpid()}.tmp')
+        remove_orphaned_temporaries(folder)
         try:
             super().save_checkpoint(folder, osp.basename(tmp), **options)
             _fsync(tmp)
