@@ -12,3 +12,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 tta_model = dict(type='SegTTAModel')
+# The latent-side modules of the last returned layer (its latent MLP and self-attention) do not
+# reach any output map, so DDP must tolerate parameters without gradients.
+find_unused_parameters = True
