@@ -119,3 +119,19 @@ def test_missing_data_root_fails_before_training(tmp_path: Path):
     log = out.stdout + out.stderr
     assert re.search(r'data root \S*no_such_root does not exist', log)
     assert 'Iter(train)' not in log
+
+
+def test_infer_writes_overlays_and_attention_maps(trained: Path, data: Path, tmp_path: Path):
+    from PIL import Image
+    image = sorted((data / 'images' / 'validation').glob('*.jpg'))[0]
+    tool('tools/infer.py', CONFIG, str(trained / 'iter_60.pth'), str(image), '--out-dir',
+         str(tmp_path), '--layers', '1', '3', '--cfg-options', *TINY)
+    written = sorted(p.name for p in tmp_path.glob('*.png'))
+    assert written == sorted([f'{image.stem}_overlay.png'] + [
+        f'{image.stem}_layer{i}_{kind}.png' for i in (1, 3) for kind in ('latents', 'assignment')])
+    size = Image.open(image).size
+    assert Image.open(tmp_path / f'{image.stem}_overlay.png').size == size
+    assert Image.open(tmp_path / f'{image.stem}_layer3_assignment.png').size == size
+    # 16 latents tiled 4 x 4, each tile the image plus a 2-pixel border
+    assert Image.open(tmp_path / f'{image.stem}_layer1_latents.png').size == \
+        (4 * (size[0] + 2), 4 * (size[1] + 2))

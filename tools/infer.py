@@ -112,7 +112,8 @@ def assignment_map(to_latents: torch.Tensor, covered: tuple[int, int], image: np
 
 def overlay(model, result, image: np.ndarray, opacity: float) -> Image.Image:
     pred = result.pred_sem_seg.data[0].cpu().numpy()
-    palette = np.asarray(model.dataset_meta.get('palette') or distinct_colours(int(pred.max()) + 1),
+    palette = np.asarray((model.dataset_meta or {}).get('palette')
+                         or distinct_colours(int(pred.max()) + 1),
                          dtype=np.uint8)
     return blend(image, palette[pred % len(palette)], opacity)
 
