@@ -1,7 +1,7 @@
 # UPerNet + BiXT-Ti/16 (d13) on ADE20K, 512x512 crops, 160k iterations.
 # Total batch size 16 = 8 GPUs x 2 images (tools/dist_train.sh CONFIG 8). With fewer GPUs keep
-# 16 in total (e.g. 4 GPUs: --cfg-options train_dataloader.batch_size=4) or scale optimizer.lr
-# linearly with the total batch size.
+# 16 in total (e.g. 4 GPUs: --cfg-options train_dataloader.batch_size=4) or scale the lr
+# (optim_wrapper.optimizer.lr) linearly with the total batch size.
 _base_ = [
     '../_base_/models/upernet_bixt.py', '../_base_/datasets/ade20k.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k.py'
