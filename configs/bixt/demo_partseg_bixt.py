@@ -19,7 +19,7 @@ model = dict(
                   tokenizer=dict(type='grouped', num_groups=32, group_size=16, hidden_dims=64)),
     decode_head=dict(in_channels=embed_dims, num_inputs=3, channels=64, dropout=0.1))
 
-max_iters = 200
+max_iters = 300
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [
