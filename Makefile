@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmbixt-installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -16,9 +16,13 @@ $(STAMP): requirements/runtime.txt requirements/tests.txt setup.py
 
 demo: setup
 	$(PY) tools/demo.py
+	$(PY) tools/demo_points.py
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m 'not slow' tests
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests
 
 bench: setup
 	$(PY) tools/benchmark.py
