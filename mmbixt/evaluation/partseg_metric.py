@@ -55,6 +55,8 @@ class PartSegMetric(BaseMetric):
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         names, _ = self._table()
+        if not results:
+            raise ValueError('PartSegMetric got no predictions: is the evaluation dataset empty?')
         per_category: dict[int, list[float]] = defaultdict(list)
         for category, iou in results:
             per_category[category].append(iou)
