@@ -50,7 +50,7 @@ def main() -> None:
                      str(OUT / 'pictures')])
     miou = re.findall(r'mIoU: ([\d.]+)', output)
     print(f'== done in {time.time() - start:.0f} s: test mIoU {miou[-1] if miou else "?"} '
-          f'(chance is about 20); pictures in {OUT / "pictures"}', flush=True)
+          f'over 5 classes; pictures in {OUT / "pictures"}', flush=True)
 
 
 if __name__ == '__main__':
