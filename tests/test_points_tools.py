@@ -39,3 +39,8 @@ def test_train_then_test_through_the_tools(tmp_path):
     ins, cls = float(found.group(1)), float(found.group(2))
     assert 0 < ins <= 100 and 0 < cls <= 100
     assert 'Mug' in test_log and 'Table' in test_log  # the per-category table
+    refused = subprocess.run([sys.executable, 'tools/test.py', CONFIG, str(checkpoint), '--out',
+                              str(tmp_path / 'maps'), '--cfg-options', *options], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and 'does not evaluate images' in refused.stderr
+    assert 'Traceback' not in refused.stderr

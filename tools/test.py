@@ -45,6 +45,13 @@ def enable_overlays(cfg: Config, show_dir: str) -> None:
     visualizer.setdefault('vis_backends', [dict(type='LocalVisBackend')])
 
 
+def evaluates_label_maps(cfg: Config) -> bool:
+    """Whether the config evaluates image label maps (mmseg's IoUMetric), which overlays and
+    ``--out`` need; the point-cloud metric has no images to draw on."""
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    return all(e.get('type') in ('IoUMetric', 'mmseg.IoUMetric') for e in evaluators)
+
+
 def build_config(args: argparse.Namespace) -> Config:
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
@@ -54,6 +61,9 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if (args.show_dir or args.out) and not evaluates_label_maps(cfg):
+        sys.exit(f'error: --show-dir and --out write image label maps, but {args.config} does not '
+                 'evaluate images (for point clouds, tools/demo_points.py renders predictions)')
     if args.show_dir:
         enable_overlays(cfg, osp.abspath(args.show_dir))
     if args.out:
