@@ -179,3 +179,22 @@ def test_conv_alias_spelling_builds_the_same_model():
     a = BiXTBackbone(arch='bixt_ti_cnv_l64_d13_p8')
     b = BiXTBackbone(arch='bixt_conv_ti_l64_d13_p8')
     assert a.arch == b.arch and a.stride == 8
+
+
+def test_token_chunking_in_training_gives_the_same_outputs_and_gradients():
+    arch = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2)
+    torch.manual_seed(0)
+    whole = BiXTBackbone(arch=arch, out_indices=(0, 1), token_chunk_size=None).train()
+    chunked = BiXTBackbone(arch=arch, out_indices=(0, 1), token_chunk_size=5).train()
+    chunked.load_state_dict(whole.state_dict())
+    assert chunked.core.blocks[0].cross_attention_latents_token.token_chunk_size == 5
+    image = torch.randn(2, 3, 48, 64)  # 12 tokens: chunks of 5, 5 and 2
+    results = []
+    for model in (whole, chunked):
+        outs = model(image)
+        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+        results.append((outs, model.core.latents.grad, model.patch_embed.proj.weight.grad))
+    for a, b in zip(results[0][0], results[1][0]):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
+    assert torch.allclose(results[0][2], results[1][2], atol=1e-5)

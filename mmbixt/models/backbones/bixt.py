@@ -49,6 +49,9 @@ class BiXTBackbone(BaseModule):
             latents; ``k`` > 0 also freezes layers ``0..k-1``.
         norm_eval: keep the BatchNorms of the conv tokenizer in eval mode while training.
         with_cp: gradient checkpointing of each layer (saves memory, costs a recompute).
+        token_chunk_size: training forwards over more tokens than this run the token stream in
+            chunks of this size, recomputed in backward (the same result, much less memory at
+            stride 8 and 4); None disables it. Inference never chunks.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, use_ema=False)`` loads a released zip as
             downloaded, a ``.pth.tar``/``.pth``/``.pt``, a file from ``tools/convert_checkpoint.py``
             or an mmseg checkpoint of this backbone; anything else follows mmengine's init_cfg.
@@ -58,7 +61,8 @@ class BiXTBackbone(BaseModule):
                  out_indices: Sequence[int] = (3, 5, 7, 11), out_norm: bool = True,
                  drop_path_rate: float = 0.0, self_drop_path_rate: Optional[float] = None,
                  with_latents: bool = False, frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, init_cfg: Optional[dict] = None):
+                 with_cp: bool = False, token_chunk_size: Optional[int] = 4096,
+                 init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch, self.arch_name = resolve_arch(arch)
         arch_: BiXTArch = self.arch
@@ -78,7 +82,7 @@ class BiXTBackbone(BaseModule):
             layer_scale_init=1e-5 if arch_.layer_scale else None,
             cross_drop_path_rate=drop_path_rate,
             self_drop_path_rate=drop_path_rate if self_drop_path_rate is None else self_drop_path_rate,
-            with_cp=with_cp)
+            with_cp=with_cp, token_chunk_size=token_chunk_size)
         self.out_norms = nn.ModuleList(
             layer_norm(arch_.embed_dims) if out_norm else nn.Identity() for _ in self.out_indices)
         self._freeze_stages()
