@@ -125,4 +125,7 @@ def embed_image(tokenizer: nn.Module, pos_encode: FourierPositionalEncoding2d,
     """Tokenises ``img`` and adds the encoding of its grid: tokens ``[B, N, D]`` and ``(h, w)``."""
     feats = tokenizer(img)
     height, width = feats.shape[-2:]
-    return feats.flatten(2).transpose(1, 2) + pos_encode(height, width), (height, width)
+    tokens = feats.flatten(2).transpose(1, 2) + pos_encode(height, width)
+    # One copy here: a channels-first layout would otherwise propagate through every residual add
+    # and cost a copy in each LayerNorm and Linear downstream.
+    return tokens.contiguous(), (height, width)
