@@ -74,8 +74,6 @@ default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval={ckpt_interval}, max_keep_ckpts=-1))
 randomness = dict(seed=0, deterministic=True)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
-# The last BiXT layer's latent-side weights feed no output: DDP must be told (see report).
-find_unused_parameters = True
 """
 
 # The project's recipe: AdamW with layer-wise lr decay.

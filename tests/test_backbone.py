@@ -198,3 +198,20 @@ def test_token_chunking_in_training_gives_the_same_outputs_and_gradients():
         assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
     assert torch.allclose(results[0][2], results[1][2], atol=1e-5)
+
+
+@pytest.mark.parametrize('with_latents', [False, True])
+def test_every_trainable_parameter_reaches_an_output(with_latents):
+    # DDP runs without find_unused_parameters: nothing trainable may go without a gradient.
+    model = BiXTBackbone(arch=dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=4),
+                         out_indices=(0, 2), with_latents=with_latents).train()
+    outs = model(torch.randn(2, 3, 32, 32))
+    loss = sum((o[0].sum() + o[1].sum()) if with_latents else o.sum() for o in outs)
+    loss.backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    without_grad = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    assert not without_grad
+    assert not any(n.startswith('core.blocks.3.') for n in trainable)
+    latent_side = 'core.blocks.2.self_attention_latents.attn.qkv.weight'
+    assert (latent_side in trainable) == with_latents
+    assert 'core.blocks.2.cross_attention_latents_token.attn.rv_latents.weight' in trainable

@@ -100,12 +100,15 @@ def test_resume_continues_from_the_last_checkpoint(trained: Path, data: Path, tm
     assert (tmp_path / 'iter_34.pth').is_file()
 
 
-def test_two_process_cpu_ddp_trains(data: Path, tmp_path: Path):
+def test_two_process_cpu_ddp_trains_with_the_real_configs_syncbn(data: Path, tmp_path: Path):
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
                 '--master_port=29571']
+    sync_bn = [f'model.{part}.norm_cfg.type=SyncBN'
+               for part in ('neck', 'decode_head', 'auxiliary_head')]
     out = tool('tools/train.py', CONFIG, '--launcher', 'pytorch', '--work-dir', str(tmp_path),
                *options(data, 'train_cfg.max_iters=3', 'train_cfg.val_interval=1000',
-                        'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2'),
+                        'default_hooks.logger.interval=1', 'train_dataloader.batch_size=2',
+                        *sync_bn),
                launcher=torchrun)
     log = out.stdout + out.stderr
     assert re.search(r'Iter\(train\) \[3/3\]', log)

@@ -27,6 +27,7 @@ from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.dist import is_distributed, is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
+from mmengine.model import revert_sync_batchnorm
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 from torch.utils.data import DataLoader
@@ -146,6 +147,9 @@ class BiXTRunner(Runner):
         torch.distributed.init_process_group(backend='gloo', **options)
 
     def wrap_model(self, model_wrapper_cfg: Optional[dict], model):
+        if self.distributed and get_device() == 'cpu':
+            # torch's SyncBatchNorm runs on GPUs only: each CPU process normalises its own batch.
+            model = revert_sync_batchnorm(model)
         if self.distributed and model_wrapper_cfg is None and get_device() == 'cpu':
             # mmengine passes device_ids=[local_rank], which DDP refuses for a CPU module.
             model_wrapper_cfg = dict(

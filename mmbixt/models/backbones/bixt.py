@@ -85,6 +85,7 @@ class BiXTBackbone(BaseModule):
             with_cp=with_cp, token_chunk_size=token_chunk_size)
         self.out_norms = nn.ModuleList(
             layer_norm(arch_.embed_dims) if out_norm else nn.Identity() for _ in self.out_indices)
+        self.core.freeze_unreachable(max(self.out_indices), latents_used=with_latents)
         self._freeze_stages()
 
     def _check_out_indices(self, out_indices: Union[int, Sequence[int]]) -> tuple[int, ...]:
@@ -111,16 +112,12 @@ class BiXTBackbone(BaseModule):
 
     def forward(self, img: Tensor) -> tuple:
         tokens, (height, width) = self.embed(img)
+        states = self.core.forward_until(tokens, self.out_indices)
         outs = []
-        last = max(self.out_indices)
-        for index, (latents, tokens) in enumerate(self.core.forward_layers(tokens)):
-            for slot, wanted in enumerate(self.out_indices):
-                if wanted == index:
-                    out = self.out_norms[slot](tokens)
-                    out = out.transpose(1, 2).reshape(-1, self.embed_dims, height, width)
-                    outs.append([out, latents] if self.with_latents else out)
-            if index == last:
-                break
+        for norm, index in zip(self.out_norms, self.out_indices):
+            latents, tokens = states[index]
+            out = norm(tokens).transpose(1, 2).reshape(-1, self.embed_dims, height, width)
+            outs.append([out, latents] if self.with_latents else out)
         return tuple(outs)
 
     # ---------------------------------------------------------------- training modes

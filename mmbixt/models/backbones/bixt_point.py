@@ -190,19 +190,17 @@ class PointBiXTBackbone(BaseModule):
                              self_drop_path_rate=drop_path_rate, with_cp=with_cp)
         self.out_norms = nn.ModuleList(
             layer_norm(embed_dims) if out_norm else nn.Identity() for _ in self.out_indices)
+        # The part head reads tokens only.
+        self.core.freeze_unreachable(self.out_indices[-1])
 
     def forward(self, points: Tensor) -> PointBackboneOutput:
         if points.shape[-1] != self.in_channels:
             raise ValueError(f'expected points with {self.in_channels} channels, got '
                              f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
         tokens, xyz = self.tokenizer(points)
-        feats = []
-        for index, (latents, tokens) in enumerate(self.core.forward_layers(tokens)):
-            if index in self.out_indices:
-                feats.append(self.out_norms[len(feats)](tokens))
-            if index == self.out_indices[-1]:
-                break
-        return PointBackboneOutput(tuple(feats), xyz, latents)
+        states = self.core.forward_until(tokens, self.out_indices)
+        feats = tuple(norm(states[index][1]) for norm, index in zip(self.out_norms, self.out_indices))
+        return PointBackboneOutput(feats, xyz, states[self.out_indices[-1]][0])
 
     # ---------------------------------------------------------------- weights
     def init_weights(self) -> None:

@@ -6,7 +6,7 @@ Module and parameter names follow the released checkpoints (``blocks.i.cross_att
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -388,6 +388,35 @@ class BiXTCore(nn.Module):
             else:
                 latents, tokens = layer(latents, tokens)
             yield latents, tokens
+
+    def forward_until(self, tokens: Tensor,
+                      indices: Sequence[int]) -> dict[int, tuple[Tensor, Optional[Tensor]]]:
+        """``(latents, tokens)`` after each layer in ``indices``; stops after the last of them."""
+        wanted, last = set(indices), max(indices)
+        outputs = {}
+        for index, state in enumerate(self.forward_layers(tokens)):
+            if index in wanted:
+                outputs[index] = state
+            if index == last:
+                break
+        return outputs
+
+    def freeze_unreachable(self, last_layer: int, latents_used: bool = False) -> list[str]:
+        """Stops training the parameters that cannot reach an output when only the layers up to
+        ``last_layer`` are read: the layers after it and, unless its latents are used, that layer's
+        latent side (the tokens it returns were computed from the latents it received). DDP then
+        needs no ``find_unused_parameters``. Returns the frozen names."""
+        frozen = [f'blocks.{i}.' for i in range(last_layer + 1, len(self.blocks))]
+        if not latents_used:
+            layer = f'blocks.{last_layer}.'
+            frozen += [layer + 'self_attention_latents.'] + [
+                layer + 'cross_attention_latents_token.' + part
+                for part in ('attn.proj_lat.', 'norm2_lat.', 'mlp_lat.', 'ls1_lat.', 'ls2_lat.')]
+        names = [n for n, _ in self.named_parameters() if n.startswith(tuple(frozen))]
+        for name, param in self.named_parameters():
+            if name in names:
+                param.requires_grad = False
+        return names
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         """Final ``(latents, tokens)``."""
