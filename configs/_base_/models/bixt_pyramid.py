@@ -1,0 +1,27 @@
+# BiXT-Ti/16 and BiXTFeaturePyramid, the shared start of the UPerNet and Semantic FPN models: the
+# refined tokens of four layers become the 1/4 - 1/32 pyramid the heads expect.
+norm_cfg = dict(type='SyncBN', requires_grad=True)  # mmengine turns it into BN without DDP
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size=(512, 512))
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        type='BiXTBackbone',
+        arch='bixt_ti_l64_d13_p16',
+        out_indices=(3, 5, 7, 11),
+        drop_path_rate=0.1),
+    neck=dict(
+        type='BiXTFeaturePyramid',
+        in_channels=192,
+        in_stride=16,  # the backbone's token stride: 16, 8 or 4
+        out_strides=(4, 8, 16, 32),
+        norm_cfg=norm_cfg),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))
