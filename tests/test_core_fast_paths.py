@@ -61,30 +61,43 @@ def test_chunked_path_keeps_stochastic_depth_per_sample():
     assert_close_rel(chunked[1], full[1], 1e-5)
 
 
-def count_chunked_calls(monkeypatch) -> list:
-    calls = []
-    original = CrossAttentionBlock._chunked_token_stream
+def count_chunked_calls(monkeypatch) -> dict:
+    calls = {'train': [], 'inference': []}
+    for name, kind in (('_chunked_token_stream', 'train'), ('_streamed_token_side', 'inference')):
+        original = getattr(CrossAttentionBlock, name)
 
-    def spy(self, *args):
-        calls.append(args[0].shape[1])
-        return original(self, *args)
-    monkeypatch.setattr(CrossAttentionBlock, '_chunked_token_stream', spy)
+        def spy(self, *args, original=original, kind=kind):
+            calls[kind].append(args[0].shape[1])
+            return original(self, *args)
+        monkeypatch.setattr(CrossAttentionBlock, name, spy)
     return calls
 
 
-def test_chunking_switches_on_by_token_count_and_grad(monkeypatch):
+def test_chunking_switches_on_by_token_count(monkeypatch):
     calls = count_chunked_calls(monkeypatch)
     core = small_core(chunk=16)
     core(torch.randn(1, 16, DIMS))                     # not above the threshold
-    assert calls == []
+    assert calls == {'train': [], 'inference': []}
     with torch.no_grad():
-        core(torch.randn(1, 40, DIMS))                 # inference never chunks
-    assert calls == []
-    core(torch.randn(1, 40, DIMS))                     # training-like call above it
-    assert calls == [40] * LAYERS
+        core(torch.randn(1, 40, DIMS))                 # inference streams for cache locality
+    assert calls == {'train': [], 'inference': [40] * LAYERS}
+    core(torch.randn(1, 40, DIMS))                     # training-like call: memory-lean path
+    assert calls['train'] == [40] * LAYERS
     core.token_chunk_size = None
     core(torch.randn(1, 40, DIMS))
-    assert calls == [40] * LAYERS
+    with torch.no_grad():
+        core(torch.randn(1, 40, DIMS))
+    assert calls == {'train': [40] * LAYERS, 'inference': [40] * LAYERS}
+
+
+def test_streamed_inference_is_exact():
+    core = small_core().eval()
+    tokens = torch.randn(3, 37, DIMS)
+    with torch.no_grad():
+        whole = core(tokens)
+        core.token_chunk_size = 8  # chunks of 8, the last one of 5
+        streamed = core(tokens)
+    assert torch.equal(streamed[0], whole[0]) and torch.equal(streamed[1], whole[1])
 
 
 def test_default_core_chunks_long_sequences():
@@ -102,7 +115,7 @@ def test_bf16_autocast_close_to_fp32():
         with torch.autocast('cpu', dtype=torch.bfloat16):
             actual = core(tokens)
     assert_close_rel(actual, expected, 5e-2)
-    core.token_chunk_size = 16  # the chunked path under autocast too (it needs grad mode)
+    core.token_chunk_size = 16  # the memory-lean chunked path under autocast too (grad mode)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         chunked = core(tokens)
     assert_close_rel(chunked, expected, 5e-2)

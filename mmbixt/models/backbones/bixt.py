@@ -4,17 +4,15 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch.nn.functional as F
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...archs import BiXTArch, resolve_arch
-from ...checkpoint import (CLASSIFIER_ONLY, FIXED_POS_BUFFER, BiXTWeights, LoadReport,
-                           load_weights)
+from ...checkpoint import CLASSIFIER_ONLY, FIXED_POS_BUFFER, BiXTWeights
 from ..core import (BiXTCore, FourierPositionalEncoding2d, build_tokenizer, embed_image,
                     layer_norm)
+from .base import BiXTPretrainedBackbone
 
 
 def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
@@ -24,7 +22,7 @@ def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
 
 
 @MODELS.register_module()
-class BiXTBackbone(BaseModule):
+class BiXTBackbone(BiXTPretrainedBackbone):
     """BiXT (bi-directional cross-attention transformer) backbone for dense prediction.
 
     Returns the refined tokens of the layers in ``out_indices`` as ``[B, D, H/s, W/s]`` maps, where
@@ -49,13 +47,17 @@ class BiXTBackbone(BaseModule):
             latents; ``k`` > 0 also freezes layers ``0..k-1``.
         norm_eval: keep the BatchNorms of the conv tokenizer in eval mode while training.
         with_cp: gradient checkpointing of each layer (saves memory, costs a recompute).
-        token_chunk_size: training forwards over more tokens than this run the token stream in
-            chunks of this size, recomputed in backward (the same result, much less memory at
-            stride 8 and 4); None disables it. Inference never chunks.
+        token_chunk_size: forwards over more tokens than this run the token stream in chunks of
+            this size (the same result): in training recomputed in backward (much less memory at
+            stride 8 and 4), in inference for cache locality (faster on long sequences); None
+            disables it.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, use_ema=False)`` loads a released zip as
             downloaded, a ``.pth.tar``/``.pth``/``.pt``, a file from ``tools/convert_checkpoint.py``
             or an mmseg checkpoint of this backbone; anything else follows mmengine's init_cfg.
     """
+    # The classifier parts and the fixed 224px positional buffer of released files go unused.
+    dropped_prefixes = CLASSIFIER_ONLY + (FIXED_POS_BUFFER,)
+    new_prefixes = ('out_norms.',)
 
     def __init__(self, arch: Union[str, dict] = 'bixt_ti_l64_d13_p16', in_channels: int = 3,
                  out_indices: Sequence[int] = (3, 5, 7, 11), out_norm: bool = True,
@@ -104,6 +106,11 @@ class BiXTBackbone(BaseModule):
         return self.arch_name or (f'a {self.arch.tokenizer} stride-{self.stride} BiXT with '
                                   f'{self.num_layers} layers')
 
+    def check_weights(self, weights: BiXTWeights) -> None:
+        """Also refuses a checkpoint of another tokeniser or stride (by the name it stores)."""
+        weights.check_variant(self.arch.tokenizer, self.stride, self.arch_description)
+        super().check_weights(weights)
+
     # ---------------------------------------------------------------- forward
     def embed(self, img: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Pads, tokenises and adds the positional encoding: ``[B, N, D]`` and the grid ``(h, w)``."""
@@ -140,24 +147,3 @@ class BiXTBackbone(BaseModule):
                 if isinstance(module, _BatchNorm):
                     module.eval()
         return self
-
-    # ---------------------------------------------------------------- weights
-    def init_weights(self) -> None:
-        cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
-        if cfg is not None and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], use_ema=cfg.get('use_ema', False))
-            self._is_init = True
-        else:
-            super().init_weights()
-
-    def load_pretrained(self, path: str, use_ema: bool = False) -> LoadReport:
-        """Loads a BiXT checkpoint, refusing files of another variant, too few layers or missing
-        tensors; drops the classifier parts (one-sided last layer, ``fc_norm``, ``head``) and the
-        fixed ``pos`` buffer; logs one summary line."""
-        weights = BiXTWeights.from_file(path, use_ema=use_ema)
-        weights.check_variant(self.arch.tokenizer, self.stride, self.arch_description)
-        weights.check_layers(self.num_layers, self.arch_description)
-        report = load_weights(self, weights, drop=CLASSIFIER_ONLY + (FIXED_POS_BUFFER,),
-                              may_stay_new=('out_norms.',))
-        print_log(report.summary(str(path), weights.model_name), logger='current')
-        return report

@@ -209,12 +209,13 @@ class CrossAttentionBlock(nn.Module):
 
     ``one_sided=True`` builds the last classifier layer: no token update, no token MLP.
 
-    Memory-lean path: with ``token_chunk_size`` set, a forward that records gradients over more
-    tokens than that runs the token stream in chunks, each under activation checkpointing. Everything
-    on the token side is exact per chunk (its softmax is over the latents); the latents' softmax over
-    all tokens is merged across chunks online (running max / sum / weighted values). So training keeps
-    only the block's input and output tokens instead of every ``[B, N, ..]`` activation of the token
-    side, at the price of recomputing that side once in backward.
+    Long sequences: with ``token_chunk_size`` set, a forward over more tokens than that runs the
+    token stream in chunks. Everything on the token side is exact per chunk (its softmax is over the
+    latents). With gradients (memory-lean training), each chunk runs under activation checkpointing
+    and the latents' softmax over all tokens is merged across chunks online (running max / sum /
+    weighted values), so training keeps only the block's input and output tokens instead of every
+    ``[B, N, ..]`` activation of the token side, at the price of recomputing that side once in
+    backward. Without gradients, chunking keeps each chunk's activations in the CPU caches.
     """
 
     def __init__(self, dims: int, attn_dims: int, num_heads: int, mlp_ratio: float = 4.0,
@@ -239,8 +240,8 @@ class CrossAttentionBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
 
     def uses_chunks(self, tokens: Tensor) -> bool:
-        """Whether this call takes the memory-lean chunked path."""
-        return (not self.one_sided and bool(self.token_chunk_size) and torch.is_grad_enabled()
+        """Whether this call runs the token stream in chunks (more tokens than the chunk size)."""
+        return (not self.one_sided and bool(self.token_chunk_size)
                 and tokens.shape[1] > self.token_chunk_size)
 
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
@@ -251,7 +252,9 @@ class CrossAttentionBlock(nn.Module):
         # One draw per branch for the whole block, shared by all chunks.
         keep_attn, keep_mlp = self.drop_path.keep_mask(tokens), self.drop_path.keep_mask(tokens)
         if self.uses_chunks(tokens):
-            lat_update, tokens = self._chunked_token_stream(tokens, r_lat, v_lat, keep_attn, keep_mlp)
+            stream = (self._chunked_token_stream if torch.is_grad_enabled()
+                      else self._streamed_token_side)
+            lat_update, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp)
         else:
             r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
             lat_update = self.attn.latent_update(r_lat, r_tok, v_tok)
@@ -277,6 +280,23 @@ class CrossAttentionBlock(nn.Module):
         tokens = self._token_residuals(tokens, self.attn.token_update(r_tok, r_lat, v_lat),
                                        keep_attn, keep_mlp)
         return tokens, partial
+
+    def _streamed_token_side(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
+                             keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
+                             ) -> tuple[Tensor, Tensor]:
+        """Without gradients: the token side chunk by chunk, so each chunk's activations (the
+        4x-wide MLP ones above all) stay in the CPU caches; exact, since it is per token. The
+        latents then read the kept references of all tokens in one fused attention."""
+        refs = tokens.new_empty(tokens.shape[:2] + (self.attn.rv_patches.out_features,))
+        out = torch.empty_like(tokens)
+        for start in range(0, tokens.shape[1], self.token_chunk_size):
+            part = slice(start, start + self.token_chunk_size)
+            refs[:, part] = self.attn.rv_patches(self.norm1_pat(tokens[:, part]))
+            r_tok = split_heads(refs[:, part], 2, self.attn.num_heads)[0]
+            out[:, part] = self._token_residuals(
+                tokens[:, part], self.attn.token_update(r_tok, r_lat, v_lat), keep_attn, keep_mlp)
+        r_tok, v_tok = split_heads(refs, 2, self.attn.num_heads)
+        return self.attn.latent_update(r_lat, r_tok, v_tok), out
 
     def _chunked_token_stream(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                               keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
@@ -342,10 +362,9 @@ class BiXTCore(nn.Module):
         cross_drop_path_rate / self_drop_path_rate: stochastic depth of the cross- and the
             self-attention blocks, rising linearly from 0 over the layers.
         with_cp: recompute each layer in backward (gradient checkpointing) to save memory.
-        token_chunk_size: a forward that records gradients over more tokens than this runs the
-            token stream in chunks of this size with recompute in backward (the memory-lean path
-            for long sequences; same result). None or 0 never chunks. Inference never needs it:
-            the fused attention already avoids storing the ``[B, heads, L, N]`` matrices.
+        token_chunk_size: a forward over more tokens than this runs the token stream in chunks of
+            this size (same result): in training with recompute in backward (memory-lean), in
+            inference for cache locality. None or 0 never chunks.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, num_latents: int, num_layers: int,
