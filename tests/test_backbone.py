@@ -98,7 +98,7 @@ def test_builds_through_mmseg_registry_by_name_and_by_dict(tmp_path):
     assert_tokens_match(model, expected['train_input'], expected['train_tokens'][:3])
 
 
-@pytest.mark.parametrize('size', [(50, 77), (16, 16), (33, 129)])
+@pytest.mark.parametrize('size', [(50, 77), (16, 16), (33, 129), (1, 1), (3, 5), (8, 1500)])
 def test_any_input_size_is_padded_to_the_token_stride(size):
     model = BiXTBackbone(arch=dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2,
                                    stride=8), out_indices=(0, 1)).eval()

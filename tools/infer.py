@@ -118,6 +118,16 @@ def overlay(model, result, image: np.ndarray, opacity: float) -> Image.Image:
     return blend(image, palette[pred % len(palette)], opacity)
 
 
+def read_image(path: str) -> np.ndarray:
+    """The image as RGB ``uint8`` (grayscale and RGBA files become RGB); a file that is not a
+    readable image stops the run with its name."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert('RGB'))
+    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise SystemExit(f'error: {path} is not a readable image ({type(err).__name__}: {err})')
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Segment images and draw BiXT attention maps')
     parser.add_argument('config')
@@ -136,17 +146,19 @@ def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     config = Config.fromfile(args.config)
     config.merge_from_dict(args.cfg_options)
+    images = {path: read_image(path) for path in args.images}  # all readable before any work
     model = init_model(config, args.checkpoint, device=args.device)
-    num_layers = len(model.backbone.core.blocks)
+    num_layers = max(model.backbone.out_indices) + 1  # the layers the backbone runs
     layers = args.layers if args.layers is not None else sorted({0, num_layers // 2,
                                                                   num_layers - 1})
+    if any(not 0 <= layer < num_layers for layer in layers):
+        raise SystemExit(f'error: --layers {layers}: the backbone runs layers 0..{num_layers - 1}')
     recorder = AttentionRecorder(model.backbone, layers)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in args.images:
-        image = np.asarray(Image.open(path).convert('RGB'))
-        result = inference_model(model, path)
+    for path, image in images.items():
+        result = inference_model(model, np.ascontiguousarray(image[..., ::-1]))  # mmseg wants BGR
         stem = Path(path).stem
         stride = model.backbone.stride
         covered = tuple(math.ceil(side / stride) for side in result.metainfo['img_shape'][:2])
