@@ -67,7 +67,11 @@ def trained(data: Path, tmp_path_factory) -> Path:
 def test_train_checkpoint_test_and_learning(trained: Path, data: Path, tmp_path: Path):
     assert (trained / 'iter_60.pth').is_file()
     trained_out = tool('tools/test.py', CONFIG, str(trained / 'iter_60.pth'),
-                       '--work-dir', str(tmp_path), *options(data)).stdout
+                       '--work-dir', str(tmp_path), '--show-dir', str(tmp_path / 'overlays'),
+                       *options(data)).stdout
+    overlays = list((tmp_path / 'overlays').rglob('*.png'))
+    validation = list((data / 'images' / 'validation').glob('*.jpg'))
+    assert len(overlays) == len(validation) > 0
     # The same model before training: its initial weights as an mmseg checkpoint.
     cfg = Config.fromfile(REPO / CONFIG)
     cfg.merge_from_dict(TINY_VALUES)
