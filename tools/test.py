@@ -7,33 +7,25 @@ segmentation; ins_mIoU / cls_mIoU for part segmentation).
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
 import mmbixt  # noqa: E402,F401  (registers modules and the safe checkpoint loader)
 from mmbixt.engine import build_runner  # noqa: E402
+from mmbixt.engine.tool_config import (load_tool_config, parse_tool_args,  # noqa: E402
+                                       tool_parser)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test a checkpoint')
-    parser.add_argument('config', help='config file')
+    parser = tool_parser('Test a checkpoint')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--show-dir', help='write prediction overlays into this folder')
     parser.add_argument('--out', help='write the predicted label maps into this folder')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config settings')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def enable_overlays(cfg: Config, show_dir: str) -> None:
@@ -55,11 +47,7 @@ def evaluates_label_maps(cfg: Config) -> bool:
 def build_config(args: argparse.Namespace) -> Config:
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
     if (args.show_dir or args.out) and not evaluates_label_maps(cfg):
         sys.exit(f'error: --show-dir and --out write image label maps, but {args.config} does not '

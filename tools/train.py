@@ -6,42 +6,30 @@
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 
 import mmbixt  # noqa: E402,F401  (registers modules and the safe checkpoint loader)
 from mmbixt.engine import build_runner  # noqa: E402
+from mmbixt.engine.tool_config import (load_tool_config, parse_tool_args,  # noqa: E402
+                                       tool_parser)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a segmentor')
-    parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go '
-                        '(default: work_dirs/<config name>)')
+    parser = tool_parser('Train a model')
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
-                        help='resume from CKPT, or from the latest checkpoint in the work dir')
+                        help='resume from CKPT, or from the latest complete checkpoint in the '
+                        'work dir')
     parser.add_argument('--amp', action='store_true', help='mixed precision training')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config settings, e.g. train_cfg.max_iters=1000')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

@@ -9,13 +9,12 @@ import math
 from typing import NamedTuple, Optional, Sequence
 
 import torch
-from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from ...checkpoint import CLASSIFIER_ONLY, BiXTWeights, LoadReport, load_weights
+from ...checkpoint import CLASSIFIER_ONLY
 from ..core import BiXTCore, layer_norm
+from .base import BiXTPretrainedBackbone
 
 IMAGE_ONLY = ('patch_embed.', 'fourier_pos_encode.')
 
@@ -151,7 +150,7 @@ class PointBackboneOutput(NamedTuple):
 
 
 @MODELS.register_module()
-class PointBiXTBackbone(BaseModule):
+class PointBiXTBackbone(BiXTPretrainedBackbone):
     """BiXT on point clouds: a point tokenizer feeding the shared ``BiXTCore``.
 
     Input ``[B, N, C]`` points (xyz first, then optional normals). Returns a ``PointBackboneOutput``:
@@ -170,6 +169,9 @@ class PointBiXTBackbone(BaseModule):
             an image BiXT checkpoint (a d13 zip as downloaded, for 12 layers); the image tokenizer and
             positional encoding are dropped, the point tokenizer and output norms stay new.
     """
+    # Cross-modal initialisation: the core of an image checkpoint; its tokenizer goes unused.
+    dropped_prefixes = CLASSIFIER_ONLY + IMAGE_ONLY
+    new_prefixes = ('tokenizer.', 'out_norms.')
 
     def __init__(self, embed_dims: int = 192, num_heads: int = 6, num_latents: int = 64,
                  num_layers: int = 12, in_channels: int = 6,
@@ -201,25 +203,3 @@ class PointBiXTBackbone(BaseModule):
         states = self.core.forward_until(tokens, self.out_indices)
         feats = tuple(norm(states[index][1]) for norm, index in zip(self.out_norms, self.out_indices))
         return PointBackboneOutput(feats, xyz, states[self.out_indices[-1]][0])
-
-    # ---------------------------------------------------------------- weights
-    def init_weights(self) -> None:
-        cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
-        if cfg is not None and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], use_ema=cfg.get('use_ema', False))
-            self._is_init = True
-        else:
-            super().init_weights()
-
-    def load_pretrained(self, path: str, use_ema: bool = False) -> LoadReport:
-        """Cross-modal initialisation: the core (latents + layers) of an image BiXT checkpoint.
-
-        Refuses files with fewer bi-directional layers than this model runs or of another width;
-        logs one line saying what loaded, what was dropped and what stayed new.
-        """
-        weights = BiXTWeights.from_file(path, use_ema=use_ema)
-        weights.check_layers(self.num_layers, f'a {self.num_layers}-layer PointBiXTBackbone')
-        report = load_weights(self, weights, drop=CLASSIFIER_ONLY + IMAGE_ONLY,
-                              may_stay_new=('tokenizer.', 'out_norms.'))
-        print_log(report.summary(str(path), weights.model_name), logger='current')
-        return report
