@@ -87,8 +87,10 @@ def test_layer_decay_groups():
     assert lr('backbone.core.latents') == pytest.approx(0.5 ** 5)
     assert lr('backbone.fourier_pos_encode.token_projection.weight') == pytest.approx(0.5 ** 5)
     for i in range(4):
-        assert lr(f'backbone.core.blocks.{i}.self_attention_latents.attn.qkv.weight') == \
-            pytest.approx(0.5 ** (4 - i))
+        assert lr(f'backbone.core.blocks.{i}.cross_attention_latents_token.mlp_pat.fc1.weight') \
+            == pytest.approx(0.5 ** (4 - i))
+    # The last layer's latent side reaches no output: not trained, so in no group.
+    assert 'backbone.core.blocks.3.self_attention_latents.attn.qkv.weight' not in by_name
     assert lr('backbone.out_norms.0.weight') == 1.0
     assert lr('decode_head.conv_seg.weight') == 1.0
     assert lr('neck.rescales.0.0.weight') == 1.0
