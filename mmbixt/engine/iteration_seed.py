@@ -12,8 +12,9 @@ nothing else:
   iteration and after each validation;
 - torch (dropout, drop-path) is reseeded right before the forward pass of iteration ``k``.
 
-Augmentations in dataloader workers (``num_workers > 0``) draw from the workers' own generators,
-seeded once per worker by mmengine; those are not covered.
+The data pipeline of resumable (infinite) training loaders is seeded per sample instead, in the
+workers too (:mod:`~mmbixt.engine.sample_seed`); the numpy/``random`` reseeding here covers the
+main process for the rest.
 """
 from __future__ import annotations
 

@@ -79,10 +79,8 @@ class BiXTBackbone(BiXTPretrainedBackbone):
         self.patch_embed = build_tokenizer(arch_.tokenizer, in_channels, arch_.embed_dims,
                                            arch_.patch_size, arch_.stride)
         self.fourier_pos_encode = FourierPositionalEncoding2d(arch_.embed_dims)
-        self.core = BiXTCore(
-            arch_.embed_dims, arch_.num_heads, arch_.num_latents, arch_.num_layers,
-            layer_scale_init=1e-5 if arch_.layer_scale else None,
-            cross_drop_path_rate=drop_path_rate,
+        self.core = BiXTCore.from_arch(
+            arch_, cross_drop_path_rate=drop_path_rate,
             self_drop_path_rate=drop_path_rate if self_drop_path_rate is None else self_drop_path_rate,
             with_cp=with_cp, token_chunk_size=token_chunk_size)
         self.out_norms = nn.ModuleList(

@@ -78,10 +78,9 @@ class BiXTClassifier(nn.Module):
         self.patch_embed = build_tokenizer(arch_.tokenizer, in_chans, arch_.embed_dims,
                                            arch_.patch_size, arch_.stride)
         self.fourier_pos_encode = FourierPositionalEncoding2d(arch_.embed_dims)
-        self.core = BiXTCore(arch_.embed_dims, arch_.num_heads, arch_.num_latents, arch_.num_layers,
-                             one_sided_last=True,
-                             layer_scale_init=1e-5 if arch_.layer_scale else None,
-                             cross_drop_path_rate=drop_path_rate, self_drop_path_rate=drop_path_rate)
+        self.core = BiXTCore.from_arch(arch_, one_sided_last=True,
+                                       cross_drop_path_rate=drop_path_rate,
+                                       self_drop_path_rate=drop_path_rate)
         self.fc_norm = layer_norm(arch_.embed_dims)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._new_head(num_classes)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ...archs import BiXTArch
+
 LAYER_NORM_EPS = 1e-6
 # Tokens per chunk of the memory-lean training path (above it a forward with gradients chunks):
 # 4096 = a 1024px image at stride 16, a 512px one at stride 8.
@@ -397,6 +399,13 @@ class BiXTCore(nn.Module):
     def token_chunk_size(self, size: Optional[int]) -> None:
         for layer in self.blocks:
             layer.cross_attention_latents_token.token_chunk_size = size
+
+    @classmethod
+    def from_arch(cls, arch: 'BiXTArch', **kwargs) -> 'BiXTCore':
+        """The core of ``arch`` (LayerScale, where the arch has it, starts at 1e-5 as released);
+        ``kwargs`` are the other settings of ``BiXTCore``."""
+        return cls(arch.embed_dims, arch.num_heads, arch.num_latents, arch.num_layers,
+                   layer_scale_init=1e-5 if arch.layer_scale else None, **kwargs)
 
     def forward_layers(self, tokens: Tensor) -> Iterator[tuple[Tensor, Optional[Tensor]]]:
         """Runs every layer, yielding ``(latents, tokens)`` after each (tokens None after a one-sided one)."""
