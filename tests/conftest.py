@@ -1,4 +1,7 @@
-"""Shared test fixtures: the reference checkpoints of ../shared/reference and small helpers."""
+"""Shared test fixtures: the reference checkpoints of tests/data/reference and small helpers.
+
+tests/data/reference holds checkpoints in the released layout and the outputs the original BiXT
+implementation computed for them (six tokeniser variants; see tests/data/reference/README.md)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +11,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / 'shared' / 'reference'
+REFERENCE = REPO / 'tests' / 'data' / 'reference'
 VARIANTS = ('linear_p16', 'linear_p16s8', 'linear_p16s4', 'conv_p16', 'conv_p8',
             'linear_p16s8_layerscale')
 
@@ -26,7 +29,7 @@ def reference_arch(config: dict) -> dict:
 @pytest.fixture(scope='session')
 def reference_dir() -> Path:
     if not REFERENCE.is_dir():
-        pytest.fail(f'{REFERENCE} is missing: the tests need the shared/ folder beside the repo')
+        pytest.fail(f'{REFERENCE} is missing: it is part of the repository (git checkout tests/data)')
     return REFERENCE
 
 
