@@ -4,6 +4,7 @@ the mmengine behaviour they rest on, pinned."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import math
 import re
@@ -229,3 +230,18 @@ def test_resume_without_a_configured_seed_continues_exactly(tiny, tmp_path):
     assert max_weight_difference(weights(reference / 'iter_6.pth'),
                                  weights(resumed / 'iter_6.pth')) == 0.0
     assert f'using seed {seed} of' in (tmp_path / 'resumed.log').read_text()
+
+
+def test_train_tool_refuses_a_used_work_dir_and_passes_overwrite_on(tiny, tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'iter_3.pth').write_bytes(b'earlier run')
+    process = start_training(tiny, work)
+    assert process.wait(timeout=300) != 0
+    assert 'WorkDirError: work dir' in process.log_path.read_text()
+    assert 'Iter(train)' not in process.log_path.read_text()
+    spec = importlib.util.spec_from_file_location('train_tool', REPO / 'tools' / 'train.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = tool.build_config(tool.parse_args([str(tiny), '--work-dir', str(work), '--overwrite']))
+    assert cfg.overwrite_work_dir is True

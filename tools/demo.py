@@ -42,7 +42,8 @@ def main() -> None:
     data_root = make_synthetic_ade20k(REPO / OUT / 'data')
     print(f'== data: {data_root} (procedural ADE20K layout, 5 classes)', flush=True)
     work_dir = OUT / 'work_dir'
-    run('train', ['tools/train.py', CONFIG, '--work-dir', str(work_dir)])
+    # --overwrite: each demo run trains anew (the previous run's checkpoints are set aside)
+    run('train', ['tools/train.py', CONFIG, '--work-dir', str(work_dir), '--overwrite'])
     checkpoint = (REPO / work_dir / 'last_checkpoint').read_text().strip()
     output = run('test', ['tools/test.py', CONFIG, checkpoint, '--work-dir', str(work_dir)])
     images = sorted((data_root / 'images' / 'validation').glob('*.jpg'))[:3]

@@ -109,7 +109,8 @@ def main(argv=None) -> None:
     from mmbixt.datasets.synthetic_shapes import make_synthetic_shapenetpart
     make_synthetic_shapenetpart(data_root)
     print(f'[2/4] training {CONFIG} (tools/train.py)', flush=True)
-    run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--cfg-options', *options], env)
+    run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--overwrite', '--cfg-options',
+              *options], env)  # --overwrite: each demo run trains anew
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     print(f'[3/4] testing {checkpoint} (tools/test.py)', flush=True)
