@@ -36,14 +36,12 @@ class NonFiniteTrainingError(RuntimeError):
 
 def non_finite_values(outputs: Optional[dict]) -> dict[str, float]:
     """The entries of a train step's log variables that are losses and not finite."""
-    bad = {}
-    for name, value in (outputs or {}).items():
-        if 'loss' not in name:
-            continue
-        number = float(value.detach().float().mean() if torch.is_tensor(value) else value)
-        if not math.isfinite(number):
-            bad[name] = number
-    return bad
+    losses = {name: value for name, value in (outputs or {}).items()
+              if 'loss' in name and torch.is_tensor(value)} if isinstance(outputs, dict) else {}
+    if not losses:
+        return {}
+    values = torch.stack([value.detach().float().mean() for value in losses.values()]).tolist()
+    return {name: value for name, value in zip(losses, values) if not math.isfinite(value)}
 
 
 @HOOKS.register_module()

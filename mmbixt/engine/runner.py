@@ -81,6 +81,8 @@ def plan_resume(work_dir: str, load_from: Optional[str], randomness: dict
         if named and path != named:
             notes.append(f'--resume: {named} (named in last_checkpoint) is incomplete; '
                          f'resuming from {path} instead')
+    if '://' in path:  # a remote file: mmengine's resume reads it (and warns on another seed)
+        return path, randomness, notes
     stored_seed = training_checkpoint_meta(path).get('seed')
     if randomness.get('seed') is None and stored_seed is not None:
         randomness = {**randomness, 'seed': stored_seed}
