@@ -1,0 +1,1 @@
+def part_segmentation_figure(): pass
