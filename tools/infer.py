@@ -58,21 +58,41 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def dataset_settings(config: Config) -> tuple[dict, type | None]:
+    """The test dataset's settings and its registered class (None when unknown)."""
+    dataset = (config.get('test_dataloader') or {}).get('dataset') or {}
+    return dataset, DATASETS.get(dataset.get('type', ''))
+
+
 def zero_label_is_unlabelled(config: Config) -> bool:
     """Whether label files store "unlabelled" as 0 and class c as c + 1 (``reduce_zero_label``,
     ADE20K): from the test pipeline's ``LoadAnnotations``, else the test dataset's setting or its
     class's default."""
-    dataset = (config.get('test_dataloader') or {}).get('dataset') or {}
+    dataset, dataset_class = dataset_settings(config)
     for step in dataset.get('pipeline') or []:
         if step.get('type') == 'LoadAnnotations' and step.get('reduce_zero_label') is not None:
             return bool(step['reduce_zero_label'])
     if dataset.get('reduce_zero_label') is not None:
         return bool(dataset['reduce_zero_label'])
-    dataset_class = DATASETS.get(dataset.get('type', ''))
     if dataset_class is None:
         return False
     default = inspect.signature(dataset_class).parameters.get('reduce_zero_label')
     return bool(default is not None and default.default is True)
+
+
+def class_meta(model, config: Config) -> tuple[list[str], list]:
+    """Class names and palette for the model's classes: from the checkpoint's ``dataset_meta``,
+    else (a checkpoint without it, where mmseg falls back to Cityscapes' 19 classes) from the
+    config's test dataset, else numbered classes in distinct colours."""
+    num_classes = model.decode_head.num_classes
+    dataset, dataset_class = dataset_settings(config)
+    from_config = dict(getattr(dataset_class, 'METAINFO', {}), **(dataset.get('metainfo') or {}))
+    for meta in (model.dataset_meta or {}, from_config):
+        classes = meta.get('classes')
+        if classes and len(classes) == num_classes:
+            palette = meta.get('palette')
+            return list(classes), palette if palette else distinct_colours(num_classes).tolist()
+    return [f'class {c}' for c in range(num_classes)], distinct_colours(num_classes).tolist()
 
 
 def read_inputs(args, config: Config) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
@@ -116,10 +136,7 @@ def run(args: argparse.Namespace) -> list[Path]:
                                                                   num_layers - 1})
     if any(not 0 <= layer < num_layers for layer in layers):
         raise SystemExit(f'error: --layers {layers}: the backbone runs layers 0..{num_layers - 1}')
-    meta = model.dataset_meta or {}
-    num_classes = model.decode_head.num_classes
-    class_names = meta.get('classes') or [f'class {c}' for c in range(num_classes)]
-    palette = meta.get('palette') or distinct_colours(num_classes)
+    class_names, palette = class_meta(model, config)
     recorder = AttentionRecorder(model.backbone, layers)
     written = []
     for path, image, truth in inputs:
