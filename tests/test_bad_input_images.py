@@ -77,12 +77,13 @@ def test_fifo_and_folder_are_refused_without_blocking(infer, checkpoint, tmp_pat
     os.mkfifo(fifo)
 
     def blocked(*_):
-        raise TimeoutError('tools/infer.py blocked on the FIFO')
+        raise AssertionError('tools/infer.py blocked on the FIFO')  # not an OSError
 
     previous = signal.signal(signal.SIGALRM, blocked)
     signal.alarm(20)  # opening a FIFO blocks until a writer comes: fail instead of hanging
     try:
-        with pytest.raises(SystemExit, match=re.escape(f'{fifo} is a FIFO (named pipe), not a regular file')):
+        refused = re.escape(f'{fifo} is a FIFO (named pipe), not a regular file')
+        with pytest.raises(SystemExit, match=refused):
             infer.main([CONFIG, str(checkpoint), str(fifo), '--out-dir', str(tmp_path / 'o')])
     finally:
         signal.alarm(0)

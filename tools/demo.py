@@ -46,9 +46,11 @@ def main() -> None:
     run('train', ['tools/train.py', CONFIG, '--work-dir', str(work_dir)])
     checkpoint = (REPO / work_dir / 'last_checkpoint').read_text().strip()
     output = run('test', ['tools/test.py', CONFIG, checkpoint, '--work-dir', str(work_dir)])
-    images = sorted((data_root / 'images' / 'validation').glob('*.jpg'))[:3]
+    # Paths relative to the repository (the tools' working folder): short figure titles.
+    images = [path.relative_to(REPO)
+              for path in sorted((data_root / 'images' / 'validation').glob('*.jpg'))[:3]]
     run('pictures', ['tools/infer.py', CONFIG, checkpoint, *map(str, images),
-                     '--gt', str(data_root / 'annotations' / 'validation'),
+                     '--gt', str(data_root.relative_to(REPO) / 'annotations' / 'validation'),
                      '--out-dir', str(OUT / 'pictures')])
     miou = re.findall(r'mIoU: ([\d.]+)', output)
     print(f'== done in {time.time() - start:.0f} s: test mIoU {miou[-1] if miou else "?"} '

@@ -30,9 +30,9 @@ from mmseg.apis import inference_model, init_model  # noqa: E402
 from mmseg.registry import DATASETS  # noqa: E402
 
 import mmbixt  # noqa: E402,F401  (registers modules)
-from mmbixt.visualization import (AttentionRecorder, InputFileError, check_regular_file,  # noqa: E402
-                                  figure_paths, label_paths, read_image, read_label_map,
-                                  segmentation_figure)
+from mmbixt.visualization import (  # noqa: E402
+    AttentionRecorder, InputFileError, check_regular_file, figure_paths, label_paths, read_image,
+    read_label_map, segmentation_figure)
 from mmbixt.visualization.colours import distinct_colours  # noqa: E402
 from mmbixt.visualization.files import check_same_size  # noqa: E402
 
