@@ -54,7 +54,7 @@ def test_images_of_any_mode_and_shape_are_segmented(infer, checkpoint, tmp_path,
                           '--layers', '0', '3'])
     assert written == [tmp_path / 'out' / f'in_{mode}_bixt.png']  # one figure per image
     with Image.open(written[0]) as figure:
-        assert figure.width >= 512 and figure.height >= 256  # readable even for a 3x2 input
+        assert figure.width >= 1200 and figure.height >= 256  # readable even for a 3x2 input
 
 
 def test_same_names_in_two_folders_give_two_figures(infer, checkpoint, tmp_path, capsys):
@@ -121,3 +121,15 @@ def test_missing_image_and_bad_layers_are_named(infer, checkpoint, tmp_path):
     image = picture(tmp_path / 'x.png', 'RGB', (32, 32))
     with pytest.raises(SystemExit, match=r'--layers \[7\]: the backbone runs layers 0\.\.3'):
         infer.main([CONFIG, str(checkpoint), image, '--out-dir', str(tmp_path), '--layers', '7'])
+
+
+def test_classes_and_label_convention_come_from_the_config_when_the_checkpoint_lacks_them(
+        infer, checkpoint):
+    from mmengine.config import Config
+    from mmseg.apis import init_model
+    config = Config.fromfile(CONFIG)
+    model = init_model(config, str(checkpoint), device='cpu')
+    assert len(model.dataset_meta['classes']) == 19  # mmseg's Cityscapes fallback: not ours
+    names, palette = infer.class_meta(model, config)
+    assert names == ['sky', 'grass', 'water', 'sand', 'brick'] and len(palette) == 5
+    assert infer.zero_label_is_unlabelled(config)  # ADE20K layout: 0 = other

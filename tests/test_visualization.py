@@ -55,7 +55,7 @@ def test_segmentation_figure_panels_legend_and_size(size):
     legend = [text.get_text() for text in figure.axes[3].get_legend().get_texts()]
     assert legend == ['0 sky', '1 grass', '3 sand', 'not labelled']  # only the classes present
     width, height = figure.get_size_inches() * figure.dpi
-    assert width >= 512 and height >= 256
+    assert width >= 1200 and height >= 256  # the README promises 1200 px
 
 
 def write(path: Path, array: np.ndarray, mode=None) -> str:

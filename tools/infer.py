@@ -37,6 +37,13 @@ from mmbixt.visualization.colours import distinct_colours  # noqa: E402
 from mmbixt.visualization.files import check_same_size  # noqa: E402
 
 
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{value} is negative')
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Segment images and draw BiXT attention maps')
     parser.add_argument('config')
@@ -48,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'holding <image name>.png for each image')
     parser.add_argument('--layers', type=int, nargs='*', default=None,
                         help='layers whose attention is drawn (default: first, middle, last)')
-    parser.add_argument('--latents', type=int, default=4,
+    parser.add_argument('--latents', type=non_negative, default=4,
                         help='how many of the most distinct latents each layer shows')
     parser.add_argument('--amp', action='store_true',
                         help='run the model under autocast (bfloat16 on CPU, float16 on CUDA)')

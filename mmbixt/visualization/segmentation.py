@@ -16,7 +16,8 @@ from .colours import blend, distinct_colours, greyed
 IGNORE_COLOUR = (0.55, 0.55, 0.55)
 TOP_PANEL_INCHES = 3.6   # width of the input / prediction / truth panels
 TILE_INCHES = 2.0        # width of each attention panel
-DPI = 100                # 6 attention panels: 1200 px wide
+DPI = 100
+MIN_WIDTH_INCHES = 12.0  # 1200 px whatever the image's size
 ASPECTS = (0.2, 1.8)     # height / width of the panels; images beyond are shown stretched
 
 
@@ -39,17 +40,18 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
     attention = attention or {}
     palette = np.asarray(palette, np.uint8)
     aspect = float(np.clip(image.shape[0] / image.shape[1], *ASPECTS))  # panel height / width
-    top = ['input', 'prediction'] + (['ground truth'] if truth is not None else [])
+    on_top = 2 if truth is None else 3  # input, prediction, ground truth
+    if attention:
+        num_latents = min([num_latents] + [len(m.latent_to_tokens) for m in attention.values()])
     columns = 2 + num_latents
-    width = max(columns * TILE_INCHES, len(top) * TOP_PANEL_INCHES + 2.2)
+    width = max(MIN_WIDTH_INCHES, columns * TILE_INCHES, on_top * TOP_PANEL_INCHES + 2.2)
     top_height = TOP_PANEL_INCHES * aspect + 0.6
     row_height = TILE_INCHES * aspect + 0.7
     figure = Figure(figsize=(width, top_height + row_height * len(attention) + 0.5), dpi=DPI,
                     layout='constrained')
     grid = figure.add_gridspec(1 + len(attention), 1,
                                height_ratios=[top_height] + [row_height] * len(attention))
-    row = grid[0].subgridspec(1, len(top) + 1,
-                              width_ratios=[TOP_PANEL_INCHES] * len(top) + [2.2])
+    row = grid[0].subgridspec(1, on_top + 1, width_ratios=[TOP_PANEL_INCHES] * on_top + [2.2])
     draw_top_row(figure, row, image, prediction, truth, class_names, palette, opacity,
                  ignore_index)
     for index, (layer, maps) in enumerate(attention.items()):
