@@ -119,3 +119,29 @@ def test_part_figure_fills_its_frames_and_reports_the_shape_iou():
         assert np.all(shown <= span + 0.1 * span.max())  # the view is the shape, little else
     legend = [t.get_text() for t in figure.axes[-1].get_legend().get_texts()]
     assert legend == ['12 back', '13 seat', '14', '15 (absent)']
+
+
+def test_recorder_maps_are_attention_distributions_also_under_autocast():
+    from mmbixt.models.backbones import BiXTBackbone
+    from mmbixt.visualization import AttentionRecorder
+    torch.manual_seed(0)
+    backbone = BiXTBackbone(arch=dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2,
+                                      patch_size=16, stride=8), out_indices=(0, 1)).eval()
+    recorder = AttentionRecorder(backbone, [0, 1])
+    image = torch.randn(1, 3, 44, 60)  # 6 x 8 tokens at stride 8 (padded)
+    with torch.no_grad():
+        backbone(image)
+    full = [recorder.maps(layer) for layer in (0, 1)]
+    for to_tokens, to_latents in full:
+        assert to_tokens.shape == to_latents.shape == (8, 6, 8)
+        torch.testing.assert_close(to_tokens.sum((1, 2)), torch.ones(8))
+        torch.testing.assert_close(to_latents.sum(0), torch.ones(6, 8))
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        backbone(image)
+    for (to_tokens, to_latents), layer in zip(full, (0, 1)):
+        half = recorder.maps(layer)
+        assert all(m.dtype == torch.float32 for m in half)
+        torch.testing.assert_close(half[0], to_tokens, atol=0.02, rtol=0.1)
+    over = recorder.over_image(1, covered=(6, 8), size=(44, 60))
+    assert over.latent_to_tokens.shape == (8, 44, 60)
+    recorder.remove()
