@@ -67,8 +67,8 @@ def test_label_maps_are_read_at_their_bit_depth_and_checked(tmp_path):
     ade = write(tmp_path / 'ade.png', np.array([[0, 1], [5, 255]], np.uint8))
     np.testing.assert_array_equal(read_label_map(ade, 5, reduce_zero_label=True),
                                   [[255, 0], [4, 255]])
-    wide = write(tmp_path / 'wide.png', np.array([[1, 257]], np.uint16))
-    with pytest.raises(InputFileError, match=r'wide.png: label values \[257\] exceed'):
+    wide = write(tmp_path / 'wide.png', np.array([[1, 255, 256, 257]], np.uint16))
+    with pytest.raises(InputFileError, match=r'wide.png: label values \[256, 257\] exceed'):
         read_label_map(wide, 5, reduce_zero_label=True)
     rgb = write(tmp_path / 'rgb.png', np.zeros((2, 2, 3), np.uint8))
     with pytest.raises(InputFileError, match='rgb.png has 3 channels'):
@@ -142,6 +142,16 @@ def test_recorder_maps_are_attention_distributions_also_under_autocast():
         half = recorder.maps(layer)
         assert all(m.dtype == torch.float32 for m in half)
         torch.testing.assert_close(half[0], to_tokens, atol=0.02, rtol=0.1)
-    over = recorder.over_image(1, covered=(6, 8), size=(44, 60))
-    assert over.latent_to_tokens.shape == (8, 44, 60)
+    covered = recorder.over_image(1, covered=(5, 7))  # the image's tokens, not the padding
+    torch.testing.assert_close(covered.token_to_latents, recorder.maps(1)[1][:, :5, :7])
     recorder.remove()
+
+
+@pytest.mark.parametrize('grid, size', [((3, 4), (7, 13)), ((16, 17), (117, 119)),
+                                        ((2, 2), (2, 2))])
+def test_token_maps_reach_the_pixels_as_torch_nearest_does(grid, size):
+    import torch.nn.functional as F
+    from mmbixt.visualization.segmentation import to_pixels
+    tokens = torch.rand(grid)
+    expected = F.interpolate(tokens[None, None], size=size, mode='nearest')[0, 0]
+    np.testing.assert_array_equal(to_pixels(tokens.numpy(), size), expected.numpy())

@@ -151,8 +151,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             result = inference_model(model, np.ascontiguousarray(image[..., ::-1]))  # BGR
         covered = tuple(math.ceil(side / model.backbone.stride)
                         for side in result.metainfo['img_shape'][:2])
-        attention = {layer: recorder.over_image(layer, covered, image.shape[:2])
-                     for layer in layers}
+        attention = {layer: recorder.over_image(layer, covered) for layer in layers}
         figure = segmentation_figure(
             image, result.pred_sem_seg.data[0].cpu().numpy(), class_names, palette, truth,
             attention, title=path, opacity=args.opacity, num_latents=args.latents)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 class LayerAttention(NamedTuple):
-    """Head-averaged attention of one layer over the image, ``[L, H, W]`` each (image pixels)."""
+    """Head-averaged attention of one layer on the image's token grid, ``[L, h, w]`` each."""
     latent_to_tokens: Tensor  # where each latent looks: sums to 1 over the tokens
     token_to_latents: Tensor  # which latents each token reads: sums to 1 over the latents
 
@@ -52,22 +51,14 @@ class AttentionRecorder:
         return (to_tokens[0].float().mean(0).reshape(shape),
                 to_latents[0].float().mean(0).reshape(shape))
 
-    def over_image(self, layer: int, covered: tuple[int, int], size: tuple[int, int]
-                   ) -> LayerAttention:
-        """The maps of ``layer`` at image resolution ``size`` (H, W): ``covered`` is how many
-        token rows and columns hold the (resized) image, the rest covers padding."""
-        return LayerAttention(*(to_image_size(m, covered, size) for m in self.maps(layer)))
+    def over_image(self, layer: int, covered: tuple[int, int]) -> LayerAttention:
+        """The maps of ``layer`` on the tokens that hold the image: ``covered`` is how many token
+        rows and columns the (resized) image spans, the rest covers padding."""
+        return LayerAttention(*(m[:, :covered[0], :covered[1]] for m in self.maps(layer)))
 
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
-
-
-def to_image_size(maps: Tensor, covered: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    """``[C, h, w]`` token maps -> ``[C, H, W]``: the covered tokens stretched over the image,
-    each token a block of pixels (nearest), so the token grid stays visible."""
-    maps = maps[:, :covered[0], :covered[1]]
-    return F.interpolate(maps[None].float(), size=size, mode='nearest')[0]
 
 
 def relative_attention(latent_to_tokens: Tensor) -> Tensor:

@@ -53,27 +53,23 @@ def read_label_map(path: str, num_classes: int, reduce_zero_label: bool,
     check_regular_file(path, 'label map')
     try:
         with Image.open(path) as image:
-            if len(image.getbands()) != 1:
-                raise InputFileError(
-                    f'{path} has {len(image.getbands())} channels ({image.mode}); a label map '
-                    'holds one class id per pixel (a grayscale or palette PNG)')
-            labels = np.asarray(image).astype(np.int64)
+            mode, raw = image.mode, np.asarray(image).astype(np.int64)
     except (OSError, ValueError) as err:
-        if isinstance(err, InputFileError):
-            raise
         raise InputFileError(f'{path} is not a readable label map ({type(err).__name__}: '
                              f'{err})') from None
+    if raw.ndim != 2:
+        raise InputFileError(f'{path} has {raw.shape[2]} channels ({mode}); a label map holds '
+                             'one class id per pixel (a grayscale or palette PNG)')
     shift = 1 if reduce_zero_label else 0
-    if reduce_zero_label:
-        labels = np.where(labels == 0, ignore_index, labels - 1)
-        labels[labels == ignore_index - 1] = ignore_index  # the file's own 255 stays ignored
-    bad = np.unique(labels[(labels >= num_classes) & (labels != ignore_index)])
+    ignored = (raw == ignore_index) | ((raw == 0) if reduce_zero_label else False)
+    classes = raw - shift
+    bad = np.unique(raw[~ignored & (classes >= num_classes)])  # as stored in the file
     if bad.size:
         raise InputFileError(
-            f'{path}: label values {(bad + shift).tolist()[:10]} exceed the model\'s '
-            f'{num_classes} classes (allowed: {shift}..{num_classes - 1 + shift}'
+            f'{path}: label values {bad.tolist()[:10]} exceed the model\'s {num_classes} classes '
+            f'(allowed: {shift}..{num_classes - 1 + shift}'
             + (', 0 = unlabelled)' if shift else f', {ignore_index} = unlabelled)'))
-    return labels
+    return np.where(ignored, ignore_index, classes)
 
 
 def check_same_size(image_path: str, image: np.ndarray, label_path: str,

@@ -19,6 +19,8 @@ TILE_INCHES = 2.0        # width of each attention panel
 DPI = 100
 MIN_WIDTH_INCHES = 12.0  # 1200 px whatever the image's size
 ASPECTS = (0.2, 1.8)     # height / width of the panels; images beyond are shown stretched
+LEGEND_BESIDE = 14       # up to this many classes the legend sits beside the images
+LEGEND_COLUMNS = 6
 
 
 def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
@@ -34,7 +36,8 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
         prediction: ``[H, W]`` class indices.
         class_names, palette: per class, from the model's ``dataset_meta``.
         truth: ``[H, W]`` class indices with ``ignore_index`` where unlabelled, or None.
-        attention: per layer index, its :class:`LayerAttention` at image resolution.
+        attention: per layer index, its :class:`LayerAttention` on the tokens that cover the
+            image (stretched over it).
         num_latents: how many of the most distinct latents each layer shows.
     """
     attention = attention or {}
@@ -44,19 +47,27 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
     if attention:
         num_latents = min([num_latents] + [len(m.latent_to_tokens) for m in attention.values()])
     columns = 2 + num_latents
+    handles = class_legend(prediction, truth, class_names, palette, ignore_index)
+    beside = len(handles) <= LEGEND_BESIDE  # else in a row of its own under the images
+    legend_rows = 0 if beside else -(-len(handles) // LEGEND_COLUMNS)
     width = max(MIN_WIDTH_INCHES, columns * TILE_INCHES, on_top * TOP_PANEL_INCHES + 2.2)
-    top_height = TOP_PANEL_INCHES * aspect + 0.6
-    row_height = TILE_INCHES * aspect + 0.7
-    figure = Figure(figsize=(width, top_height + row_height * len(attention) + 0.5), dpi=DPI,
-                    layout='constrained')
-    grid = figure.add_gridspec(1 + len(attention), 1,
-                               height_ratios=[top_height] + [row_height] * len(attention))
-    row = grid[0].subgridspec(1, on_top + 1, width_ratios=[TOP_PANEL_INCHES] * on_top + [2.2])
-    draw_top_row(figure, row, image, prediction, truth, class_names, palette, opacity,
-                 ignore_index)
+    heights = ([TOP_PANEL_INCHES * aspect + 0.6] + ([0.25 * legend_rows + 0.4] if legend_rows
+                                                      else [])
+               + [TILE_INCHES * aspect + 0.7] * len(attention))
+    figure = Figure(figsize=(width, sum(heights) + 0.5), dpi=DPI, layout='constrained')
+    grid = figure.add_gridspec(len(heights), 1, height_ratios=heights)
+    row = grid[0].subgridspec(1, on_top + beside,
+                              width_ratios=[TOP_PANEL_INCHES] * on_top + [2.2] * beside)
+    draw_images(figure, row, image, prediction, truth, palette, opacity, ignore_index)
+    legend_axes = figure.add_subplot(row[on_top] if beside else grid[1])
+    legend_axes.axis('off')
+    legend_axes.legend(handles=handles, loc='center left' if beside else 'center',
+                       frameon=False, fontsize=9, title='classes present', title_fontsize=10,
+                       alignment='left', ncols=1 if beside else LEGEND_COLUMNS,
+                       handlelength=1.6, handleheight=1.2)
     for index, (layer, maps) in enumerate(attention.items()):
-        draw_attention_row(figure, grid[1 + index].subgridspec(1, columns), image, layer, maps,
-                           num_latents)
+        draw_attention_row(figure, grid[len(heights) - len(attention) + index].subgridspec(
+            1, columns), image, layer, maps, num_latents)
     if attention:
         figure.supxlabel(f'latent panels: the {num_latents} most distinct latents '
                          '(farthest-point selection); colour = log2 of the latent\'s attention '
@@ -67,8 +78,9 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
     return figure
 
 
-def draw_top_row(figure: Figure, row, image, prediction, truth, class_names, palette,
-                 opacity: float, ignore_index: int) -> None:
+def draw_images(figure: Figure, row, image, prediction, truth, palette, opacity: float,
+                ignore_index: int) -> None:
+    """Input, prediction and (when given) ground truth, side by side."""
     height, width = image.shape[:2]
     stretched = ', shown stretched' if stretched_aspect(image) else ''
     panels = [(f'input ({width}x{height}{stretched})', image.astype(np.float32) / 255),
@@ -79,6 +91,10 @@ def draw_top_row(figure: Figure, row, image, prediction, truth, class_names, pal
                                                      ignore_index)))
     for slot, (name, pixels) in enumerate(panels):
         show(figure.add_subplot(row[slot]), pixels, name, TOP_PANEL_INCHES)
+
+
+def class_legend(prediction, truth, class_names, palette, ignore_index: int) -> list[Patch]:
+    """A swatch per class in the prediction or the truth (and one for unlabelled pixels)."""
     shown = [prediction] + ([truth] if truth is not None else [])
     present = sorted(set(np.unique(np.concatenate([m.ravel() for m in shown]))) - {ignore_index})
     handles = [Patch(facecolor=palette[c % len(palette)] / 255, edgecolor='0.2',
@@ -86,11 +102,7 @@ def draw_top_row(figure: Figure, row, image, prediction, truth, class_names, pal
                for c in present]
     if truth is not None and (truth == ignore_index).any():
         handles.append(Patch(facecolor=IGNORE_COLOUR, edgecolor='0.2', label='not labelled'))
-    legend_axes = figure.add_subplot(row[len(panels)])
-    legend_axes.axis('off')
-    legend_axes.legend(handles=handles, loc='center left', frameon=False, fontsize=9,
-                       title='classes present', title_fontsize=10, alignment='left',
-                       ncols=1 + len(handles) // 16, handlelength=1.6, handleheight=1.2)
+    return handles
 
 
 def prediction_title(prediction: np.ndarray, truth: Optional[np.ndarray],
@@ -106,25 +118,33 @@ def prediction_title(prediction: np.ndarray, truth: Optional[np.ndarray],
 
 def draw_attention_row(figure: Figure, row, image: np.ndarray, layer: int, maps: LayerAttention,
                        num_latents: int) -> None:
-    to_tokens = maps.latent_to_tokens.numpy()
-    colours = distinct_colours(len(to_tokens))
-    winner = maps.token_to_latents.argmax(0).numpy()
-    assignment = blend(greyed(image), colours[winner], 0.65)
-    axes = show(figure.add_subplot(row[0]), assignment, 'token → latent (argmax)',
-                TILE_INCHES)
+    """Computed on the token grid (small whatever the image), drawn at the image's pixels."""
+    size = image.shape[:2]
+    colours = distinct_colours(len(maps.latent_to_tokens))
+    winner = to_pixels(maps.token_to_latents.argmax(0).numpy(), size)
+    axes = show(figure.add_subplot(row[0]), blend(greyed(image), colours[winner], 0.65),
+                'token → latent (argmax)', TILE_INCHES)
     axes.set_ylabel(f'layer {layer}', fontsize=12, fontweight='bold')
-    mean = to_tokens.mean(0)
-    show(figure.add_subplot(row[1]), heat(image, stretch(mean), 'inferno', 0.75),
-         'mean over latents', TILE_INCHES)
+    mean = to_pixels(stretch(maps.latent_to_tokens.mean(0).numpy()), size)
+    show(figure.add_subplot(row[1]), heat(image, mean, 'inferno', 0.75), 'mean over latents',
+         TILE_INCHES)
     relative = relative_attention(maps.latent_to_tokens)
     for slot, latent in enumerate(most_distinct(relative, num_latents)):
         values = relative[latent].numpy()
         limit = max(float(np.percentile(np.abs(values), 99)), 1e-6)
-        coloured = heat(image, 0.5 + 0.5 * np.clip(values / limit, -1, 1), 'RdBu_r',
-                        0.85 * np.clip(np.abs(values) / limit, 0, 1) ** 0.7)
+        values = to_pixels(np.clip(values / limit, -1, 1), size)
+        coloured = heat(image, 0.5 + 0.5 * values, 'RdBu_r', 0.85 * np.abs(values) ** 0.7)
         axes = show(figure.add_subplot(row[2 + slot]), coloured, f'latent {latent}', TILE_INCHES)
         axes.set_xlabel(ratio_range(limit), fontsize=8)
         frame(axes, colours[latent] / 255)  # the latent's colour in the assignment map
+
+
+def to_pixels(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A ``[h, w]`` token map stretched over ``size`` (H, W) pixels, each token a block (nearest,
+    as ``F.interpolate``), so the token grid stays visible."""
+    rows = np.arange(size[0]) * grid.shape[0] // size[0]
+    columns = np.arange(size[1]) * grid.shape[1] // size[1]
+    return grid[rows[:, None], columns[None, :]]
 
 
 def ratio_range(limit: float) -> str:
