@@ -408,3 +408,12 @@ def test_half_precision(dtype: torch.dtype) -> None:
         maps = model.forward_intermediates(x.to(dtype), intermediates_only=True)
     assert out.dtype == dtype and all(m.dtype == dtype for m in maps)
     assert relative_error(out.float(), reference) < 0.05
+
+
+def test_features_only_with_pretrained_weights(ti_p16s8_zip: Path) -> None:
+    model = timm.create_model('bixt_ti_l64_p16s8', features_only=True, out_indices=(1,), pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(ti_p16s8_zip)))
+    state = released_state_dict('bixt_ti_l64_p16s8')
+    assert torch.equal(model.model.core.blocks[1].self_attention_latents.attn.qkv.weight,
+                       state['blocks.1.self_attention_latents.attn.qkv.weight'])
+    assert len(model.model.core.blocks) == 2 and isinstance(model.model.head, nn.Identity)
