@@ -166,7 +166,7 @@ def test_pretrained_filter_fn_remaps_a_state_dict(ti_p16s8_pth: Path) -> None:
     model = timm.create_model('bixt_ti_l64_p16s8', pretrained=True, num_classes=7,
                               pretrained_cfg_overlay=dict(state_dict=dict(state)))
     assert torch.equal(model.core.latents, state['latents']) and model.head.out_features == 7
-    with pytest.raises(CheckpointError, match='BiXTClassifier.load_state_dict: .*token stride 8'):
+    with pytest.raises(CheckpointError, match='state dict loaded into the BiXT.*token stride 8'):
         timm.create_model('bixt_ti_l64_p16', pretrained=True,
                           pretrained_cfg_overlay=dict(state_dict=dict(state)))
 
@@ -276,26 +276,32 @@ def private_uses(path: Path) -> list[str]:
     return found
 
 
+def mmbixt_functions_in(packages: tuple[str, ...]) -> list[str]:
+    """Attributes of the loaded modules of ``packages`` that are functions written in mmbixt
+    (found by their code's file: ``functools.wraps`` would hide a wrapper's ``__module__``)."""
+    import sys
+    package_dir = str(REPO / 'mmbixt')
+    return [f'{module_name}.{attr}' for module_name, module in list(sys.modules.items())
+            if module_name.split('.')[0] in packages
+            for attr, value in list(vars(module).items())
+            if str(getattr(getattr(value, '__code__', None), 'co_filename', '')).startswith(package_dir)]
+
+
 def test_no_private_timm_attribute_is_read_or_rebound() -> None:
     sources = sorted((REPO / 'mmbixt').rglob('*.py')) + sorted((REPO / 'tools').glob('*.py'))
     found = [use for path in sources for use in private_uses(path)]
     assert not found, 'private timm names used (use a public hook): ' + '; '.join(found)
-    # And at run time: after importing mmbixt, no function of mmbixt sits in a timm module.
-    import sys
-
-    import mmbixt  # noqa: F401
-    rebound = [f'{module_name}.{attr}' for module_name, module in list(sys.modules.items())
-               if module_name.split('.')[0] in PRIVATE_OF
-               for attr, value in vars(module).items()
-               if getattr(value, '__module__', None) and str(value.__module__).startswith('mmbixt')
-               and not attr.startswith('bixt_')]  # the registered entrypoints
-    assert not rebound, f'mmbixt functions bound into timm modules: {rebound}'
+    import mmbixt  # noqa: F401  (registers the models: nothing of mmbixt may land in timm's modules)
+    assert not mmbixt_functions_in(PRIVATE_OF), mmbixt_functions_in(PRIVATE_OF)
 
 
-def test_private_use_scanner_can_fail(tmp_path: Path) -> None:
+def test_private_use_checks_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = tmp_path / 'bad.py'
     bad.write_text('import timm.models._factory as f\nimport timm\ntimm.models._helpers.x = 1\n')
     assert len(private_uses(bad)) == 2
+    from mmbixt.models.classifiers.bixt import take_indices
+    monkeypatch.setattr(timm.models, 'probe', take_indices, raising=False)
+    assert mmbixt_functions_in(PRIVATE_OF) == ['timm.models.probe']
 
 
 # ---------------------------------------------------------------- timm feature conventions
@@ -417,3 +423,11 @@ def test_features_only_with_pretrained_weights(ti_p16s8_zip: Path) -> None:
     assert torch.equal(model.model.core.blocks[1].self_attention_latents.attn.qkv.weight,
                        state['blocks.1.self_attention_latents.attn.qkv.weight'])
     assert len(model.model.core.blocks) == 2 and isinstance(model.model.head, nn.Identity)
+
+
+@pytest.mark.parametrize('indices, taken', [(None, [0, 1, 2]), (2, [1, 2]), ([-1, 2, 0], [0, 2])])
+def test_take_indices(indices, taken) -> None:
+    from mmbixt.models.classifiers.bixt import take_indices
+    assert take_indices(3, indices) == taken
+    with pytest.raises(ValueError):
+        take_indices(3, [3] if indices is None else 4)

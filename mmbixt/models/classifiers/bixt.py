@@ -46,7 +46,7 @@ CLASSIFIER_NAMES: tuple[str, ...] = tuple(RELEASED_ARCHS) + tuple(ARCH_ALIASES)
 FEATURE_OUT_INDICES = (3, 5, 7, -1)
 # Released files with the fixed ``pos`` buffer were trained at 224px: its grid is 224 / token stride.
 POS_BUFFER_IMAGE_SIZE = 224
-STATE_DICT_SOURCE = 'the state dict given to BiXTClassifier.load_state_dict'
+STATE_DICT_SOURCE = 'the state dict loaded into the BiXT classifier (read without its stored name)'
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 
 
@@ -59,10 +59,10 @@ def take_indices(num_layers: int, indices: Union[int, Sequence[int], None]) -> l
         if not 0 < indices <= num_layers:
             raise ValueError(f'indices={indices}: take the last 1..{num_layers} layers')
         return list(range(num_layers - indices, num_layers))
-    taken = sorted({index % num_layers for index in indices if -num_layers <= index < num_layers})
-    if len(taken) != len(set(indices)) or not taken:
-        raise ValueError(f'indices {list(indices)} out of range for {num_layers} bi-directional layers')
-    return taken
+    indices = list(indices)
+    if not indices or any(not -num_layers <= index < num_layers for index in indices):
+        raise ValueError(f'indices {indices} out of range for {num_layers} bi-directional layers')
+    return sorted({index % num_layers for index in indices})
 
 
 def in_released_layout(state_dict: dict) -> bool:
