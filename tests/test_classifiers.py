@@ -163,8 +163,9 @@ def test_every_route_refuses_another_variant_or_size(ti_p16s8_zip: Path, ti_p16s
 def test_pretrained_filter_fn_remaps_a_state_dict(ti_p16s8_pth: Path) -> None:
     # timm's other pretrained sources (state_dict, url, hub) pass through the same filter.
     state = released_state_dict('bixt_ti_l64_p16s8')
+    ddp = {f'module.{key}': value for key, value in state.items()}
     model = timm.create_model('bixt_ti_l64_p16s8', pretrained=True, num_classes=7,
-                              pretrained_cfg_overlay=dict(state_dict=dict(state)))
+                              pretrained_cfg_overlay=dict(state_dict=ddp))
     assert torch.equal(model.core.latents, state['latents']) and model.head.out_features == 7
     with pytest.raises(CheckpointError, match='state dict loaded into the BiXT.*token stride 8'):
         timm.create_model('bixt_ti_l64_p16', pretrained=True,

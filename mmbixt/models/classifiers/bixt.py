@@ -25,13 +25,14 @@ from typing import Optional, Sequence, Union
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import (build_model_with_cfg, clean_state_dict, generate_default_cfgs,
-                         register_model, resolve_pretrained_cfg)
+from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
+                         resolve_pretrained_cfg)
 from torch import Tensor, nn
 
 from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name, resolve_arch
 from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights,
                            to_core_layout)
+from ...checkpoint.weights import WRAPPER_PREFIXES, strip_wrappers
 from ..backbones.bixt import pad_to_multiple
 from ..core import BiXTCore, FourierPositionalEncoding2d, build_tokenizer, embed_image, layer_norm
 
@@ -47,7 +48,6 @@ FEATURE_OUT_INDICES = (3, 5, 7, -1)
 # Released files with the fixed ``pos`` buffer were trained at 224px: its grid is 224 / token stride.
 POS_BUFFER_IMAGE_SIZE = 224
 STATE_DICT_SOURCE = 'the state dict loaded into the BiXT classifier (read without its stored name)'
-_WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 
 
 def take_indices(num_layers: int, indices: Union[int, Sequence[int], None]) -> list[int]:
@@ -68,7 +68,7 @@ def take_indices(num_layers: int, indices: Union[int, Sequence[int], None]) -> l
 def in_released_layout(state_dict: dict) -> bool:
     """True for the key layout of the released files (``latents``/``blocks.i`` at the top, the fixed
     ``pos`` buffer, DDP or torch.compile prefixes); False for the model's own ``state_dict()``."""
-    return any(key.startswith(_WRAPPER_PREFIXES) or key == FIXED_POS_BUFFER
+    return any(key.startswith(WRAPPER_PREFIXES) or key == FIXED_POS_BUFFER
                or to_core_layout(key) != key for key in state_dict)
 
 
@@ -78,7 +78,8 @@ def checkpoint_filter_fn(state_dict: dict, model: 'BiXTClassifier') -> dict:
     Refuses (CheckpointError) a state dict of another variant, width, depth or tokenizer than
     ``model`` (``BiXTClassifier.check_weights``); drops the fixed ``pos`` buffer.
     """
-    state = {to_core_layout(key): value for key, value in clean_state_dict(state_dict).items()}
+    # The same remap as BiXTWeights.from_file applies to a file.
+    state = {to_core_layout(strip_wrappers(key)): value for key, value in state_dict.items()}
     model.check_weights(BiXTWeights(STATE_DICT_SOURCE, state))
     return {key: value for key, value in state.items() if key != FIXED_POS_BUFFER}
 
