@@ -205,7 +205,8 @@ def test_wrong_size_is_refused(tmp_path):
         'bixt_ed256_l64_p16'), 'bixt_ed256_l64_p16', zip_folder='ed256')
     model = BiXTBackbone(arch='bixt_ti_l64_p16', out_indices=(10,))
     with pytest.raises(CheckpointError,
-                       match=r'core.latents \(1, 64, 256\) where the model has \(1, 64, 192\)'):
+                       match=r'holds 64 latents of width 256, but bixt_ti_l64_p16 has 64 of width '
+                             r'192; holds bixt_ed256_l64_p16 with 8 heads'):
         model.load_pretrained(str(path))
 
 
