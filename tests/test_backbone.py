@@ -235,3 +235,25 @@ def test_training_and_streaming_chunk_sizes_are_separate_settings():
         whole.load_state_dict(streamed.state_dict())
         image = torch.randn(1, 3, 48, 64)  # 12 tokens: streamed in chunks of 5, 5 and 2
         assert torch.allclose(streamed(image)[0], whole(image)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize('variant', ['conv_p16', 'linear_p16s8_layerscale'])
+def test_the_encoder_as_a_classifier_uses_it_matches_the_original_latents(variant):
+    # The timm classifier is a BiXTEncoder with the one-sided last layer: every layer's latents,
+    # the last one included, match the original's, loaded under the one policy and remap.
+    from mmbixt.checkpoint import FIXED_POS_BUFFER, BiXTWeights, load_weights
+    from mmbixt.models.core import BiXTEncoder
+    expected = load_expected(variant)
+    encoder = BiXTEncoder(reference_arch(expected['config']), one_sided_last=True).eval()
+    weights = BiXTWeights.from_file(REFERENCE / variant / 'model_best.pth.tar')
+    weights.check_arch(encoder.arch, encoder.arch_description)
+    report = load_weights(encoder, weights, drop=('fc_norm.', 'head.', FIXED_POS_BUFFER))
+    assert report.new == [] and set(report.dropped) == {
+        'fc_norm.weight', 'fc_norm.bias', 'head.weight', 'head.bias', FIXED_POS_BUFFER}
+    depth = expected['config']['depth']
+    with torch.no_grad():
+        states, grid = encoder.encode(expected['dyn_input'], range(depth))
+    assert grid == (96 // encoder.stride, 128 // encoder.stride)
+    for layer in range(depth):
+        latents, ref = states[layer][0], expected['dyn_latents'][layer]
+        assert ((latents - ref).abs().max() / ref.abs().max()).item() < 1e-5, layer
