@@ -167,46 +167,54 @@ class BiXTWeights:
     def arch_problems(self, arch: BiXTArch, arch_hint: str, *, image_tokenizer: bool = True,
                       min_layers: Optional[int] = None) -> list[str]:
         """What the file reveals that disagrees with ``arch`` (each a sentence), compared in this
-        order: tokenizer (its tensors; the token stride by the stored name), width and latents, heads
-        (by the stored name), LayerScale, bi-directional layers (at least ``min_layers``).
-        ``image_tokenizer=False`` (a point backbone) skips the tokenizer."""
-        problems = []
-        if image_tokenizer:
-            problems += self._tokenizer_problems(arch, arch_hint)
+        order: tokenizer (kind and patch size by its tensors, token stride by the stored name),
+        width and latents, heads (by a stored released name), LayerScale, bi-directional layers (at
+        least ``min_layers``). ``image_tokenizer=False`` (a point backbone) skips the tokenizer."""
         num_latents, dims = self.latents_shape
-        if (num_latents, dims) != (arch.num_latents, arch.embed_dims):
-            problems.append(f'holds {num_latents} latents of width {dims}, but {arch_hint} has '
-                            f'{arch.num_latents} of width {arch.embed_dims}')
         released = self.released_arch
-        if released is not None and released.num_heads != arch.num_heads:
-            problems.append(f'holds {self.model_name} with {released.num_heads} heads, but '
-                            f'{arch_hint} has {arch.num_heads}')
-        if self.layer_scale != arch.layer_scale:
-            problems.append(
-                'has LayerScale (ls*.gamma tensors), but ' + arch_hint + ' was built without it '
-                '(arch layer_scale=False)' if self.layer_scale else
-                'has no LayerScale (no ls*.gamma tensors), but ' + arch_hint + ' was built with '
-                'it (arch layer_scale=True)')
-        if min_layers is not None and self.bidirectional_layers < min_layers:
-            have = self.bidirectional_layers
-            extra = (' It looks like a d12 classifier, whose last layer is one-sided; the dense '
-                     'backbones are the d13 checkpoints' if self.has_one_sided_layer else '')
-            problems.append(f'has {have} bi-directional layers, but {arch_hint} runs '
-                            f'{min_layers}.{extra}')
-        return problems
+        problems = [
+            self._tokenizer_problem(arch, arch_hint) if image_tokenizer else None,
+            f'holds {num_latents} latents of width {dims}, but {arch_hint} has '
+            f'{arch.num_latents} of width {arch.embed_dims}'
+            if (num_latents, dims) != (arch.num_latents, arch.embed_dims) else None,
+            f'holds {self.model_name} with {released.num_heads} heads, but {arch_hint} has '
+            f'{arch.num_heads}' if released and released.num_heads != arch.num_heads else None,
+            self._layer_scale_problem(arch, arch_hint),
+            self._depth_problem(min_layers, arch_hint) if min_layers is not None else None]
+        return [problem for problem in problems if problem]
 
-    def _tokenizer_problems(self, arch: BiXTArch, arch_hint: str) -> list[str]:
+    def _tokenizer_problem(self, arch: BiXTArch, arch_hint: str) -> Optional[str]:
         held = self.image_tokenizer
         if held is not None and held != (arch.tokenizer, arch.patch_size):
-            return [f'has a {held[0]} tokenizer of patch size {held[1]}, but {arch_hint} has a '
-                    f'{arch.tokenizer} tokenizer of patch size {arch.patch_size}']
+            return (f'has a {held[0]} tokenizer of patch size {held[1]}, but {arch_hint} has a '
+                    f'{arch.tokenizer} tokenizer of patch size {arch.patch_size}')
+        return self._variant_problem(arch.tokenizer, arch.stride, arch_hint)
+
+    def _variant_problem(self, tokenizer: str, stride: int, arch_hint: str) -> Optional[str]:
+        # p16, p16s8 and p16s4 share every tensor shape: only the stored name tells them apart.
         variant = variant_of_name(self.model_name) if self.model_name else None
-        if variant is not None and variant != (arch.tokenizer, arch.stride):
-            kind, stride = variant
-            return [f'holds {self.model_name} ({kind} tokenizer, token stride {stride}), but the '
-                    f'model was built as {arch_hint} ({arch.tokenizer} tokenizer, token stride '
-                    f'{arch.stride})']
-        return []
+        if variant is None or variant == (tokenizer, stride):
+            return None
+        return (f'holds {self.model_name} ({variant[0]} tokenizer, token stride {variant[1]}), '
+                f'but the model was built as {arch_hint} ({tokenizer} tokenizer, token stride '
+                f'{stride})')
+
+    def _layer_scale_problem(self, arch: BiXTArch, arch_hint: str) -> Optional[str]:
+        if self.layer_scale == arch.layer_scale:
+            return None
+        if self.layer_scale:
+            return (f'has LayerScale (ls*.gamma tensors), but {arch_hint} was built without it '
+                    '(arch layer_scale=False)')
+        return (f'has no LayerScale (no ls*.gamma tensors), but {arch_hint} was built with it '
+                '(arch layer_scale=True)')
+
+    def _depth_problem(self, needed: int, arch_hint: str) -> Optional[str]:
+        have = self.bidirectional_layers
+        if have >= needed:
+            return None
+        extra = (' It looks like a d12 classifier, whose last layer is one-sided; the dense '
+                 'backbones are the d13 checkpoints' if self.has_one_sided_layer else '')
+        return f'has {have} bi-directional layers, but {arch_hint} runs {needed}.{extra}'
 
     def unverified(self, arch: BiXTArch) -> list[str]:
         """What the file cannot tell: a linear tokenizer's stride when no name is stored (p16,
@@ -214,48 +222,43 @@ class BiXTWeights:
         held = self.image_tokenizer
         if held is None or held[0] != 'linear' or self.model_name is not None:
             return []
-        return [f'stores no model name, so its token stride cannot be checked (p16, '
-                f'p16s8 and p16s4 share every tensor shape); it is loaded as token stride '
-                f'{arch.stride}. If it was trained at another stride the features are wrong: '
-                'store the name with tools/convert_checkpoint.py --arch NAME']
+        return [f'stores no model name, so its token stride cannot be checked (p16, p16s8 and '
+                f'p16s4 share every tensor shape); it is loaded as token stride {arch.stride}. If '
+                'it was trained at another stride the features are wrong: store the name with '
+                'tools/convert_checkpoint.py --arch NAME']
 
     def check_arch(self, arch: BiXTArch, arch_hint: str, *, strict: bool = True,
-                   **kwargs) -> list[str]:
+                   image_tokenizer: bool = True, min_layers: Optional[int] = None) -> list[str]:
         """Refuses (``strict``) or logs the ``arch_problems``; logs what cannot be verified.
         Returns the warnings logged."""
-        problems = self.arch_problems(arch, arch_hint, **kwargs)
+        problems = self.arch_problems(arch, arch_hint, image_tokenizer=image_tokenizer,
+                                      min_layers=min_layers)
         if problems and strict:
-            raise CheckpointError(
-                self.path, '; '.join(problems),
-                'Set arch to match the file' + (f' (arch={self.model_name!r})' if self.released_arch
-                                                 else '') + ', or point at a checkpoint of this '
-                'model (init_cfg strict=False loads it anyway and logs the differences)')
-        warnings = problems + (self.unverified(arch) if kwargs.get('image_tokenizer', True) else [])
+            self._refuse(problems, 'Set arch to match the file' + (
+                f' (arch={self.model_name!r})' if self.released_arch else '') + ', or point at a '
+                'checkpoint of this model (init_cfg strict=False loads it anyway and logs the '
+                'differences)')
+        warnings = problems + (self.unverified(arch) if image_tokenizer else [])
         for warning in warnings:
             print_log(f'{self.path}: {warning}', logger='current', level=logging.WARNING)
         return warnings
 
-    # Kept for the timm classifier: the tokenizer/stride part of ``arch_problems``.
+    def _refuse(self, problems: list[str], fix: str) -> None:
+        raise CheckpointError(self.path, '; '.join(problems), fix)
+
+    # The tokenizer/stride and depth parts of ``check_arch`` on their own (the timm classifier).
     def check_variant(self, tokenizer: str, stride: int, arch_hint: str) -> None:
-        variant = variant_of_name(self.model_name) if self.model_name else None
-        if variant is not None and variant != (tokenizer, stride):
-            kind, its_stride = variant
-            raise CheckpointError(
-                self.path, f'holds {self.model_name} ({kind} tokenizer, token stride '
-                f'{its_stride}), but the model was built as {arch_hint} ({tokenizer} tokenizer, '
-                f'token stride {stride})',
-                f'Set arch to match the file (arch={self.model_name!r} for a released one), or '
-                'point at the checkpoint of this variant')
+        problem = self._variant_problem(tokenizer, stride, arch_hint)
+        if problem:
+            self._refuse([problem], f'Set arch to match the file (arch={self.model_name!r} for a '
+                                    'released one), or point at the checkpoint of this variant')
 
     def check_layers(self, needed: int, arch_hint: str) -> None:
-        have = self.bidirectional_layers
-        if have < needed:
-            extra = (' It looks like a d12 classifier, whose last layer is one-sided; the dense '
-                     'backbones are the d13 checkpoints' if self.has_one_sided_layer else '')
-            raise CheckpointError(
-                self.path, f'has {have} bi-directional layers, but {arch_hint} runs {needed}.'
-                + extra, f'Use a checkpoint with at least {needed} bi-directional layers, or set '
-                f'num_layers to {have} or fewer')
+        problem = self._depth_problem(needed, arch_hint)
+        if problem:
+            self._refuse([problem], f'Use a checkpoint with at least {needed} bi-directional '
+                                    f'layers, or set num_layers to {self.bidirectional_layers} or '
+                                    'fewer')
 
 
 @dataclass
