@@ -8,8 +8,11 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import FIXED_POS_BUFFER
+from ..core import pad_to_multiple
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 from .base import BiXTPretrainedBackbone
+
+__all__ = ['BiXTBackbone', 'pad_to_multiple']  # pad_to_multiple lives in core.encoder now
 
 
 @MODELS.register_module()

@@ -1,15 +1,15 @@
 """``BiXTEncoder``: tokenizer + positional encoding + ``BiXTCore``, the part every BiXT model shares.
 
 The image backbone, the point backbone and the timm classifier are each a ``BiXTEncoder`` with their
-own outputs on top::
+own outputs on top. Data flow::
 
-    image  [B, 3, H, W] --pad to stride--> patch_embed + fourier_pos_encode --\\
-    points [B, N, C]    ---------------->  tokenizer (own encoding)  ---------+--> core --> (latents, tokens) per layer
-                                                                                   (latents, blocks.0 .. blocks.k)
+    image  [B, C, H, W] -> pad to the stride -> patch_embed + fourier_pos_encode -> tokens [B, N, D]
+    points [B, N, C]    -> tokenizer (brings its own positional encoding)       -> tokens [B, N, D]
+    tokens + latents [1, L, D] -> core.blocks.0 .. core.blocks.k -> (latents, tokens) after each
 
 The encoder's parameters sit at the top level of the model that extends it (``patch_embed.``,
-``fourier_pos_encode.`` or ``tokenizer.``, ``core.``), so one remap of the released layout
-(``mmbixt.checkpoint.to_core_layout``) serves every model.
+``fourier_pos_encode.`` or ``tokenizer.``, then ``core.``), so one remap of the released layout
+(``mmbixt.checkpoint.to_core_layout``) and one loading policy serve every model.
 """
 from __future__ import annotations
 
