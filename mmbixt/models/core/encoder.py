@@ -81,6 +81,7 @@ class BiXTEncoder(nn.Module):
         self.arch, self.arch_name = resolve_arch(arch)
         self.embed_dims = self.arch.embed_dims
         self.num_layers = self.arch.num_layers
+        self.has_image_tokenizer = not isinstance(tokenizer, nn.Module)
         if isinstance(tokenizer, nn.Module):
             self.tokenizer = tokenizer
         elif tokenizer == IMAGE_TOKENIZER:
@@ -94,10 +95,6 @@ class BiXTEncoder(nn.Module):
             self.arch, one_sided_last=one_sided_last, cross_drop_path_rate=drop_path_rate,
             self_drop_path_rate=drop_path_rate if self_drop_path_rate is None else self_drop_path_rate,
             with_cp=with_cp, train_chunk_size=train_chunk_size, stream_chunk_size=stream_chunk_size)
-
-    @property
-    def has_image_tokenizer(self) -> bool:
-        return 'patch_embed' in self._modules
 
     @property
     def arch_description(self) -> str:
