@@ -106,10 +106,18 @@ def test_empty_file(tmp_path):
     assert 'is empty' in refusal(tmp_path / 'empty.pth')
 
 
-def test_random_bytes(tmp_path):
-    (tmp_path / 'noise.pth').write_bytes(os.urandom(4096))
+@pytest.mark.parametrize('seed', range(8))
+def test_random_bytes(tmp_path, seed):
+    # Which error torch's reader raises depends on the bytes (KeyError, IndexError, ...).
+    noise = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(seed))
+    (tmp_path / 'noise.pth').write_bytes(bytes(noise.to(torch.uint8).tolist()))
     message = refusal(tmp_path / 'noise.pth')
     assert 'damaged or not a PyTorch checkpoint' in message and 'download it again' in message
+
+
+def test_a_text_file_given_as_a_checkpoint(tmp_path):
+    (tmp_path / 'notes.pth').write_text('not a checkpoint\n' * 20)
+    assert 'damaged or not a PyTorch checkpoint' in refusal(tmp_path / 'notes.pth')
 
 
 def test_truncated_zip_as_downloaded(released_tiny):

@@ -91,7 +91,8 @@ def _torch_load(source: Any, path: PathLike, map_location: Any = 'cpu') -> Any:
                 'tools/convert_checkpoint.py)') from None
         raise CheckpointError(path, 'is damaged or not a PyTorch checkpoint (its pickle data '
                               'cannot be read)', 'If it was downloaded, download it again') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001  whatever arbitrary bytes make torch's reader raise
+        # (RuntimeError, EOFError, KeyError, IndexError, ... depending on the bytes)
         raise CheckpointError(
             path, f'is damaged or not a PyTorch checkpoint ({type(err).__name__}: '
             f'{str(err).splitlines()[0] if str(err) else "no detail"})',
