@@ -76,14 +76,15 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     BiXT, embeds = import_original(args.original)
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    from mmbixt.checkpoint import CLASSIFIER_ONLY, FIXED_POS_BUFFER, to_core_layout
+    from mmbixt.checkpoint import CLASSIFIER_ONLY, FIXED_POS_BUFFER, remap_released
     from mmbixt.models.backbones import BiXTBackbone
 
     for size in args.sizes:
         ours = BiXTBackbone(arch=args.arch, out_indices=tuple(range(12)), out_norm=False).eval()
         theirs, run_theirs = original_runner(BiXT, embeds[ours.stride], size)
-        state = {to_core_layout(k): v for k, v in theirs.state_dict().items()
-                 if not k.startswith(CLASSIFIER_ONLY + ('blocks.12.', FIXED_POS_BUFFER))}
+        # The one remap of the released layout; the classifier parts and layer 12 go unused.
+        state = {k: v for k, v in remap_released(theirs.state_dict()).items()
+                 if not k.startswith(CLASSIFIER_ONLY + ('core.blocks.12.', FIXED_POS_BUFFER))}
         ours.load_state_dict(state)
         img = torch.randn(1, 3, size, size)
         with torch.no_grad():
