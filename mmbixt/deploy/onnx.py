@@ -7,12 +7,15 @@ whole-image decode path (logits resized to the input size, then the class map). 
 dynamic. The point graph takes points ``[N, P, C]`` and the object category ``[N]`` and returns the
 per-point part logits and the parts (restricted to the category), as ``test_step`` does.
 
-Three things stop a plain ``torch.onnx.export`` of these models, each handled here on a copy of
+Four things stop a plain ``torch.onnx.export`` of these models, each handled here on a copy of
 the model, never on the model itself:
 
 - ``nn.AdaptiveAvgPool2d`` (UPerNet's pyramid pooling) exports only for a fixed input size: it
   becomes the same average written as two small matmuls with bin matrices built from the dynamic
   size (``AdaptiveAvgPool2dForExport``);
+- mmseg's ``Upsample`` (Semantic FPN's scale heads) computes its output size with ``int(...)``,
+  which freezes the export size into the graph: ``UpsampleForExport`` computes the same size from
+  the traced one;
 - the token stream of the BiXT core runs in chunks above ``token_chunk_size`` tokens, a Python
   loop the tracer would unroll for the export size only: chunking is turned off (same values);
 - ``BiXTBackbone`` pads the image to its token stride only when needed, a branch the tracer would
@@ -20,8 +23,10 @@ the model, never on the model itself:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -74,6 +79,30 @@ class AdaptiveAvgPool2dForExport(nn.Module):
         return rows @ x @ cols.transpose(0, 1)
 
 
+class UpsampleForExport(nn.Module):
+    """mmseg's ``Upsample`` (Semantic FPN's scale heads) for any input size in an ONNX graph: the
+    same output size ``floor(side * scale_factor)`` and interpolation, computed from the traced
+    size (mmseg's ``int(...)`` would freeze the export size into the graph)."""
+
+    def __init__(self, upsample: nn.Module):
+        super().__init__()
+        self.size = upsample.size
+        self.scale_factor = upsample.scale_factor
+        self.mode = upsample.mode
+        self.align_corners = upsample.align_corners
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.size:
+            size = self.size
+        else:
+            factors = (self.scale_factor if isinstance(self.scale_factor, tuple)
+                       else (self.scale_factor,) * 2)
+            size = [side * int(f) if float(f).is_integer()
+                    else torch.floor(torch.as_tensor(side) * f).long()
+                    for side, f in zip(x.shape[-2:], factors)]
+        return F.interpolate(x, size, None, self.mode, self.align_corners)
+
+
 def pad_to_multiple_always(img: Tensor, multiple: int) -> Tensor:
     """Zero-pads the bottom and right to a multiple of ``multiple``, by zero rows if it is one
     already: one graph for every size."""
@@ -84,6 +113,8 @@ def pad_to_multiple_always(img: Tensor, multiple: int) -> Tensor:
 def exportable_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode that traces into a size-independent graph (see the module
     docstring); the values are those of ``model``."""
+    from mmseg.models.utils import Upsample
+
     from mmbixt.models.core import BiXTCore
     model = copy.deepcopy(model).eval()
     for module in list(model.modules()):
@@ -92,6 +123,8 @@ def exportable_copy(model: nn.Module) -> nn.Module:
         for name, child in list(module.named_children()):
             if isinstance(child, nn.AdaptiveAvgPool2d):
                 setattr(module, name, AdaptiveAvgPool2dForExport(child.output_size))
+            elif isinstance(child, Upsample):
+                setattr(module, name, UpsampleForExport(child))
     return model
 
 
@@ -275,11 +308,10 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
 
 
-def image_graph(loaded: LoadedSegmentor, shape: Sequence[int], batch: int = 1) -> GraphSpec:
-    graph = ImageSegmentorGraph(exportable_copy(loaded.model), loaded.preprocessing).eval()
+def image_graph(graph: ImageSegmentorGraph, shape: Sequence[int], batch: int = 1) -> GraphSpec:
     example = (torch.rand(batch, 3, *shape) * 255,)
     axes = {0: 'batch', 2: 'height', 3: 'width'}
-    return GraphSpec(graph, example, ['img'], ['logits', 'classes'],
+    return GraphSpec(exportable_copy(graph), example, ['img'], ['logits', 'classes'],
                      {'img': axes, 'logits': axes, 'classes': {0: 'batch', 1: 'height', 2: 'width'}})
 
 
@@ -292,26 +324,51 @@ def point_graph(loaded: LoadedSegmentor, num_points: int, batch: int = 1) -> Gra
                       'logits': {0: 'batch'}, 'parts': {0: 'batch'}})
 
 
-def backbone_graph(backbone: nn.Module, shape: Sequence[int], batch: int = 1) -> GraphSpec:
-    """An image backbone alone: ``img [N, 3, H, W]`` (normalised) -> its feature maps."""
+class TensorGraph(nn.Module):
+    """An image backbone's feature maps, or what an mmseg ``EncoderDecoder`` returns with
+    ``mode='tensor'`` (the decode head's logits, at its own resolution), for a normalised image:
+    the graph that tools/benchmark.py times against the same PyTorch call."""
 
-    class Backbone(nn.Module):
-        def __init__(self, inner: nn.Module):
-            super().__init__()
-            self.inner = inner
-            self.pad_multiple = getattr(inner, 'stride', 1)
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        from mmseg.models.segmentors import EncoderDecoder
+        self.model = model
+        self.is_segmentor = isinstance(model, EncoderDecoder)
+        backbone = model.backbone if self.is_segmentor else model
+        self.pad_multiple = getattr(backbone, 'stride', 1)
 
-        def forward(self, img: Tensor) -> tuple[Tensor, ...]:
-            return tuple(self.inner(pad_to_multiple_always(img, self.pad_multiple)))
+    def forward(self, img: Tensor) -> tuple[Tensor, ...]:
+        x = pad_to_multiple_always(img, self.pad_multiple)
+        if self.is_segmentor:
+            return (self.model.decode_head(self.model.extract_feat(x)),)
+        return tuple(self.model(x))
 
-    module = Backbone(exportable_copy(backbone)).eval()
+
+def tensor_graph(model: nn.Module, shape: Sequence[int], batch: int = 1) -> GraphSpec:
+    module = TensorGraph(exportable_copy(model)).eval()
     example = (torch.randn(batch, 3, *shape),)
     with torch.no_grad():
         count = len(module(*example))
     names = [f'out{i}' for i in range(count)]
-    axes = {0: 'batch', 2: 'height', 3: 'width'}
     return GraphSpec(module, example, ['img'], names,
-                     {'img': axes, **{name: {0: 'batch', 2: 'rows', 3: 'cols'} for name in names}})
+                     {'img': {0: 'batch', 2: 'height', 3: 'width'},
+                      **{name: {0: 'batch', 2: 'rows', 3: 'cols'} for name in names}})
+
+
+@contextlib.contextmanager
+def stdout_discarded():
+    """Discards what C++ code writes to the standard output (the TorchScript exporter prints its
+    whole graph there when it fails), so a refusal stays one clear line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, 'w') as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def export_graph(spec: GraphSpec, out: PathLike, opset: int = DEFAULT_OPSET,
@@ -321,7 +378,7 @@ def export_graph(spec: GraphSpec, out: PathLike, opset: int = DEFAULT_OPSET,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), stdout_discarded():
             warnings.simplefilter('ignore')  # tracer warnings: the check in ONNX Runtime decides
             torch.onnx.export(spec.module, spec.example, str(out), dynamo=False,
                               opset_version=opset, input_names=spec.input_names,
@@ -338,7 +395,8 @@ def export_segmentor(loaded: LoadedSegmentor, out: PathLike, shape: Sequence[int
                      num_points: int = 2048, opset: int = DEFAULT_OPSET) -> Path:
     """Exports an image segmentor (example input ``shape``) or a point segmentor
     (``num_points`` points, fixed in the graph)."""
-    spec = (image_graph(loaded, shape) if loaded.kind == 'image'
+    spec = (image_graph(ImageSegmentorGraph(loaded.model, loaded.preprocessing), shape)
+            if loaded.kind == 'image'
             else point_graph(loaded, num_points))
     return export_graph(spec, out, opset, source=f'the model of {loaded.config}')
 
@@ -362,26 +420,19 @@ def run_session(session, *inputs: Tensor) -> list[np.ndarray]:
 
 
 def ort_session(model: nn.Module, shape: Sequence[int], threads: Optional[int] = None,
-                opset: int = DEFAULT_OPSET) -> Callable[[Tensor], list[np.ndarray]]:
-    """``model`` (an image backbone, an mmseg ``EncoderDecoder`` or an ``ImageSegmentorGraph``)
-    exported at ``shape`` and loaded into ONNX Runtime: a callable taking the input tensor and
-    returning the outputs as numpy arrays (for tools/benchmark.py). A segmentor takes the image
-    as its data preprocessor receives it (0..255, BGR, ImageNet normalisation)."""
-    from mmseg.models.segmentors import EncoderDecoder
-    if isinstance(model, EncoderDecoder):
-        model = ImageSegmentorGraph(exportable_copy(model), ImagePreprocessing(
-            True, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)))
-    if isinstance(model, ImageSegmentorGraph):
-        spec = GraphSpec(model.eval(), (torch.rand(1, 3, *shape) * 255,), ['img'],
-                         ['logits', 'classes'], {'img': {0: 'b', 2: 'h', 3: 'w'},
-                                                 'logits': {0: 'b', 2: 'h', 3: 'w'},
-                                                 'classes': {0: 'b', 1: 'h', 2: 'w'}})
-    else:
-        spec = backbone_graph(model, shape)
+                opset: int = DEFAULT_OPSET) -> Callable[..., list[np.ndarray]]:
+    """``model`` exported (traced at ``shape``, dynamic sizes) and loaded into ONNX Runtime: a
+    callable taking the input tensor(s) and returning the outputs as numpy arrays.
+
+    ``model`` is an ``ImageSegmentorGraph`` (the deployed graph), an image backbone (its feature
+    maps) or an mmseg ``EncoderDecoder`` (what ``model(x, mode='tensor')`` returns): the last two
+    as tools/benchmark.py times them in PyTorch, on a normalised image."""
+    spec = (image_graph(model, shape) if isinstance(model, ImageSegmentorGraph)
+            else tensor_graph(model, shape))
     with tempfile.TemporaryDirectory() as tmp:
         path = export_graph(spec, Path(tmp) / 'model.onnx', opset, source=type(model).__name__)
-        session = ort_inference_session(path, threads)  # the session keeps the graph in memory
-    return lambda x: run_session(session, x)
+        session = ort_inference_session(path, threads)  # the session holds the graph in memory
+    return lambda *inputs: run_session(session, *inputs)
 
 
 # ---------------------------------------------------------------- checking against PyTorch
