@@ -472,6 +472,20 @@ class Check:
     torch_ms: float
 
 
+def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Times each function once per round, the functions in turn (so load on a shared machine
+    hits all of them alike), after one warm-up call each: milliseconds per call."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def best_ms(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
