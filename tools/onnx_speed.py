@@ -11,6 +11,7 @@ once in turn; prints the median milliseconds and the ratio to PyTorch fp32 as a 
 from __future__ import annotations
 
 import argparse
+import os
 import os.path as osp
 import statistics
 import sys
@@ -59,7 +60,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f'batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds (ms); '
-          'in brackets the time relative to PyTorch fp32')
+          'in brackets the time relative to PyTorch fp32; load average '
+          f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start')
     print('| model | size | PyTorch fp32 | PyTorch bf16 autocast | ONNX Runtime fp32 |')
     print('|---|---|---|---|---|')
     for name, (module, takes_image) in models().items():

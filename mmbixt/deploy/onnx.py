@@ -403,14 +403,17 @@ def export_segmentor(loaded: LoadedSegmentor, out: PathLike, shape: Sequence[int
 
 # ---------------------------------------------------------------- ONNX Runtime
 def ort_inference_session(path: PathLike, threads: Optional[int] = None):
-    """An ONNX Runtime CPU session with all graph optimisations, ``threads`` (default torch's)
-    intra-op threads."""
+    """An ONNX Runtime CPU session with all graph optimisations and ``threads`` (default torch's)
+    intra-op threads that do not spin."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Idle threads sleep instead of spinning: spinning ORT threads would steal the cores from
+    # whatever runs next (PyTorch, in an interleaved comparison; other jobs on a shared machine).
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 
