@@ -238,10 +238,15 @@ def test_config_that_is_not_a_segmentor_is_refused(tmp_path):
         load_segmentor(backbone_config)
 
 
-def test_slide_inference_is_refused():
-    with pytest.raises(ExportError, match=r"test_cfg.mode='slide'; only 'whole'"):
-        load_segmentor(IMAGE_CONFIG, cfg_options={
-            'model.test_cfg': dict(mode='slide', crop_size=(64, 64), stride=(32, 32))})
+@pytest.mark.parametrize('options,message', [
+    ({'model.test_cfg': dict(mode='slide', crop_size=(64, 64), stride=(32, 32))},
+     r"test_cfg.mode='slide'; only 'whole'"),
+    ({'model.data_preprocessor.test_cfg': dict(size_divisor=32)},
+     r'data_preprocessor.test_cfg pads test images'),
+])
+def test_test_paths_the_graph_does_not_reproduce_are_refused(options, message):
+    with pytest.raises(ExportError, match=rf'demo_upernet_bixt_ti.py: {message}'):
+        load_segmentor(IMAGE_CONFIG, cfg_options=options)
 
 
 def test_an_operator_onnx_lacks_is_named(tmp_path, capfd):
