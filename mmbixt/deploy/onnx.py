@@ -213,10 +213,6 @@ class LoadedSegmentor:
     preprocessing: Optional[ImagePreprocessing] = None
 
     @property
-    def num_classes(self) -> int:
-        return self.model.decode_head.num_classes
-
-    @property
     def point_channels(self) -> int:
         return self.model.backbone.in_channels
 
@@ -384,7 +380,10 @@ def export_graph(spec: GraphSpec, out: PathLike, opset: int = DEFAULT_OPSET,
                               opset_version=opset, input_names=spec.input_names,
                               output_names=spec.output_names, dynamic_axes=spec.dynamic_axes,
                               do_constant_folding=True)
+        import onnx
+        onnx.checker.check_model(str(out), full_check=True)
     except Exception as err:  # the exporter raises many types; one clear line for all
+        out.unlink(missing_ok=True)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ExportError(f'{source} cannot be exported to ONNX (opset {opset}): '
                           f'{type(err).__name__}: {first[:300]}') from err
