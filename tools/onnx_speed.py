@@ -1,6 +1,7 @@
 """PyTorch fp32, PyTorch bf16 autocast and ONNX Runtime on the same model and input, interleaved.
 
     python tools/onnx_speed.py [--sizes 512 1024] [--rounds 5] [--threads 2]
+        [--models backbone upernet fpn]
 
 Models (random weights; speed does not depend on them): the BiXT-Ti/16 backbone (its four feature
 maps from a normalised image) and the deployed graphs of UPerNet and Semantic FPN with BiXT-Ti/16
@@ -24,17 +25,20 @@ from mmbixt.deploy.onnx import (ImageSegmentorGraph, interleaved_ms,  # noqa: E4
                                 load_segmentor, ort_session)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SEGMENTORS = {'UPerNet BiXT-Ti/16': 'upernet_bixt_ti_ade20k.py',
-              'Semantic FPN BiXT-Ti/16': 'fpn_bixt_ti_ade20k.py'}
+SEGMENTORS = {'upernet': ('UPerNet BiXT-Ti/16', 'upernet_bixt_ti_ade20k.py'),
+              'fpn': ('Semantic FPN BiXT-Ti/16', 'fpn_bixt_ti_ade20k.py')}
 
 
-def models() -> dict[str, tuple[torch.nn.Module, bool]]:
+def models(chosen: list[str]) -> dict[str, tuple[torch.nn.Module, bool]]:
     """name -> (module, takes a 0..255 image)."""
     from mmbixt.models.backbones import BiXTBackbone
-    out = {'BiXT-Ti/16 backbone': (BiXTBackbone(arch='bixt_ti_l64_d13_p16').eval(), False)}
-    for name, config in SEGMENTORS.items():
-        loaded = load_segmentor(osp.join(REPO, 'configs', 'bixt', config))
-        out[name] = (ImageSegmentorGraph(loaded.model, loaded.preprocessing).eval(), True)
+    out = {}
+    if 'backbone' in chosen:
+        out['BiXT-Ti/16 backbone'] = (BiXTBackbone(arch='bixt_ti_l64_d13_p16').eval(), False)
+    for key, (name, config) in SEGMENTORS.items():
+        if key in chosen:
+            loaded = load_segmentor(osp.join(REPO, 'configs', 'bixt', config))
+            out[name] = (ImageSegmentorGraph(loaded.model, loaded.preprocessing).eval(), True)
     return out
 
 
@@ -56,6 +60,8 @@ def main(argv=None) -> None:
     parser.add_argument('--sizes', type=int, nargs='+', default=[512])
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--models', nargs='+', default=['backbone', *SEGMENTORS],
+                        choices=['backbone', *SEGMENTORS])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -64,7 +70,7 @@ def main(argv=None) -> None:
           f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start')
     print('| model | size | PyTorch fp32 | PyTorch bf16 autocast | ONNX Runtime fp32 |')
     print('|---|---|---|---|---|')
-    for name, (module, takes_image) in models().items():
+    for name, (module, takes_image) in models(args.models).items():
         for size in args.sizes:
             x = torch.rand(1, 3, size, size) * 255 if takes_image else torch.randn(1, 3, size, size)
             times = interleaved_ms(runtimes(module, x, args.threads), args.rounds)
