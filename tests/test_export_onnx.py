@@ -217,8 +217,9 @@ def test_ort_session_for_the_benchmark_is_dynamic(image_export):
 # ---------------------------------------------------------------- refusals
 def test_checkpoint_of_another_model_is_refused_by_name(point_export, capsys, tmp_path):
     _, _, point_checkpoint = point_export
-    with pytest.raises(ExportError, match=rf'{point_checkpoint.name}: not a checkpoint of the '
-                                          r'model in .*demo_upernet_bixt_ti.py: tensors \d+ missing'):
+    refusal = (rf'{point_checkpoint.name}: not a checkpoint of the model in '
+               r'.*demo_upernet_bixt_ti.py: tensors \d+ missing')
+    with pytest.raises(ExportError, match=refusal):
         load_segmentor(IMAGE_CONFIG, point_checkpoint)
     code = export_tool().main([str(IMAGE_CONFIG), str(point_checkpoint),
                                '--out', str(tmp_path / 'x.onnx')])
@@ -229,7 +230,8 @@ def test_checkpoint_of_another_model_is_refused_by_name(point_export, capsys, tm
 
 def test_config_that_is_not_a_segmentor_is_refused(tmp_path):
     dataset_config = REPO / 'configs' / '_base_' / 'datasets' / 'ade20k.py'
-    with pytest.raises(ExportError, match=r'ade20k.py: not a segmentor config \(it defines no model'):
+    with pytest.raises(ExportError,
+                       match=r'ade20k.py: not a segmentor config \(it defines no model'):
         load_segmentor(dataset_config)
     backbone_config = tmp_path / 'backbone.py'
     backbone_config.write_text("custom_imports = dict(imports=['mmbixt'])\n"

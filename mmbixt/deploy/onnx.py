@@ -142,10 +142,12 @@ class ImagePreprocessing:
         kind = cfg.get('type', 'SegDataPreProcessor')
         if kind != 'SegDataPreProcessor':
             raise ExportError(f'{source}: data_preprocessor {kind!r} is not exported (only '
-                              "mmseg's SegDataPreProcessor); the graph could not normalise the image")
+                              "mmseg's SegDataPreProcessor); the graph could not normalise the "
+                              'image')
         if cfg.get('test_cfg'):
             raise ExportError(f'{source}: data_preprocessor.test_cfg pads test images '
-                              f'({cfg["test_cfg"]}), which the export does not reproduce; remove it')
+                              f'({cfg["test_cfg"]}), which the export does not reproduce; '
+                              'remove it')
         if cfg.get('bgr_to_rgb') and cfg.get('rgb_to_bgr'):
             raise ExportError(f'{source}: data_preprocessor sets both bgr_to_rgb and rgb_to_bgr')
         mean, std = cfg.get('mean'), cfg.get('std')
@@ -308,7 +310,8 @@ def image_graph(graph: ImageSegmentorGraph, shape: Sequence[int], batch: int = 1
     example = (torch.rand(batch, 3, *shape) * 255,)
     axes = {0: 'batch', 2: 'height', 3: 'width'}
     return GraphSpec(exportable_copy(graph), example, ['img'], ['logits', 'classes'],
-                     {'img': axes, 'logits': axes, 'classes': {0: 'batch', 1: 'height', 2: 'width'}})
+                     {'img': axes, 'logits': axes,
+                      'classes': {0: 'batch', 1: 'height', 2: 'width'}})
 
 
 def point_graph(loaded: LoadedSegmentor, num_points: int, batch: int = 1) -> GraphSpec:
@@ -509,7 +512,8 @@ def image_test_step(model: nn.Module, img: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def point_test_step(model: nn.Module, points: Tensor, category: int) -> tuple[Tensor, Tensor]:
-    """``PointPartSegmentor.test_step`` on one shape: ``seg_logits [P, parts]``, ``pred_parts [P]``."""
+    """``PointPartSegmentor.test_step`` on one shape: ``seg_logits [P, parts]`` and
+    ``pred_parts [P]``."""
     from mmengine.structures import BaseDataElement
     sample = BaseDataElement(metainfo=dict(category=category))
     with torch.no_grad():
