@@ -34,7 +34,7 @@ TRAIN_FLOP_FACTOR = 3  # backward is about twice the forward
 class Case:
     """One measurement: ``model`` in ``mode`` at ``size`` x ``size`` (``stride`` for BiXT)."""
     model: str  # bixt | plain | vit | upernet | fpn | matmul
-    mode: str   # fwd | bf16 | train
+    mode: str   # fwd | bf16 | train | ort (ONNX Runtime, mmbixt.deploy)
     size: int = 0
     stride: int = 16
 
@@ -147,6 +147,10 @@ def step_function(case: Case) -> Callable[[], None]:
     segmentor = case.model in ('upernet', 'fpn')
     model = build_segmentor(case) if segmentor else build_backbone(case)
     x = torch.randn(1, 3, case.size, case.size)
+    if case.mode == 'ort':  # the same model and input in ONNX Runtime
+        from mmbixt.deploy.onnx import ort_session
+        run = ort_session(model.eval(), (case.size, case.size), threads=torch.get_num_threads())
+        return lambda: run(x)
     if case.mode != 'train':
         model.eval()
         autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=case.mode == 'bf16')
@@ -249,6 +253,8 @@ def plan(args) -> list[Case]:
             if tokens_of(size, stride) > args.max_tokens:
                 continue
             cases.append(Case('bixt', 'fwd', size, stride))
+            if stride == 16:
+                cases.append(Case('bixt', 'ort', size, stride))
             if stride == 16 and size == max(args.sizes):
                 cases.append(Case('bixt', 'bf16', size, stride))
                 cases.append(Case('plain', 'fwd', size, stride))
@@ -260,7 +266,8 @@ def plan(args) -> list[Case]:
                 cases.append(Case('plain', 'train', train_size, stride))
         cases.append(Case('vit', 'train', train_size))
         for head in ('upernet', 'fpn'):
-            cases += [Case(head, 'fwd', train_size, 16), Case(head, 'train', train_size, 16)]
+            cases += [Case(head, 'fwd', train_size, 16), Case(head, 'ort', train_size, 16),
+                      Case(head, 'train', train_size, 16)]
     else:
         stride = min(args.strides)
         cases += [Case('bixt', 'train', train_size, stride), Case('plain', 'train', train_size, stride)]
