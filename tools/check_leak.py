@@ -19,9 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                           'configs', 'bixt', 'demo_upernet_bixt_ti.py')

@@ -13,13 +13,14 @@ import argparse
 import os
 import os.path as osp
 import re
-import subprocess
-import sys
 import time
+
+from mmbixt.tools_common import run_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join('configs', 'bixt', 'demo_partseg_bixt.py')
 PART_COLOURS = ['tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown']
+LOG_PREFIX = ' - mmengine - INFO - '
 SHOWN = re.compile(r'Iter\((train|val|test)\)|mIoU|^\w+ +\d+ +[\d.]+$|^category')
 
 
@@ -28,21 +29,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=None, help='training iterations (config: 300)')
     parser.add_argument('--out', default='demo_output', help='output folder')
     return parser.parse_args(argv)
-
-
-def run_tool(args: list[str], env: dict) -> str:
-    """Runs a tool, echoing its progress lines (iterations, metrics), and returns its output."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        text = line.split(' - mmengine - INFO - ')[-1].rstrip()
-        if SHOWN.search(text):
-            print('   ', text, flush=True)
-    if proc.wait():
-        sys.exit(f'{args[0]} failed (exit {proc.returncode}):\n' + ''.join(lines[-30:]))
-    return ''.join(lines)
 
 
 def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
@@ -109,12 +95,13 @@ def main(argv=None) -> None:
     from mmbixt.datasets.synthetic_shapes import make_synthetic_shapenetpart
     make_synthetic_shapenetpart(data_root)
     print(f'[2/4] training {CONFIG} (tools/train.py)', flush=True)
-    run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--cfg-options', *options], env)
+    run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--cfg-options', *options], REPO,
+             SHOWN, env, strip=LOG_PREFIX)
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     print(f'[3/4] testing {checkpoint} (tools/test.py)', flush=True)
     output = run_tool(['tools/test.py', CONFIG, checkpoint, '--work-dir', work_dir,
-                       '--cfg-options', *options], env)
+                       '--cfg-options', *options], REPO, SHOWN, env, strip=LOG_PREFIX)
     found = re.findall(r'ins_mIoU: ([\d.]+)\s+cls_mIoU: ([\d.]+)', output)
     print('[4/4] rendering predictions', flush=True)
     config = osp.join(work_dir, 'demo_partseg_bixt.py')  # the config as trained (options merged)

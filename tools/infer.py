@@ -17,17 +17,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import mmbixt  # noqa: F401,I001  (first: registers modules, quiets mmseg's and mmcv's import notices)
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmseg.apis import inference_model, init_model  # noqa: E402
-from PIL import Image  # noqa: E402
-
-import mmbixt  # noqa: E402,F401  (registers modules)
+from mmengine.config import Config, DictAction
+from mmseg.apis import inference_model, init_model
+from PIL import Image
 
 
 class AttentionRecorder:

@@ -12,3 +12,5 @@ log_level = 'INFO'
 load_from = None
 resume = False
 tta_model = dict(type='SegTTAModel')
+# Refuses a head whose num_classes differs from the dataset's classes, before the first iteration.
+custom_hooks = [dict(type='ConfigConsistencyHook')]

@@ -33,11 +33,11 @@ from mmseg.registry import RUNNERS
 from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, read_checkpoint
+from ..fileio import TEMPORARY_NAME, atomic_write
 from .iteration_seed import IterationSeedHook
 from .sample_seed import seed_samples_by_position
 
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
-TEMPORARY_NAME = re.compile(r'^\..+\.(\d+)\.tmp$')  # .<name>.<pid of the writer>.tmp
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -106,14 +106,6 @@ def remove_orphaned_temporaries(folder: str) -> list[str]:
     return orphans
 
 
-def _fsync(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @RUNNERS.register_module()
 class BiXTRunner(Runner):
     """mmengine's Runner with atomic checkpoint writes, a ``--resume`` that skips incomplete
@@ -171,17 +163,9 @@ class BiXTRunner(Runner):
         if not is_main_process():
             return None
         final = osp.join(out_dir, filename)
-        folder = osp.dirname(final)
-        tmp = osp.join(folder, f'.{osp.basename(final)}.{os.getpid()}.tmp')
-        remove_orphaned_temporaries(folder)
-        try:
-            super().save_checkpoint(folder, osp.basename(tmp), **options)
-            _fsync(tmp)
-            os.replace(tmp, final)
-            _fsync(folder, directory=True)  # the rename itself reaches the disk
-        finally:
-            if osp.exists(tmp):
-                os.remove(tmp)
+        remove_orphaned_temporaries(osp.dirname(final))
+        with atomic_write(final) as tmp:
+            super().save_checkpoint(osp.dirname(tmp), osp.basename(tmp), **options)
         return None
 
     def load_or_resume(self) -> None:
