@@ -46,11 +46,11 @@ def run_cli(main: Callable[[Optional[list[str]]], Any], argv: Optional[Sequence[
             ) -> int:
     """Runs a tool's ``main(argv)`` and returns its exit status. An exception ends it with
     ``error: <one line>`` on stderr and status 1; the traceback goes to the run's log file, and to
-    the console with ``--debug``."""
+    the console with ``--debug`` (taken out of ``argv``: every tool run this way accepts it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
     try:
-        status = main(argv)
+        status = main([arg for arg in argv if arg != DEBUG_FLAG])
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)
         return 130

@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from mmbixt.tools_common import run_cli
+
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                           'configs', 'bixt', 'demo_upernet_bixt_ti.py')
 MIB = 2**20
@@ -122,4 +124,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

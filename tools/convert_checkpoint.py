@@ -19,6 +19,7 @@ import mmbixt
 from mmbixt.archs import canonical_name, variant_of_name
 from mmbixt.checkpoint import BiXTWeights, CheckpointError
 from mmbixt.fileio import atomic_write
+from mmbixt.tools_common import run_cli
 
 
 def sha256(path: str) -> str:
@@ -64,4 +65,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -25,6 +25,8 @@ from mmengine.config import Config, DictAction
 from mmseg.apis import inference_model, init_model
 from PIL import Image
 
+from mmbixt.tools_common import run_cli
+
 
 class AttentionRecorder:
     """Captures the inputs of ``core.blocks[i].cross_attention_latents_token`` through forward
@@ -173,4 +175,4 @@ def main(argv=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main))
