@@ -167,11 +167,12 @@ def test_full_size_config_trains_at_512_and_tests_at_2048x512(config: Path, tmp_
     root = ade_layout(tmp_path / 'ade')
     options = ['--work-dir', tmp_path / 'work', '--cfg-options', *data_options(root),
                'model.backbone.init_cfg=None', 'train_cfg.max_iters=2',
-               'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2',
+               'default_hooks.checkpoint.interval=2',
                *[f'{loader}.{key}'
                  for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
                  for key in ('num_workers=0', 'persistent_workers=False')]]
-    train = build_tool_runner('train', [config, *options], f'{config.stem}_train')
+    no_validation = ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
+    train = build_tool_runner('train', [config, *options, *no_validation], f'{config.stem}_train')
     shapes = record_backbone_calls(train, lambda img, outs: tuple(img.shape))
     train.train()
     assert shapes == [(2, 3, 512, 512)] * 2

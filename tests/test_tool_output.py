@@ -120,3 +120,17 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path):
             raise RuntimeError('killed')
     assert target.read_bytes() == b'x'
     assert sorted(p.name for p in target.parent.iterdir()) == ['file.bin']
+
+
+def test_head_classes_against_the_dataset_stop_training_before_the_first_iteration(tmp_path):
+    from mmbixt.datasets import make_synthetic_ade20k
+    root = make_synthetic_ade20k(tmp_path / 'data', num_train=2, num_val=1)
+    out = python('tools/train.py', DEMO, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                 f'train_dataloader.dataset.data_root={root}',
+                 f'val_dataloader.dataset.data_root={root}',
+                 'model.decode_head.num_classes=150', 'model.auxiliary_head.num_classes=150')
+    assert out.returncode == 1
+    assert out.stderr.startswith(
+        'error: model.decode_head.num_classes=150 but the dataset of train_dataloader '
+        '(SyntheticADE20KDataset) has 5 classes'), out.stderr
+    assert 'Iter(train)' not in out.stdout
