@@ -130,7 +130,8 @@ def test_head_classes_against_the_dataset_stop_training_before_the_first_iterati
                  f'val_dataloader.dataset.data_root={root}',
                  'model.decode_head.num_classes=150', 'model.auxiliary_head.num_classes=150')
     assert out.returncode == 1
-    assert out.stderr.startswith(
+    errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and errors[0].startswith(
         'error: model.decode_head.num_classes=150 but the dataset of train_dataloader '
         '(SyntheticADE20KDataset) has 5 classes'), out.stderr
     assert 'Iter(train)' not in out.stdout

@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
+from torch.utils.data import Dataset
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -40,6 +41,13 @@ def dataset_label_count(dataset) -> Optional[tuple[int, str]]:
     return None
 
 
+def dataset_name(dataset) -> str:
+    """The class name of the dataset inside wrappers that keep it as ``dataset``."""
+    while isinstance(getattr(dataset, 'dataset', None), Dataset):
+        dataset = dataset.dataset
+    return type(dataset).__name__
+
+
 def check_classes(model: nn.Module, dataset, loader_name: str) -> None:
     """Refuses a head whose ``num_classes`` is not the dataset's number of labels."""
     labels = dataset_label_count(dataset)
@@ -50,7 +58,7 @@ def check_classes(model: nn.Module, dataset, loader_name: str) -> None:
         if num_classes != count:
             raise ValueError(
                 f'{setting}={num_classes} but the dataset of {loader_name} '
-                f'({type(dataset).__name__}) has {count} {source}: set {setting}={count} (and '
+                f'({dataset_name(dataset)}) has {count} {source}: set {setting}={count} (and '
                 'the same in every head), or give the dataset the classes the model predicts')
 
 
