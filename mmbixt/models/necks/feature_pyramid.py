@@ -31,6 +31,11 @@ def rescale_layers(channels: int, factor: float, norm_cfg: dict, act_cfg: dict) 
     return nn.Sequential(*layers)
 
 
+def level_channels(in_channels: Union[int, Sequence[int]], levels: int) -> list[int]:
+    """The channels of each of ``levels`` maps: one width for all, or one per level."""
+    return [in_channels] * levels if isinstance(in_channels, int) else list(in_channels)
+
+
 def derive_neck_settings(neck: dict, width: int, stride: int, source: str) -> None:
     """Fills in (or checks) a ``BiXTFeaturePyramid`` config's ``in_channels`` and ``in_stride``
     from the backbone's width and token stride, and its ``fpn``'s ``in_channels``."""
@@ -40,9 +45,8 @@ def derive_neck_settings(neck: dict, width: int, stride: int, source: str) -> No
                    f'the token stride of {source}')
     fpn = neck.get('fpn')
     if fpn is not None:
-        levels = len(neck.get('out_strides', DEFAULT_OUT_STRIDES))
-        channels = neck['in_channels']
-        widths = [channels] * levels if isinstance(channels, int) else list(channels)
+        widths = level_channels(neck['in_channels'],
+                                len(neck.get('out_strides', DEFAULT_OUT_STRIDES)))
         derive_setting(fpn, 'in_channels', widths, 'model.neck.fpn.in_channels',
                        f'model.neck.in_channels ({source})')
 
@@ -52,9 +56,7 @@ def pyramid_channels(neck: dict) -> list[int]:
     fpn = neck.get('fpn')
     if fpn is not None:
         return [fpn['out_channels']] * fpn.get('num_outs', len(fpn['in_channels']))
-    levels = len(neck.get('out_strides', DEFAULT_OUT_STRIDES))
-    channels = neck['in_channels']
-    return [channels] * levels if isinstance(channels, int) else list(channels)
+    return level_channels(neck['in_channels'], len(neck.get('out_strides', DEFAULT_OUT_STRIDES)))
 
 
 def scale_factor(in_stride: int, out_stride: int) -> float:
@@ -96,8 +98,7 @@ class BiXTFeaturePyramid(BaseModule):
             raise ValueError('BiXTFeaturePyramid needs in_channels and in_stride: build it inside '
                              "type='BiXTEncoderDecoder' (which takes them from the backbone) or "
                              'set both to the backbone width and token stride')
-        channels = ([in_channels] * len(out_strides) if isinstance(in_channels, int)
-                    else list(in_channels))
+        channels = level_channels(in_channels, len(out_strides))
         if len(channels) != len(out_strides):
             raise ValueError(f'{len(channels)} in_channels for {len(out_strides)} out_strides')
         self.in_stride = in_stride
