@@ -31,8 +31,10 @@ def import_mmseg_datasets_quietly() -> None:
     if 'mmseg.datasets' in sys.modules:  # already imported (and printed) by the caller
         return
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        import mmseg.datasets  # noqa: F401
-    kept = [line for line in printed.getvalue().splitlines(keepends=True)
-            if line.rstrip('\n') != ONEDL_NOTICE]
-    sys.stdout.write(''.join(kept))
+    try:
+        with contextlib.redirect_stdout(printed):
+            import mmseg.datasets  # noqa: F401
+    finally:  # what else it printed reaches the user, even when the import fails
+        kept = [line for line in printed.getvalue().splitlines(keepends=True)
+                if line.rstrip('\n') != ONEDL_NOTICE]
+        sys.stdout.write(''.join(kept))
