@@ -70,3 +70,12 @@ def write_released_checkpoint(path: Path, state_dict: dict, arch: str, *, zip_fo
         archive.write(pth, f'{zip_folder}/model_best.pth.tar')
     pth.unlink()
     return path
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` as a module (the tools folder is not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -19,9 +19,9 @@ import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from mmbixt.tools_common import run_cli
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                           'configs', 'bixt', 'demo_upernet_bixt_ti.py')
@@ -124,4 +124,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

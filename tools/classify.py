@@ -9,41 +9,15 @@ config (resize, center crop 0.875, bicubic, ImageNet mean/std).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 from PIL import Image
-from timm.data import ImageNetInfo, create_transform, resolve_data_config
+from timm.data import ImageNetInfo, create_transform
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mmbixt.models.classifiers import BiXTClassifier, create_classifier  # noqa: E402
-
-
-def parse_arch(text: Optional[str]):
-    """A released name, or a JSON dict of ``mmbixt.archs.ARCH_DICT_KEYS`` for other sizes."""
-    return json.loads(text) if text and text.lstrip().startswith('{') else text
-
-
-def build_model(args: argparse.Namespace) -> tuple[BiXTClassifier, dict]:
-    """The classifier with its weights, on ``args.device``, and its data config."""
-    model = create_classifier(args.checkpoint, parse_arch(args.arch), use_ema=args.use_ema)
-    overrides = {'input_size': (3, args.img_size, args.img_size)} if args.img_size else {}
-    data_config = resolve_data_config(overrides, model=model)
-    return model.to(args.device), data_config
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('checkpoint', help='BiXT checkpoint: a released zip as downloaded, or a .pth.tar')
-    parser.add_argument('--arch', help='model name (default: the one stored in the checkpoint), or '
-                        'a JSON dict of embed_dims, num_heads, num_latents, num_layers, tokenizer, '
-                        'patch_size, stride, layer_scale')
-    parser.add_argument('--img-size', type=int, help='evaluate at this size instead of the '
-                        "model's own (224 or 384)")
-    parser.add_argument('--use-ema', action='store_true', help='load the EMA weights')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+from mmbixt.models.classifiers import BiXTClassifier
+from mmbixt.tools_common import add_classifier_args, build_classifier, run_cli
 
 
 @torch.no_grad()
@@ -61,12 +35,12 @@ def classify(model: BiXTClassifier, transform, paths: Sequence[str], device: str
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_model_args(parser)
+    add_classifier_args(parser)
     parser.add_argument('images', nargs='+', help='image files')
     parser.add_argument('--topk', type=int, default=5)
     args = parser.parse_args(argv)
 
-    model, data_config = build_model(args)
+    model, data_config = build_classifier(args)
     info = ImageNetInfo()
     transform = create_transform(**data_config)
     for path, top in zip(args.images, classify(model, transform, args.images, args.device, args.topk)):
@@ -77,4 +51,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main))

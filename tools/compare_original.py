@@ -75,7 +75,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     BiXT, embeds = import_original(args.original)
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
     from mmbixt.checkpoint import CLASSIFIER_ONLY, FIXED_POS_BUFFER, remap_released
     from mmbixt.models.backbones import BiXTBackbone
 

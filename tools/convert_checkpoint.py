@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-import mmbixt  # noqa: E402
-from mmbixt.archs import RELEASED_ARCHS, canonical_name, variant_of_name  # noqa: E402
-from mmbixt.checkpoint import BiXTWeights, CheckpointError  # noqa: E402
+import mmbixt
+from mmbixt.archs import RELEASED_ARCHS, canonical_name, variant_of_name
+from mmbixt.checkpoint import BiXTWeights, CheckpointError
+from mmbixt.fileio import atomic_write
+from mmbixt.tools_common import run_cli
 
 
 def sha256(path: str) -> str:
@@ -54,10 +53,8 @@ def convert(src: str, dst: str, arch: str | None = None, use_ema: bool = False) 
     meta = dict(bixt_arch=name, source=osp.basename(src), source_sha256=sha256(src),
                 bidirectional_layers=weights.bidirectional_layers, ema=use_ema,
                 mmbixt_version=mmbixt.__version__)
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    partial = dst + '.partial'
-    torch.save({'state_dict': state, 'meta': meta}, partial)
-    os.replace(partial, dst)
+    with atomic_write(dst) as tmp:
+        torch.save({'state_dict': state, 'meta': meta}, tmp)
     return meta
 
 
@@ -79,4 +76,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -7,15 +7,13 @@ where the latents look). Runs on a CPU in a few minutes.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from mmbixt.datasets import make_synthetic_ade20k
+from mmbixt.tools_common import run_tool
 
-from mmbixt.datasets import make_synthetic_ade20k  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CONFIG = 'configs/bixt/demo_upernet_bixt_ti.py'
 OUT = Path('demo_output')
@@ -25,17 +23,7 @@ SHOWN = re.compile(r'Iter\(|mIoU: |^[|+]|Error|error:|^\S+ -> ')
 def run(step: str, args: list[str]) -> str:
     """Runs a tool, echoing its progress lines; returns its whole output."""
     print(f'== {step}: {" ".join(args)}', flush=True)
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        shown = SHOWN.search(line)
-        if shown:
-            print('   ' + line[shown.start():].rstrip()[:160], flush=True)
-    if proc.wait():
-        sys.exit(f'{step} failed (exit {proc.returncode}):\n' + ''.join(lines[-30:]))
-    return ''.join(lines)
+    return run_tool(args, REPO, SHOWN)
 
 
 def main() -> None:

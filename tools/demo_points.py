@@ -14,9 +14,9 @@ import argparse
 import os
 import os.path as osp
 import re
-import subprocess
-import sys
 import time
+
+from mmbixt.tools_common import run_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join('configs', 'bixt', 'demo_partseg_bixt.py')
@@ -25,6 +25,7 @@ SYNTHETIC_PART_NAMES = {0: 'body', 1: 'wings', 2: 'tail', 3: 'engines', 12: 'bac
                         14: 'legs', 15: 'arms', 24: 'base', 25: 'shade', 26: 'bulb', 27: 'pole',
                         36: 'body', 37: 'handle', 47: 'top', 48: 'legs', 49: 'shelf'}
 SHOWN = re.compile(r'Iter\((train|val|test)\)|mIoU|^\w+ +\d+ +[\d.]+$|^category')
+LOG_PREFIX = ' - mmengine - INFO - '
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,21 +33,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=None, help='training iterations (config: 300)')
     parser.add_argument('--out', default='demo_output', help='output folder')
     return parser.parse_args(argv)
-
-
-def run_tool(args: list[str], env: dict) -> str:
-    """Runs a tool, echoing its progress lines (iterations, metrics), and returns its output."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        text = line.split(' - mmengine - INFO - ')[-1].rstrip()
-        if SHOWN.search(text):
-            print('   ', text, flush=True)
-    if proc.wait():
-        sys.exit(f'{args[0]} failed (exit {proc.returncode}):\n' + ''.join(lines[-30:]))
-    return ''.join(lines)
 
 
 def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
@@ -104,12 +90,13 @@ def main(argv=None) -> None:
     make_synthetic_shapenetpart(data_root)
     print(f'[2/4] training {CONFIG} (tools/train.py)', flush=True)
     run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--overwrite', '--cfg-options',
-              *options], env)  # --overwrite: each demo run trains anew
+              *options], REPO, SHOWN, env, strip=LOG_PREFIX)  # --overwrite: each demo run trains anew
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     print(f'[3/4] testing {checkpoint} (tools/test.py)', flush=True)
     output = run_tool(['tools/test.py', CONFIG, checkpoint, '--work-dir', work_dir,
-                       '--cfg-options', *options], env)
+                       '--cfg-options', *options], REPO, SHOWN, env,
+                      strip=LOG_PREFIX)
     found = re.findall(r'ins_mIoU: ([\d.]+)\s+cls_mIoU: ([\d.]+)', output)
     print('[4/4] rendering predictions', flush=True)
     config = osp.join(work_dir, 'demo_partseg_bixt.py')  # the config as trained (options merged)

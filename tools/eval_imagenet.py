@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -20,10 +19,8 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classify import add_model_args, build_model  # noqa: E402
-
-from mmbixt.archs import PUBLISHED_ACCURACY  # noqa: E402
+from mmbixt.archs import PUBLISHED_ACCURACY
+from mmbixt.tools_common import add_classifier_args, build_classifier, run_cli
 
 
 def imagenet_folder(root: str, transform) -> ImageFolder:
@@ -64,14 +61,14 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: str) -> tuple[f
 
 def main(argv: Optional[Sequence[str]] = None) -> tuple[float, float]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    add_model_args(parser)
+    add_classifier_args(parser)
     parser.add_argument('--data', required=True, help='validation folder, one sub-folder per synset')
     parser.add_argument('--batch-size', type=int, default=128)
     parser.add_argument('--workers', type=int, default=4)
     parser.add_argument('--limit', type=int, help='evaluate at most this many images')
     args = parser.parse_args(argv)
 
-    model, data_config = build_model(args)
+    model, data_config = build_classifier(args)
     if model.num_classes != 1000:
         raise SystemExit(f'{args.checkpoint}: the model has {model.num_classes} classes, not the '
                          '1000 of ImageNet-1k')
@@ -93,4 +90,4 @@ def main(argv: Optional[Sequence[str]] = None) -> tuple[float, float]:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main))

@@ -16,25 +16,22 @@ import argparse
 import contextlib
 import inspect
 import math
-import os.path as osp
 import sys
 from pathlib import Path
 
+import mmbixt  # noqa: F401,I001  (first: registers modules, quiets mmseg's and mmcv's import notices)
 import numpy as np
 import torch
+from mmengine.config import Config, DictAction
+from mmseg.apis import inference_model, init_model
+from mmseg.registry import DATASETS
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmseg.apis import inference_model, init_model  # noqa: E402
-from mmseg.registry import DATASETS  # noqa: E402
-
-import mmbixt  # noqa: E402,F401  (registers modules)
-from mmbixt.visualization import (  # noqa: E402
+from mmbixt.tools_common import run_cli
+from mmbixt.visualization import (
     AttentionRecorder, InputFileError, check_regular_file, figure_paths, label_paths, read_image,
     read_label_map, segmentation_figure)
-from mmbixt.visualization.colours import distinct_colours  # noqa: E402
-from mmbixt.visualization.files import check_same_size  # noqa: E402
+from mmbixt.visualization.colours import distinct_colours
+from mmbixt.visualization.files import check_same_size
 
 
 def non_negative(text: str) -> int:
@@ -173,4 +170,4 @@ def main(argv=None) -> list[Path]:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main))

@@ -2,7 +2,13 @@
 segmentation; ins_mIoU / cls_mIoU for part segmentation).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out DIR]
-        [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+        [--tta] [--amp] [--cfg-options key=value ...] [--launcher none|pytorch|slurm] [--debug]
+
+``--tta`` tests with the config's ``tta_pipeline`` and ``tta_model`` (multi-scale + flip for the
+ADE20K configs), as mmseg's tools/test.py does. ``--amp`` runs the forward passes under autocast
+(float16 on CUDA, bfloat16 on CPU). Sliding-window inference: ``--cfg-options
+model.test_cfg.mode=slide`` (the ADE20K configs carry 512x512 windows). An error ends the run with a
+one-line ``error: ...`` (``--debug`` shows the traceback).
 """
 from __future__ import annotations
 
@@ -10,14 +16,16 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import mmbixt  # noqa: F401,I001  (first: registers modules, the safe loader; quiet imports)
+from mmengine.config import Config
 
-from mmengine.config import Config  # noqa: E402
+from mmbixt.engine import build_runner
+from mmbixt.engine.tool_config import load_tool_config, parse_tool_args, tool_parser
+from mmbixt.tools_common import run_cli
 
-import mmbixt  # noqa: E402,F401  (registers modules and the safe checkpoint loader)
-from mmbixt.engine import build_runner  # noqa: E402
-from mmbixt.engine.tool_config import (load_tool_config, parse_tool_args,  # noqa: E402
-                                       tool_parser)
+
+class ToolError(Exception):
+    """A problem with the command line or the config, reported as one line."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,6 +33,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--show-dir', help='write prediction overlays into this folder')
     parser.add_argument('--out', help='write the predicted label maps into this folder')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's tta_pipeline and tta_model")
+    parser.add_argument('--amp', action='store_true',
+                        help='inference under autocast: float16 on CUDA, bfloat16 on CPU')
     return parse_tool_args(parser, argv)
 
 
@@ -44,19 +56,42 @@ def evaluates_label_maps(cfg: Config) -> bool:
     return all(e.get('type') in ('IoUMetric', 'mmseg.IoUMetric') for e in evaluators)
 
 
+def enable_tta(cfg: Config, config_path: str) -> None:
+    """Tests with the config's augmentations and their merging model, as mmseg's test tool."""
+    missing = [key for key in ('tta_pipeline', 'tta_model') if not cfg.get(key)]
+    if missing:
+        raise ToolError(f'--tta needs {" and ".join(missing)} in {config_path} (the ADE20K configs '
+                        'inherit both; see configs/_base_/datasets/ade20k.py)')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def enable_autocast(cfg: Config) -> None:
+    """mmengine's test loop runs each forward under autocast when ``test_cfg.fp16`` is set: the
+    device's default half type (float16 on CUDA, bfloat16 on CPU)."""
+    cfg.setdefault('test_cfg', dict(type='TestLoop'))
+    cfg.test_cfg['fp16'] = True
+
+
 def build_config(args: argparse.Namespace) -> Config:
     if not osp.isfile(args.checkpoint):
-        sys.exit(f'error: checkpoint {args.checkpoint} does not exist')
+        raise ToolError(f'checkpoint {args.checkpoint} does not exist')
     cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
     if (args.show_dir or args.out) and not evaluates_label_maps(cfg):
-        sys.exit(f'error: --show-dir and --out write image label maps, but {args.config} does not '
-                 'evaluate images (for point clouds, tools/demo_points.py renders predictions)')
+        raise ToolError(f'--show-dir and --out write image label maps, but {args.config} does not '
+                        'evaluate images (for point clouds, tools/demo_points.py renders '
+                        'predictions)')
     if args.show_dir:
         enable_overlays(cfg, osp.abspath(args.show_dir))
     if args.out:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+    if args.tta:
+        enable_tta(cfg, args.config)
+    if args.amp:
+        enable_autocast(cfg)
     return cfg
 
 
@@ -66,4 +101,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main))

@@ -1,22 +1,22 @@
 """Train a model from an mmbixt (or any mmseg) config.
 
     python tools/train.py configs/bixt/upernet_bixt_ti_ade20k.py [--work-dir DIR] [--resume [CKPT]]
-        [--overwrite] [--amp] [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+        [--overwrite] [--amp] [--cfg-options key=value ...] [--launcher none|pytorch|slurm] [--debug]
+
+An error ends the run with a one-line ``error: ...`` (the traceback is in the log; ``--debug``
+shows it).
 """
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import mmbixt  # noqa: F401,I001  (first: registers modules, the safe loader; quiet imports)
+from mmengine.config import Config
 
-from mmengine.config import Config  # noqa: E402
-
-import mmbixt  # noqa: E402,F401  (registers modules and the safe checkpoint loader)
-from mmbixt.engine import build_runner  # noqa: E402
-from mmbixt.engine.tool_config import (load_tool_config, parse_tool_args,  # noqa: E402
-                                       tool_parser)
+from mmbixt.engine import build_runner
+from mmbixt.engine.tool_config import load_tool_config, parse_tool_args, tool_parser
+from mmbixt.tools_common import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,4 +50,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main))

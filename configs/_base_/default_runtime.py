@@ -14,4 +14,6 @@ resume = False
 tta_model = dict(type='SegTTAModel')
 # Stops a training whose loss or gradient norm turns NaN/inf (BiXTRunner adds it when a config lists
 # no such hook); max_skipped=N skips up to N such steps in a row first (e.g. with --amp).
-custom_hooks = [dict(type='NonFiniteLossHook', max_skipped=0)]
+# ConfigConsistencyHook refuses a head whose num_classes differs from the dataset's classes, before
+# the first iteration.
+custom_hooks = [dict(type='NonFiniteLossHook', max_skipped=0), dict(type='ConfigConsistencyHook')]

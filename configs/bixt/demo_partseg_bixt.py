@@ -5,7 +5,6 @@ _base_ = ['./partseg_bixt_ti_shapenetpart.py']
 
 data_root = 'demo_output/shapenetpart'
 num_points = 256
-embed_dims = 64
 loader = dict(num_workers=0, persistent_workers=False)
 train_dataloader = dict(batch_size=8, **loader,
                         dataset=dict(data_root=data_root, num_points=num_points))
@@ -14,10 +13,10 @@ val_dataloader = dict(batch_size=16, **loader,
 test_dataloader = val_dataloader
 
 model = dict(
-    backbone=dict(arch=dict(embed_dims=embed_dims, num_heads=2, num_latents=32, num_layers=3),
+    backbone=dict(arch=dict(embed_dims=64, num_heads=2, num_latents=32, num_layers=3),
                   out_indices=(0, 1, 2), drop_path_rate=0.0,
                   tokenizer=dict(type='grouped', num_groups=32, group_size=16, hidden_dims=64)),
-    decode_head=dict(in_channels=embed_dims, num_inputs=3, channels=64, dropout=0.1))
+    decode_head=dict(channels=64, dropout=0.1))
 
 max_iters = 300
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)

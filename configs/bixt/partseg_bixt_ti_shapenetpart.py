@@ -32,6 +32,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=val_interval, max_keep_ckpts=2,
                     save_best='ins_mIoU', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'))
+custom_hooks = [dict(type='ConfigConsistencyHook')]  # head parts vs the dataset's parts
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))
 log_processor = dict(by_epoch=False)

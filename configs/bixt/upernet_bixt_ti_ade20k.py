@@ -10,5 +10,4 @@ _base_ = [
 checkpoint = 'checkpoints/bixt_ti_l64_d13_p16.zip'
 model = dict(
     backbone=dict(
-        arch='bixt_ti_l64_d13_p16', init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
-    neck=dict(in_stride=16))
+        arch='bixt_ti_l64_d13_p16', init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))

@@ -8,8 +8,9 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
-# Backbone parameters that feed layer 0: the tokenizer, positional encoding and the latents.
-EMBEDDING_PREFIXES = ('patch_embed.', 'fourier_pos_encode.', 'core.latents')
+# Backbone parameters that feed layer 0: the image tokenizer and positional encoding, the point
+# tokenizer (with its positional encoding) and the latents.
+EMBEDDING_PREFIXES = ('patch_embed.', 'fourier_pos_encode.', 'tokenizer.', 'core.latents')
 BLOCK_PREFIX = 'core.blocks.'
 
 
@@ -32,24 +33,33 @@ def skips_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith('.bias') or name.endswith('latents')
 
 
+def model_depth(model: nn.Module, configured: Optional[int] = None) -> int:
+    """The bi-directional layers of ``model.backbone``; a ``configured`` depth must agree."""
+    depth = model.backbone.num_layers
+    if configured is not None and configured != depth:
+        raise ValueError(
+            f'optim_wrapper.paramwise_cfg.num_layers={configured} but the backbone has {depth} '
+            f'layers (model.backbone.arch): drop paramwise_cfg.num_layers, the depth is read '
+            'from the model')
+    return depth
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class BiXTLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     """Gives the parameters of BiXT layer ``i`` the learning rate
     ``lr * layer_decay_rate ** (num_layers + 1 - layer_id)`` (see :func:`bixt_layer_id`) and no
     weight decay to norms, biases, LayerScale gammas and latents.
 
-    ``paramwise_cfg``: ``num_layers`` (the backbone's bi-directional layers; read off
-    ``model.backbone.num_layers`` when absent), ``layer_decay_rate`` (e.g. 0.65) and optionally
-    ``backbone_prefix`` (``'backbone.'``). Each param group carries ``layer_id``, ``lr_scale`` and
-    ``group_name`` for inspection.
+    ``paramwise_cfg``: ``layer_decay_rate`` (e.g. 0.65) and optionally ``backbone_prefix``
+    (``'backbone.'``). The depth is the model's own (``model.backbone.num_layers``); a
+    ``num_layers`` in ``paramwise_cfg`` is accepted only when it agrees. Each param group carries
+    ``layer_id``, ``lr_scale`` and ``group_name`` for inspection.
     """
 
     def add_params(self, params: list, module: nn.Module, prefix: str = '',
                    is_dcn_module: Optional[bool] = None) -> None:
         cfg = self.paramwise_cfg
-        num_layers = cfg.get('num_layers')
-        if num_layers is None:
-            num_layers = module.backbone.num_layers
+        num_layers = model_depth(module, cfg.get('num_layers'))
         decay_rate = cfg.get('layer_decay_rate', 1.0)
         backbone_prefix = cfg.get('backbone_prefix', 'backbone.')
         groups: dict[str, dict] = {}

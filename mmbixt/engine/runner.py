@@ -40,6 +40,7 @@ from mmseg.registry import RUNNERS
 from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, read_checkpoint
+from ..fileio import atomic_write
 from .iteration_seed import IterationSeedHook
 from .non_finite import NonFiniteLossHook
 from .sample_seed import seed_samples_by_position
@@ -89,14 +90,6 @@ def plan_resume(work_dir: str, load_from: Optional[str], randomness: dict
         notes.append(f'--resume: the config names no randomness.seed; using seed {stored_seed} '
                      f'of {path}, the seed the run it continues used')
     return path, randomness, notes
-
-
-def _fsync(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @RUNNERS.register_module()
@@ -195,17 +188,9 @@ class BiXTRunner(Runner):
         if not is_main_process():
             return None
         final = osp.join(out_dir, filename)
-        folder = osp.dirname(final)
-        tmp = osp.join(folder, f'.{osp.basename(final)}.{os.getpid()}.tmp')
-        remove_orphaned_temporaries(folder)
-        try:
-            super().save_checkpoint(folder, osp.basename(tmp), **options)
-            _fsync(tmp)
-            os.replace(tmp, final)
-            _fsync(folder, directory=True)  # the rename itself reaches the disk
-        finally:
-            if osp.exists(tmp):
-                os.remove(tmp)
+        remove_orphaned_temporaries(osp.dirname(final))
+        with atomic_write(final) as tmp:
+            super().save_checkpoint(osp.dirname(tmp), osp.basename(tmp), **options)
         return None
 
 def build_runner(cfg: Config) -> Runner:

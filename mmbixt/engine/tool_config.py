@@ -7,10 +7,12 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
+from ..tools_common import add_debug_arg
+
 
 def tool_parser(description: str) -> argparse.ArgumentParser:
     """A parser with the options every runner tool takes: the config, ``--work-dir``,
-    ``--cfg-options``, ``--launcher`` and the launcher's ``--local-rank``."""
+    ``--cfg-options``, ``--launcher``, the launcher's ``--local-rank`` and ``--debug``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('config', help='config file')
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
@@ -20,6 +22,7 @@ def tool_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_arg(parser)
     return parser
 
 

@@ -18,10 +18,10 @@ import zipfile
 from typing import Optional
 
 from ..checkpoint import CheckpointError, read_checkpoint
+from ..fileio import TEMPORARY_NAME
 
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 BEST_NAME = re.compile(r'^best_.+\.pth$')  # CheckpointHook(save_best=...)
-TEMPORARY_NAME = re.compile(r'^\..+\.(\d+)\.tmp$')  # .<name>.<pid of the writer>.tmp
 LAST_CHECKPOINT = 'last_checkpoint'  # mmengine's CheckpointHook names the newest file in it
 
 

@@ -1,5 +1,5 @@
 # BiXT-Ti on point clouds: grouped tokens (FPS + kNN + PointNet) into the shared BiXT core, and a
-# category-conditioned part head reading three layers.
+# category-conditioned part head reading three layers (its input widths follow the backbone).
 model = dict(
     type='PointPartSegmentor',
     data_preprocessor=dict(type='PointDataPreprocessor'),
@@ -17,9 +17,6 @@ model = dict(
         init_cfg=None),
     decode_head=dict(
         type='PartSegHead',
-        in_channels=192,
-        num_inputs=3,
-        point_channels=6,
         channels=256,
         num_classes=50,
         dropout=0.5,

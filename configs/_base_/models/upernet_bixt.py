@@ -1,10 +1,10 @@
 # BiXT-Ti/16 + BiXTFeaturePyramid + UPerNet with an auxiliary FCN head (mmseg's ViT/BEiT recipe).
+# The heads' input widths follow the backbone (BiXTEncoderDecoder).
 _base_ = ['./bixt_pyramid.py']
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     decode_head=dict(
         type='UPerHead',
-        in_channels=[192, 192, 192, 192],
         in_index=[0, 1, 2, 3],
         pool_scales=(1, 2, 3, 6),
         channels=512,
@@ -15,7 +15,6 @@ model = dict(
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     auxiliary_head=dict(
         type='FCNHead',
-        in_channels=192,
         in_index=2,
         channels=256,
         num_convs=1,

@@ -392,6 +392,10 @@ class BiXTCore(nn.Module):
                  with_cp: bool = False, train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
                  stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS):
         super().__init__()
+        for setting, width in (('embed_dims', embed_dims), ('attn_dims', attn_dims or embed_dims)):
+            if width % num_heads:  # else a reshape error deep inside the first forward
+                raise ValueError(f'num_heads={num_heads} does not divide {setting}={width}: each '
+                                 f'head takes {setting} / num_heads channels')
         self.embed_dims = embed_dims
         self.num_layers = num_layers
         self.with_cp = with_cp

@@ -10,6 +10,10 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
+from ..derive import derive_setting
+
+DEFAULT_OUT_STRIDES = (4, 8, 16, 32)
+
 
 class CeilMaxPool2d(nn.Module):
     """``MaxPool2d(kernel, stride=kernel, ceil_mode=True)`` as -inf padding to a multiple of the
@@ -43,6 +47,34 @@ def rescale_layers(channels: int, factor: float, norm_cfg: dict, act_cfg: dict) 
     return nn.Sequential(*layers)
 
 
+def level_channels(in_channels: Union[int, Sequence[int]], levels: int) -> list[int]:
+    """The channels of each of ``levels`` maps: one width for all, or one per level."""
+    return [in_channels] * levels if isinstance(in_channels, int) else list(in_channels)
+
+
+def derive_neck_settings(neck: dict, width: int, stride: int, source: str) -> None:
+    """Fills in (or checks) a ``BiXTFeaturePyramid`` config's ``in_channels`` and ``in_stride``
+    from the backbone's width and token stride, and its ``fpn``'s ``in_channels``."""
+    derive_setting(neck, 'in_channels', width, 'model.neck.in_channels',
+                   f'the width of {source}')
+    derive_setting(neck, 'in_stride', stride, 'model.neck.in_stride',
+                   f'the token stride of {source}')
+    fpn = neck.get('fpn')
+    if fpn is not None:
+        widths = level_channels(neck['in_channels'],
+                                len(neck.get('out_strides', DEFAULT_OUT_STRIDES)))
+        derive_setting(fpn, 'in_channels', widths, 'model.neck.fpn.in_channels',
+                       f'model.neck.in_channels ({source})')
+
+
+def pyramid_channels(neck: dict) -> list[int]:
+    """The channels of each map a ``BiXTFeaturePyramid`` config outputs (after its ``fpn``)."""
+    fpn = neck.get('fpn')
+    if fpn is not None:
+        return [fpn['out_channels']] * fpn.get('num_outs', len(fpn['in_channels']))
+    return level_channels(neck['in_channels'], len(neck.get('out_strides', DEFAULT_OUT_STRIDES)))
+
+
 def scale_factor(in_stride: int, out_stride: int) -> float:
     factor = in_stride / out_stride
     if factor <= 0 or not math.log2(factor).is_integer():
@@ -60,6 +92,9 @@ class BiXTFeaturePyramid(BaseModule):
     the strides, so one neck serves BiXT-Ti/16, Ti/8 and Ti/4. An optional ``fpn`` neck config
     (e.g. mmseg's ``FPN`` for Semantic FPN) then runs on the rescaled maps.
 
+    Under ``BiXTEncoderDecoder`` the input width and stride (and the ``fpn``'s input widths) come
+    from the backbone: leave them out of the config.
+
     Args:
         in_channels: channels of each input map (the backbone width D), an int or one per level.
         in_stride: the backbone's token stride (4, 8 or 16).
@@ -69,14 +104,17 @@ class BiXTFeaturePyramid(BaseModule):
         fpn: config of a neck applied to the pyramid (top-down path); None returns it as is.
     """
 
-    def __init__(self, in_channels: Union[int, Sequence[int]], in_stride: int = 16,
-                 out_strides: Sequence[int] = (4, 8, 16, 32),
+    def __init__(self, in_channels: Union[int, Sequence[int], None] = None,
+                 in_stride: Optional[int] = None, out_strides: Sequence[int] = DEFAULT_OUT_STRIDES,
                  norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
                  act_cfg: dict = dict(type='GELU'), fpn: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        channels = ([in_channels] * len(out_strides) if isinstance(in_channels, int)
-                    else list(in_channels))
+        if in_channels is None or in_stride is None:
+            raise ValueError('BiXTFeaturePyramid needs in_channels and in_stride: build it inside '
+                             "type='BiXTEncoderDecoder' (which takes them from the backbone) or "
+                             'set both to the backbone width and token stride')
+        channels = level_channels(in_channels, len(out_strides))
         if len(channels) != len(out_strides):
             raise ValueError(f'{len(channels)} in_channels for {len(out_strides)} out_strides')
         self.in_stride = in_stride

@@ -9,6 +9,22 @@ from mmengine.structures import BaseDataElement
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
+from ..derive import derive_setting
+
+
+def derive_part_head_settings(head: dict, backbone: nn.Module) -> dict:
+    """A ``PartSegHead`` config with its widths taken from the built point backbone: token width,
+    number of token sets and point channels (a given value that disagrees is refused)."""
+    head = dict(head)
+    source = 'the backbone (model.backbone)'
+    derive_setting(head, 'in_channels', backbone.embed_dims, 'model.decode_head.in_channels',
+                   f'{source} embed_dims')
+    derive_setting(head, 'num_inputs', len(backbone.out_indices), 'model.decode_head.num_inputs',
+                   f'the number of {source} out_indices')
+    derive_setting(head, 'point_channels', backbone.in_channels,
+                   'model.decode_head.point_channels', f'{source} in_channels')
+    return head
+
 
 @MODELS.register_module()
 class PointPartSegmentor(BaseModel):
@@ -20,7 +36,8 @@ class PointPartSegmentor(BaseModel):
 
     Args:
         backbone: e.g. ``dict(type='PointBiXTBackbone', ...)``.
-        decode_head: e.g. ``dict(type='PartSegHead', ...)``.
+        decode_head: e.g. ``dict(type='PartSegHead', ...)``; its ``in_channels``, ``num_inputs``
+            and ``point_channels`` follow the backbone (leave them out).
         data_preprocessor: defaults to ``PointDataPreprocessor``.
     """
 
@@ -32,7 +49,7 @@ class PointPartSegmentor(BaseModel):
             data_preprocessor = MODELS.build(data_preprocessor or dict(type='PointDataPreprocessor'))
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
-        self.decode_head = MODELS.build(decode_head)
+        self.decode_head = MODELS.build(derive_part_head_settings(decode_head, self.backbone))
 
     @staticmethod
     def categories(data_samples: Sequence[BaseDataElement], device: torch.device) -> Tensor:

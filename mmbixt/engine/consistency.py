@@ -1,0 +1,79 @@
+"""``ConfigConsistencyHook``: the model predicts as many classes as the dataset has."""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+from torch import nn
+from torch.utils.data import Dataset
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The segmentor inside DDP and test-time-augmentation wrappers (both keep it as ``module``)."""
+    while is_model_wrapper(model) or isinstance(getattr(model, 'module', None), nn.Module):
+        model = model.module
+    return model
+
+
+def heads_with_classes(model: nn.Module) -> Iterator[tuple[str, int]]:
+    """``(setting, num_classes)`` of each head of ``model`` that has ``num_classes``."""
+    for name in ('decode_head', 'auxiliary_head'):
+        heads = getattr(model, name, None)
+        if isinstance(heads, nn.ModuleList):
+            named = [(f'model.{name}.{i}', head) for i, head in enumerate(heads)]
+        else:
+            named = [(f'model.{name}', heads)] if heads is not None else []
+        for setting, head in named:
+            if isinstance(getattr(head, 'num_classes', None), int):
+                yield f'{setting}.num_classes', head.num_classes
+
+
+def dataset_label_count(dataset) -> Optional[tuple[int, str]]:
+    """How many labels a dataset's samples carry, and where that number comes from: the parts of
+    a part-segmentation set (``num_parts``), else its ``classes``; None when it says neither."""
+    meta = getattr(dataset, 'metainfo', None) or {}
+    if 'num_parts' in meta:
+        return int(meta['num_parts']), 'parts (metainfo num_parts)'
+    if meta.get('classes'):
+        return len(meta['classes']), 'classes (metainfo classes)'
+    return None
+
+
+def dataset_name(dataset) -> str:
+    """The class name of the dataset inside wrappers that keep it as ``dataset``."""
+    while isinstance(getattr(dataset, 'dataset', None), Dataset):
+        dataset = dataset.dataset
+    return type(dataset).__name__
+
+
+def check_classes(model: nn.Module, dataset, loader_name: str) -> None:
+    """Refuses a head whose ``num_classes`` is not the dataset's number of labels."""
+    labels = dataset_label_count(dataset)
+    if labels is None:
+        return
+    count, source = labels
+    for setting, num_classes in heads_with_classes(unwrap(model)):
+        if num_classes != count:
+            raise ValueError(
+                f'{setting}={num_classes} but the dataset of {loader_name} '
+                f'({dataset_name(dataset)}) has {count} {source}: set {setting}={count} (and '
+                'the same in every head), or give the dataset the classes the model predicts')
+
+
+@HOOKS.register_module()
+class ConfigConsistencyHook(Hook):
+    """Checks, before the first training, validation or test iteration, that the model's heads
+    predict as many classes as the dataset of that loop has (mmseg would train and score a
+    mismatched pair without a word)."""
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        check_classes(runner.model, runner.train_dataloader.dataset, 'train_dataloader')
+
+    def before_val(self, runner) -> None:
+        check_classes(runner.model, runner.val_dataloader.dataset, 'val_dataloader')
+
+    def before_test(self, runner) -> None:
+        check_classes(runner.model, runner.test_dataloader.dataset, 'test_dataloader')

@@ -1,0 +1,115 @@
+"""What the command-line tools in ``tools/`` share: how an error reaches the user, how the demos run
+the other tools, and the classifier options of ``classify.py`` and ``eval_imagenet.py``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+DEBUG_FLAG = '--debug'
+# mmengine's registry prefixes a build error with the class it was building, once per nesting level.
+REGISTRY_PREFIX = re.compile(r'class `\w+` in [^:]+: ')
+
+
+def add_debug_arg(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: an error shows its full traceback instead of a one-line summary."""
+    parser.add_argument(DEBUG_FLAG, action='store_true',
+                        help='on an error, show the full traceback (else a one-line summary)')
+
+
+def error_summary(err: BaseException) -> str:
+    """One line saying what went wrong: the error's message without mmengine's registry prefixes
+    (its first line), or the error's type when it has no message."""
+    text = REGISTRY_PREFIX.sub('', str(err)).strip()
+    first = text.splitlines()[0].strip() if text else ''
+    return first or type(err).__name__
+
+
+def log_traceback_to_files(text: str) -> None:
+    """Writes ``text`` into the log files of the current mmengine logger (the run's log in the
+    work dir), not to the console."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, text, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def run_cli(main: Callable[[Optional[list[str]]], Any], argv: Optional[Sequence[str]] = None,
+            ) -> int:
+    """Runs a tool's ``main(argv)`` and returns its exit status. An exception ends it with
+    ``error: <one line>`` on stderr and status 1; the traceback goes to the run's log file, and to
+    the console with ``--debug`` (taken out of ``argv``: every tool run this way accepts it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    try:
+        status = main([arg for arg in argv if arg != DEBUG_FLAG])
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001  (every error becomes one line)
+        if debug:
+            raise
+        log_traceback_to_files(traceback.format_exc())
+        print(f'error: {error_summary(err)}\n(run again with {DEBUG_FLAG} for the traceback)',
+              file=sys.stderr)
+        return 1
+    return status if isinstance(status, int) else 0
+
+
+def run_tool(args: Sequence[str], cwd: Union[str, Path], shown: re.Pattern,
+             env: Optional[dict] = None, strip: Optional[str] = None) -> str:
+    """Runs ``python <args>`` (a tool of this repository) in ``cwd``, echoing the output lines
+    that match ``shown`` (from the match on; ``strip`` cuts a logger prefix first) and returns the
+    whole output. A failing tool ends the caller with its last lines."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        text = line.split(strip)[-1] if strip else line
+        match = shown.search(text)
+        if match:
+            print('   ' + text[match.start():].rstrip()[:160], flush=True)
+    if proc.wait():
+        sys.exit(f'{args[0]} failed (exit {proc.returncode}):\n' + ''.join(lines[-30:]))
+    return ''.join(lines)
+
+
+def parse_arch(text: Optional[str]) -> Union[str, dict, None]:
+    """A released name, or a JSON dict of ``mmbixt.archs.ARCH_DICT_KEYS`` for other sizes."""
+    return json.loads(text) if text and text.lstrip().startswith('{') else text
+
+
+def add_classifier_args(parser: argparse.ArgumentParser) -> None:
+    """The checkpoint and model options of the classifier tools."""
+    import torch
+    parser.add_argument('checkpoint',
+                        help='BiXT checkpoint: a released zip as downloaded, or a .pth.tar')
+    parser.add_argument('--arch', help='model name (default: the one stored in the checkpoint), or '
+                        'a JSON dict of embed_dims, num_heads, num_latents, num_layers, tokenizer, '
+                        'patch_size, stride, layer_scale')
+    parser.add_argument('--img-size', type=int, help='evaluate at this size instead of the '
+                        "model's own (224 or 384)")
+    parser.add_argument('--use-ema', action='store_true', help='load the EMA weights')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    add_debug_arg(parser)
+
+
+def build_classifier(args: argparse.Namespace) -> tuple[Any, dict]:
+    """The classifier the options name, with its weights, on ``args.device``, and its timm data
+    config."""
+    from timm.data import resolve_data_config
+
+    from .models.classifiers import create_classifier
+    model = create_classifier(args.checkpoint, parse_arch(args.arch), use_ema=args.use_ema)
+    overrides = {'input_size': (3, args.img_size, args.img_size)} if args.img_size else {}
+    data_config = resolve_data_config(overrides, model=model)
+    return model.to(args.device), data_config
