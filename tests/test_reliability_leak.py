@@ -8,8 +8,10 @@ import pytest
 
 from reliability_utils import REPO, make_tiny_data, subprocess_env, write_tiny_config
 
-sys.path.insert(0, str(REPO / 'tools'))
-from check_leak import MIB, LeakReport  # noqa: E402
+from conftest import load_tool
+
+check_leak = load_tool('check_leak')
+MIB, LeakReport = check_leak.MIB, check_leak.LeakReport
 
 CALLS = 120  # the tool's default is 1000
 INTERVAL = 20

@@ -27,6 +27,7 @@ from mmbixt.datasets.seg_files import SegDataError, exif_orientation
 from mmbixt.datasets.shapenet_part import (SPLITS as SHAPENET_SPLITS,
                                            ShapeNetPartDataError, ShapeNetPartDataset)
 from mmbixt.datasets.synthetic import MARKER as SYNTHETIC_MARKER
+from mmbixt.tools_common import run_cli
 
 DATA_ERRORS = (SegDataError, ShapeNetPartDataError)
 CHUNK = 16  # samples per task handed to a worker
@@ -156,4 +157,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -20,15 +20,14 @@ when the difference is above 1e-4.
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import mmbixt  # noqa: F401,I001  (first: registers modules, quiets mmseg's and mmcv's import notices)
+from mmengine.config import DictAction
 
-from mmengine.config import DictAction  # noqa: E402
-
-from mmbixt.checkpoint import CheckpointError  # noqa: E402
-from mmbixt.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,  # noqa: E402
+from mmbixt.checkpoint import CheckpointError
+from mmbixt.tools_common import run_cli
+from mmbixt.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,
                                 export_segmentor, load_segmentor, verify_export)
 
 
@@ -92,4 +91,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main))

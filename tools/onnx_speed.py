@@ -15,13 +15,11 @@ import argparse
 import os
 import os.path as osp
 import statistics
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from mmbixt.deploy.onnx import (ImageSegmentorGraph, interleaved_ms,  # noqa: E402
+import mmbixt  # noqa: F401  (registers modules)
+from mmbixt.deploy.onnx import (ImageSegmentorGraph, interleaved_ms,
                                 load_segmentor, ort_session)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
