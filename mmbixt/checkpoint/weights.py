@@ -312,13 +312,32 @@ class LoadReport:
 
 def describe(keys: Iterable[str]) -> str:
     """A short human summary of key names: grouped by layer or top-level module."""
-    groups: list[str] = []
-    for key in sorted(keys, key=_natural):
+    def group(key: str) -> str:
         block = _BLOCK.match(key)
-        group = f'layer {block.group(1)}' if block else key.rsplit('.', 1)[0] if '.' in key else key
-        if group not in groups:
-            groups.append(group)
-    return ', '.join(groups) if groups else 'nothing'
+        return f'layer {block.group(1)}' if block else key.rsplit('.', 1)[0] if '.' in key else key
+    return ', '.join(_groups(keys, group)) or 'nothing'
+
+
+def describe_by_prefix(keys: Iterable[str], depth: int = 2, most: int = 6) -> str:
+    """Key names grouped by their first ``depth`` module names (fewer when that gives more than
+    ``most`` groups), with counts: ``backbone.core (150), decode_head.conv_seg (2)`` for whole
+    models."""
+    keys = list(keys)
+    for level in range(depth, 0, -1):
+        groups = _groups(keys, lambda key: '.'.join(key.split('.')[:-1][:level]) or key)
+        if len(groups) <= most:
+            break
+    shown = ', '.join(f'{name} ({count})' for name, count in list(groups.items())[:most])
+    return shown + (f' and {len(groups) - most} more' if len(groups) > most else '')
+
+
+def _groups(keys: Iterable[str], group_of) -> dict[str, int]:
+    """Groups in natural key order, with how many keys each holds."""
+    groups: dict[str, int] = {}
+    for key in sorted(keys, key=_natural):
+        name = group_of(key)
+        groups[name] = groups.get(name, 0) + 1
+    return groups
 
 
 def _natural(key: str) -> list:
@@ -327,6 +346,32 @@ def _natural(key: str) -> list:
 
 def _some(keys: list[str], count: int = 3) -> str:
     return ', '.join(keys[:count]) + (', ...' if len(keys) > count else '')
+
+
+def compare_state_dicts(own: dict, theirs: dict, *, drop: Iterable[str] = (),
+                        may_stay_new: Iterable[str] = ()) -> tuple[LoadReport, dict[str, Tensor]]:
+    """Sorts a file's tensors against a model's ``state_dict()`` ``own``: dropped (under a
+    ``drop`` prefix), unexpected, of another shape, or to load; and the model's tensors the file
+    lacks: ``missing``, unless under a ``may_stay_new`` prefix (then ``new``). Returns the report
+    and the tensors to load."""
+    drop, may_stay_new = tuple(drop), tuple(may_stay_new)
+    report = LoadReport()
+    to_load: dict[str, Tensor] = {}
+    for key, value in theirs.items():
+        if key.startswith(drop):
+            report.dropped.append(key)
+        elif key not in own:
+            report.unexpected.append(key)
+        elif not isinstance(value, Tensor) or own[key].shape != value.shape:
+            report.mismatched.append(key)
+        else:
+            to_load[key] = value
+    mismatched = set(report.mismatched)
+    absent = [k for k in own if k not in to_load and k not in mismatched]
+    report.missing = [k for k in absent if not k.startswith(may_stay_new)]
+    report.new = [k for k in absent if k not in report.missing]
+    report.loaded = sorted(to_load, key=_natural)
+    return report, to_load
 
 
 def load_weights(model: nn.Module, weights: BiXTWeights, *, drop: Iterable[str] = (),
@@ -339,22 +384,10 @@ def load_weights(model: nn.Module, weights: BiXTWeights, *, drop: Iterable[str] 
     shape, a model tensor the file lacks) refuses the load with a CheckpointError naming it, or,
     with ``strict=False``, is skipped and logged.
     """
-    drop, may_stay_new = tuple(drop), tuple(may_stay_new)
     own = model.state_dict()
-    report = LoadReport()
-    to_load: dict[str, Tensor] = {}
-    for key, value in weights.state_dict.items():
-        if key.startswith(drop):
-            report.dropped.append(key)
-        elif key not in own:
-            report.unexpected.append(key)
-        elif own[key].shape != value.shape:
-            report.mismatched.append(key)
-        else:
-            to_load[key] = value
-    absent = [k for k in own if k not in to_load]
-    report.missing = [k for k in absent if not k.startswith(may_stay_new)]
-    problems = _policy_problems(report, weights, own)
+    report, to_load = compare_state_dicts(own, weights.state_dict, drop=drop,
+                                          may_stay_new=may_stay_new)
+    problems = policy_problems(report, weights.state_dict, own)
     if problems and strict:
         raise CheckpointError(weights.path, '; '.join(problems),
                               'The file is of another architecture or incomplete: set arch to '
@@ -364,24 +397,26 @@ def load_weights(model: nn.Module, weights: BiXTWeights, *, drop: Iterable[str] 
         print_log(f'{weights.path}: strict=False: {problem}', logger='current',
                   level=logging.WARNING)
     model.load_state_dict(to_load, strict=False)
-    report.loaded = sorted(to_load, key=_natural)
-    report.new = [k for k in absent if k not in report.missing]
     return report
 
 
-def _policy_problems(report: LoadReport, weights: BiXTWeights, own: dict) -> list[str]:
+def policy_problems(report: LoadReport, theirs: dict, own: dict, describe_keys=describe
+                    ) -> list[str]:
+    """The loading policy's refusals of ``report`` as sentences: tensors of another shape (one
+    example, the latents when they differ), unexpected and missing ones (``describe_keys``)."""
     problems = []
     if report.mismatched:
         # Name the latents when they differ: their shape says width and count at a glance.
-        example = 'core.latents' if 'core.latents' in report.mismatched else report.mismatched[0]
+        latents = [k for k in report.mismatched if k.endswith('core.latents')]
+        example = (latents or report.mismatched)[0]
+        shape = getattr(theirs[example], 'shape', type(theirs[example]).__name__)
         problems.append(
             f'has {len(report.mismatched)} tensors of another shape than the model, e.g. {example} '
-            f'{tuple(weights.state_dict[example].shape)} where the model has '
-            f'{tuple(own[example].shape)}')
+            f'{tuple(shape)} where the model has {tuple(own[example].shape)}')
     if report.unexpected:
         problems.append(f'has {len(report.unexpected)} tensors the model does not have and does '
-                        f'not drop: {describe(report.unexpected)} ({_some(report.unexpected)})')
+                        f'not drop: {describe_keys(report.unexpected)} ({_some(report.unexpected)})')
     if report.missing:
         problems.append(f'lacks {len(report.missing)} tensors the model needs: '
-                        f'{describe(report.missing)} ({_some(report.missing)})')
+                        f'{describe_keys(report.missing)} ({_some(report.missing)})')
     return problems
