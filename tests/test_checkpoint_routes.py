@@ -110,6 +110,17 @@ def test_load_from_is_refused_and_strict_false_opts_out(setup):
     assert torch.equal(loaded, wide['decode_head.conv_seg.weight'])
 
 
+def test_resume_from_a_training_checkpoint_of_another_width_is_refused(setup, tmp_path):
+    wide = torch.load(setup['files']['other_width'], weights_only=True)['state_dict']
+    path = tmp_path / 'iter_2.pth'  # passes the training-checkpoint check, holds another width
+    torch.save({'state_dict': wide, 'meta': {'iter': 2, 'seed': 0}, 'message_hub': {},
+                'optimizer': {}}, path)
+    cfg = setup['cfg'].copy()
+    cfg.work_dir, cfg.load_from, cfg.resume = str(tmp_path / 'work'), str(path), True
+    with pytest.raises(CheckpointError, match=f'{path}: does not match the model.*another shape'):
+        build_runner(cfg).load_or_resume()
+
+
 @pytest.mark.parametrize('wrong', sorted(WRONG))
 def test_infer_refuses_another_models_checkpoint(setup, wrong, tmp_path):
     path = setup['files'][wrong]
