@@ -90,9 +90,9 @@ def zero_label_is_unlabelled(config: Config) -> bool:
 
 
 def class_meta(model, config: Config) -> tuple[list[str], list]:
-    """Class names and palette for the model's classes: from the checkpoint's ``dataset_meta``,
-    else (a checkpoint without it, where mmseg falls back to Cityscapes' 19 classes) from the
-    config's test dataset, else numbered classes in distinct colours."""
+    """Class names and palette for the model's classes: from the checkpoint's ``dataset_meta``
+    when it stores them for as many classes, else from the config's test dataset, else numbered
+    classes in distinct colours."""
     num_classes = model.decode_head.num_classes
     dataset, dataset_class = dataset_settings(config)
     from_config = dict(getattr(dataset_class, 'METAINFO', {}), **(dataset.get('metainfo') or {}))
