@@ -24,7 +24,8 @@ from test_bad_input_images import load_infer_tool
 # The tensors of a torchvision ResNet-18 (names and shapes), random values: a file of another model.
 RESNET18 = {'conv1.weight': (64, 3, 7, 7), 'bn1.weight': (64,), 'bn1.bias': (64,),
             'bn1.running_mean': (64,), 'bn1.running_var': (64,),
-            'layer1.0.conv1.weight': (64, 64, 3, 3), 'layer2.0.downsample.0.weight': (128, 64, 1, 1),
+            'layer1.0.conv1.weight': (64, 64, 3, 3),
+            'layer2.0.downsample.0.weight': (128, 64, 1, 1),
             'layer4.1.conv2.weight': (512, 512, 3, 3), 'fc.weight': (1000, 512), 'fc.bias': (1000,)}
 
 
@@ -56,7 +57,8 @@ def setup(tmp_path_factory) -> dict:
                 model=model)
 
 
-WRONG = {'resnet18': r'tensors the model does not have .*bn1 \(4\), conv1 \(1\).*lacks 130 .*backbone \(85\), decode_head',
+WRONG = {'resnet18': r'tensors the model does not have .*bn1 \(4\), conv1 \(1\).*'
+                     r'lacks 130 .*backbone \(85\), decode_head',
          'bare_backbone': "bare backbone.*model.backbone.init_cfg",
          'other_width': r'another shape .*backbone.core.latents \(1, 8, 48\) where the model has '
                         r'\(1, 8, 32\)'}

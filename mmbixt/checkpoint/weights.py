@@ -415,7 +415,8 @@ def policy_problems(report: LoadReport, theirs: dict, own: dict, describe_keys=d
             f'{tuple(shape)} where the model has {tuple(own[example].shape)}')
     if report.unexpected:
         problems.append(f'has {len(report.unexpected)} tensors the model does not have and does '
-                        f'not drop: {describe_keys(report.unexpected)} ({_some(report.unexpected)})')
+                        f'not drop: {describe_keys(report.unexpected)} '
+                        f'({_some(report.unexpected)})')
     if report.missing:
         problems.append(f'lacks {len(report.missing)} tensors the model needs: '
                         f'{describe_keys(report.missing)} ({_some(report.missing)})')
