@@ -259,16 +259,18 @@ class BiXTWeights:
 
     def check_arch(self, arch: BiXTArch, arch_hint: str, *, strict: bool = True,
                    image_tokenizer: bool = True, min_layers: Optional[int] = None,
-                   classifier_layers: Optional[int] = None) -> list[str]:
+                   classifier_layers: Optional[int] = None,
+                   opt_out: Optional[str] = 'init_cfg strict=False') -> list[str]:
         """Refuses (``strict``) or logs the ``arch_problems``; logs what cannot be verified.
-        Returns the warnings logged."""
+        ``opt_out`` names the model's setting that loads anyway (None: it has none). Returns the
+        warnings logged."""
         problems = self.arch_problems(arch, arch_hint, image_tokenizer=image_tokenizer,
                                       min_layers=min_layers, classifier_layers=classifier_layers)
         if problems and strict:
             self._refuse(problems, 'Set arch to match the file' + (
                 f' (arch={self.model_name!r})' if self.released_arch else '') + ', or point at a '
-                'checkpoint of this model (init_cfg strict=False loads it anyway and logs the '
-                'differences)')
+                'checkpoint of this model' + (
+                    f' ({opt_out} loads it anyway and logs the differences)' if opt_out else ''))
         warnings = problems + (self.unverified(arch) if image_tokenizer else [])
         for warning in warnings:
             print_log(f'{self.path}: {warning}', logger='current', level=logging.WARNING)

@@ -256,7 +256,7 @@ class BiXTClassifier(BiXTEncoder):
             raise CheckpointError(weights.path, 'is not a BiXT checkpoint (it has no latents)',
                                   'Point at a BiXT classifier checkpoint')
         weights.check_arch(self.arch, self.arch_description,
-                           classifier_layers=self.arch.num_layers)
+                           classifier_layers=self.arch.num_layers, opt_out=None)
 
     def _note_other_resolution(self, stored: Optional[str]) -> None:
         # p16 and p16_ft384 share every shape and the tokeniser: only their data config differs.
