@@ -133,6 +133,14 @@ def test_infer_refuses_another_models_checkpoint(setup, wrong, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing drawn
 
 
+def test_infer_opts_out_with_load_strict_false(setup):
+    config = Config.fromfile(setup['config'])
+    config.load_strict = False
+    model = load_infer_tool().load_model(config, str(setup['files']['other_width']), 'cpu')
+    wide = torch.load(setup['files']['other_width'], weights_only=True)['state_dict']
+    assert torch.equal(model.decode_head.conv_seg.weight, wide['decode_head.conv_seg.weight'])
+
+
 def test_infer_loads_the_right_checkpoint_exactly(setup, tmp_path):
     infer = load_infer_tool()
     model = infer.load_model(Config.fromfile(setup['config']), str(setup['files']['right']), 'cpu')
