@@ -300,6 +300,19 @@ def test_a_nameless_linear_file_loads_with_a_warning_that_its_stride_is_unverifi
     assert BiXTWeights.from_file(named).check_arch(model.arch, 'x', min_layers=3) == []
 
 
+def test_a_nameless_file_with_the_fixed_pos_buffer_reveals_its_stride(tmp_path):
+    # Released 224px files carry the un-projected encoding of their grid: 28x28 is stride 8.
+    state = tiny_classifier_state() | {'fourier_pos_encode.pos': torch.zeros(64, 28, 28)}
+    torch.save(state, tmp_path / 'plain.pt')
+    weights = BiXTWeights.from_file(tmp_path / 'plain.pt')
+    stride8 = BiXTBackbone(arch=TINY | dict(stride=8), out_indices=(2,))
+    assert weights.pos_buffer_stride == 8
+    assert weights.check_arch(stride8.arch, 'x', min_layers=3) == []  # verified, no warning
+    stride16 = BiXTBackbone(arch=TINY, out_indices=(2,))
+    with pytest.raises(CheckpointError, match='positional buffer for token stride 8'):
+        stride16.load_pretrained(str(tmp_path / 'plain.pt'))
+
+
 def test_a_tokenizer_of_another_kind_or_patch_size_is_refused(tmp_path):
     torch.save(tiny_classifier_state(), tmp_path / 'plain.pt')
     conv = BiXTBackbone(arch=TINY | dict(tokenizer='conv'), out_indices=(2,))

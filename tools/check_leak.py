@@ -115,7 +115,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import mmbixt  # noqa: F401  (registers modules and the safe checkpoint loader)
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())))
-    model = init_model(args.config, args.checkpoint, device=args.device)
+    from mmbixt.checkpoint.model_match import load_model_checkpoint
+    model = init_model(args.config, None, device='cpu')
+    if args.checkpoint:  # checked against the model, as every route loads
+        load_model_checkpoint(model, args.checkpoint)
+    model = model.to(args.device).eval()
     report = measure(model, sample_images(args.image_size), args.calls, args.interval, args.warmup)
     print(report.summary())
     leaking = report.leaks(args.max_growth_mib)

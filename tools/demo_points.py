@@ -40,16 +40,16 @@ def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
     import torch
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
-    from mmengine.runner import load_checkpoint
     from mmseg.registry import DATASETS, MODELS
 
     import mmbixt  # noqa: F401  (registers)
+    from mmbixt.checkpoint.model_match import load_model_checkpoint
     from mmbixt.datasets.shapenet_part import CATEGORY_NAMES, CATEGORY_PARTS
     from mmbixt.visualization import part_segmentation_figure
 
     cfg = Config.fromfile(config)
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+    load_model_checkpoint(model, checkpoint, strict=cfg.get('load_strict', True))
     model.eval()
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
     firsts = {}

@@ -26,6 +26,8 @@ from mmengine.config import Config, DictAction
 from mmseg.apis import inference_model, init_model
 from mmseg.registry import DATASETS
 
+from mmbixt.checkpoint import CheckpointError
+from mmbixt.checkpoint.model_match import load_model_checkpoint
 from mmbixt.tools_common import run_cli
 from mmbixt.visualization import (
     AttentionRecorder, InputFileError, check_regular_file, figure_paths, label_paths, read_image,
@@ -85,9 +87,9 @@ def zero_label_is_unlabelled(config: Config) -> bool:
 
 
 def class_meta(model, config: Config) -> tuple[list[str], list]:
-    """Class names and palette for the model's classes: from the checkpoint's ``dataset_meta``,
-    else (a checkpoint without it, where mmseg falls back to Cityscapes' 19 classes) from the
-    config's test dataset, else numbered classes in distinct colours."""
+    """Class names and palette for the model's classes: from the checkpoint's ``dataset_meta``
+    when it stores them for as many classes, else from the config's test dataset, else numbered
+    classes in distinct colours."""
     num_classes = model.decode_head.num_classes
     dataset, dataset_class = dataset_settings(config)
     from_config = dict(getattr(dataset_class, 'METAINFO', {}), **(dataset.get('metainfo') or {}))
@@ -127,6 +129,16 @@ def autocast(device: str, enabled: bool):
     return torch.autocast(kind, dtype=torch.bfloat16 if kind == 'cpu' else torch.float16)
 
 
+def load_model(config: Config, checkpoint: str, device: str):
+    """The segmentor of ``config`` with the weights of ``checkpoint``, in eval mode on ``device``.
+    The file must match the model (``load_model_checkpoint``; ``--cfg-options load_strict=False``
+    loads what matches and logs the rest); class names come from its ``meta`` when stored."""
+    model = init_model(config, None, device='cpu')
+    loaded = load_model_checkpoint(model, checkpoint, strict=config.get('load_strict', True))
+    model.dataset_meta = (loaded.get('meta') or {}).get('dataset_meta')
+    return model.to(device).eval()
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     config = Config.fromfile(args.config)
     config.merge_from_dict(args.cfg_options)
@@ -134,7 +146,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     outputs = figure_paths([path for path, _, _ in inputs], Path(args.out_dir))
     if '://' not in args.checkpoint:  # remote checkpoints are mmengine's to fetch
         check_regular_file(args.checkpoint, 'checkpoint')
-    model = init_model(config, args.checkpoint, device=args.device)
+    model = load_model(config, args.checkpoint, args.device)
     num_layers = max(model.backbone.out_indices) + 1  # the layers the backbone runs
     layers = args.layers if args.layers is not None else sorted({0, num_layers // 2,
                                                                   num_layers - 1})
@@ -165,7 +177,7 @@ def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     try:
         return run(args)
-    except InputFileError as err:
+    except (InputFileError, CheckpointError) as err:
         raise SystemExit(f'error: {err}') from None
 
 

@@ -27,6 +27,8 @@ from .reader import CheckpointError, PathLike, read_checkpoint
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 CLASSIFIER_ONLY = ('fc_norm.', 'head.', 'norm_lat.')
 FIXED_POS_BUFFER = 'fourier_pos_encode.pos'
+# Files with the fixed ``pos`` buffer were trained at 224px: its grid is 224 / token stride.
+POS_BUFFER_IMAGE_SIZE = 224
 IMAGE_TOKENIZER_PREFIXES = ('patch_embed.', 'fourier_pos_encode.')
 _BIDIRECTIONAL = re.compile(r'^core\.blocks\.(\d+)\.cross_attention_latents_token\.attn\.rv_latents\.weight$')
 _ONE_SIDED = re.compile(r'^core\.blocks\.(\d+)\.cross_attention_latents_token\.attn\.r_latents\.weight$')
@@ -144,6 +146,13 @@ class BiXTWeights:
         return ('conv', 2 ** len(stages)) if stages else None
 
     @property
+    def pos_buffer_stride(self) -> Optional[float]:
+        """The token stride the fixed ``pos`` buffer implies (its grid covers 224px); None
+        without one."""
+        pos = self.state_dict.get(FIXED_POS_BUFFER)
+        return None if pos is None else POS_BUFFER_IMAGE_SIZE / pos.shape[-1]
+
+    @property
     def released_arch(self) -> Optional[BiXTArch]:
         return RELEASED_ARCHS.get(self.model_name) if self.model_name else None
 
@@ -165,11 +174,14 @@ class BiXTWeights:
 
     # ---------------------------------------------------------------- comparison with a model
     def arch_problems(self, arch: BiXTArch, arch_hint: str, *, image_tokenizer: bool = True,
-                      min_layers: Optional[int] = None) -> list[str]:
+                      min_layers: Optional[int] = None,
+                      classifier_layers: Optional[int] = None) -> list[str]:
         """What the file reveals that disagrees with ``arch`` (each a sentence), compared in this
-        order: tokenizer (kind and patch size by its tensors, token stride by the stored name),
-        width and latents, heads (by a stored released name), LayerScale, bi-directional layers (at
-        least ``min_layers``). ``image_tokenizer=False`` (a point backbone) skips the tokenizer."""
+        order: tokenizer (kind and patch size by its tensors, token stride by the stored name or
+        the ``pos`` grid), width and latents, heads (by a stored released name), LayerScale,
+        bi-directional layers (at least ``min_layers``; or, for a classifier, exactly
+        ``classifier_layers`` and the one-sided last layer). ``image_tokenizer=False`` (a point
+        backbone) skips the tokenizer."""
         num_latents, dims = self.latents_shape
         released = self.released_arch
         problems = [
@@ -180,7 +192,9 @@ class BiXTWeights:
             f'holds {self.model_name} with {released.num_heads} heads, but {arch_hint} has '
             f'{arch.num_heads}' if released and released.num_heads != arch.num_heads else None,
             self._layer_scale_problem(arch, arch_hint),
-            self._depth_problem(min_layers, arch_hint) if min_layers is not None else None]
+            self._depth_problem(min_layers, arch_hint) if min_layers is not None else None,
+            self._classifier_depth_problem(classifier_layers, arch_hint)
+            if classifier_layers is not None else None]
         return [problem for problem in problems if problem]
 
     def _tokenizer_problem(self, arch: BiXTArch, arch_hint: str) -> Optional[str]:
@@ -191,13 +205,19 @@ class BiXTWeights:
         return self._variant_problem(arch.tokenizer, arch.stride, arch_hint)
 
     def _variant_problem(self, tokenizer: str, stride: int, arch_hint: str) -> Optional[str]:
-        # p16, p16s8 and p16s4 share every tensor shape: only the stored name tells them apart.
+        # p16, p16s8 and p16s4 share every tensor shape: only the stored name or the grid of a
+        # fixed ``pos`` buffer tells them apart.
         variant = variant_of_name(self.model_name) if self.model_name else None
-        if variant is None or variant == (tokenizer, stride):
-            return None
-        return (f'holds {self.model_name} ({variant[0]} tokenizer, token stride {variant[1]}), '
-                f'but the model was built as {arch_hint} ({tokenizer} tokenizer, token stride '
-                f'{stride})')
+        if variant is not None and variant != (tokenizer, stride):
+            return (f'holds {self.model_name} ({variant[0]} tokenizer, token stride {variant[1]}), '
+                    f'but the model was built as {arch_hint} ({tokenizer} tokenizer, token stride '
+                    f'{stride})')
+        implied = self.pos_buffer_stride
+        if variant is None and implied is not None and implied != stride:
+            return (f'has a fixed positional buffer for token stride {implied:g} (a '
+                    f'{POS_BUFFER_IMAGE_SIZE}px grid), but the model was built as {arch_hint} '
+                    f'(token stride {stride})')
+        return None
 
     def _layer_scale_problem(self, arch: BiXTArch, arch_hint: str) -> Optional[str]:
         if self.layer_scale == arch.layer_scale:
@@ -216,11 +236,21 @@ class BiXTWeights:
                  'backbones are the d13 checkpoints' if self.has_one_sided_layer else '')
         return f'has {have} bi-directional layers, but {arch_hint} runs {needed}.{extra}'
 
+    def _classifier_depth_problem(self, layers: int, arch_hint: str) -> Optional[str]:
+        if not self.has_one_sided_layer:
+            return 'has no one-sided last layer: it holds a backbone, not a classifier'
+        have = self.bidirectional_layers
+        if have == layers:
+            return None
+        return (f'holds a classifier of depth {have + 1} ({have} bi-directional layers), but '
+                f'{arch_hint} has depth {layers + 1}')
+
     def unverified(self, arch: BiXTArch) -> list[str]:
         """What the file cannot tell: a linear tokenizer's stride when no name is stored (p16,
         p16s8 and p16s4 share every tensor shape)."""
         held = self.image_tokenizer
-        if held is None or held[0] != 'linear' or self.model_name is not None:
+        if (held is None or held[0] != 'linear' or self.model_name is not None
+                or self.pos_buffer_stride is not None):
             return []
         return [f'stores no model name, so its token stride cannot be checked (p16, p16s8 and '
                 f'p16s4 share every tensor shape); it is loaded as token stride {arch.stride}. If '
@@ -228,16 +258,19 @@ class BiXTWeights:
                 'tools/convert_checkpoint.py --arch NAME']
 
     def check_arch(self, arch: BiXTArch, arch_hint: str, *, strict: bool = True,
-                   image_tokenizer: bool = True, min_layers: Optional[int] = None) -> list[str]:
+                   image_tokenizer: bool = True, min_layers: Optional[int] = None,
+                   classifier_layers: Optional[int] = None,
+                   opt_out: Optional[str] = 'init_cfg strict=False') -> list[str]:
         """Refuses (``strict``) or logs the ``arch_problems``; logs what cannot be verified.
-        Returns the warnings logged."""
+        ``opt_out`` names the model's setting that loads anyway (None: it has none). Returns the
+        warnings logged."""
         problems = self.arch_problems(arch, arch_hint, image_tokenizer=image_tokenizer,
-                                      min_layers=min_layers)
+                                      min_layers=min_layers, classifier_layers=classifier_layers)
         if problems and strict:
             self._refuse(problems, 'Set arch to match the file' + (
                 f' (arch={self.model_name!r})' if self.released_arch else '') + ', or point at a '
-                'checkpoint of this model (init_cfg strict=False loads it anyway and logs the '
-                'differences)')
+                'checkpoint of this model' + (
+                    f' ({opt_out} loads it anyway and logs the differences)' if opt_out else ''))
         warnings = problems + (self.unverified(arch) if image_tokenizer else [])
         for warning in warnings:
             print_log(f'{self.path}: {warning}', logger='current', level=logging.WARNING)
@@ -246,19 +279,12 @@ class BiXTWeights:
     def _refuse(self, problems: list[str], fix: str) -> None:
         raise CheckpointError(self.path, '; '.join(problems), fix)
 
-    # The tokenizer/stride and depth parts of ``check_arch`` on their own (the timm classifier).
+    # The tokenizer/stride part of ``check_arch`` on its own (tools/convert_checkpoint.py --arch).
     def check_variant(self, tokenizer: str, stride: int, arch_hint: str) -> None:
         problem = self._variant_problem(tokenizer, stride, arch_hint)
         if problem:
             self._refuse([problem], f'Set arch to match the file (arch={self.model_name!r} for a '
                                     'released one), or point at the checkpoint of this variant')
-
-    def check_layers(self, needed: int, arch_hint: str) -> None:
-        problem = self._depth_problem(needed, arch_hint)
-        if problem:
-            self._refuse([problem], f'Use a checkpoint with at least {needed} bi-directional '
-                                    f'layers, or set num_layers to {self.bidirectional_layers} or '
-                                    'fewer')
 
 
 @dataclass
@@ -288,13 +314,32 @@ class LoadReport:
 
 def describe(keys: Iterable[str]) -> str:
     """A short human summary of key names: grouped by layer or top-level module."""
-    groups: list[str] = []
-    for key in sorted(keys, key=_natural):
+    def group(key: str) -> str:
         block = _BLOCK.match(key)
-        group = f'layer {block.group(1)}' if block else key.rsplit('.', 1)[0] if '.' in key else key
-        if group not in groups:
-            groups.append(group)
-    return ', '.join(groups) if groups else 'nothing'
+        return f'layer {block.group(1)}' if block else key.rsplit('.', 1)[0] if '.' in key else key
+    return ', '.join(_groups(keys, group)) or 'nothing'
+
+
+def describe_by_prefix(keys: Iterable[str], depth: int = 2, most: int = 6) -> str:
+    """Key names grouped by their first ``depth`` module names (fewer when that gives more than
+    ``most`` groups), with counts: ``backbone.core (150), decode_head.conv_seg (2)`` for whole
+    models."""
+    keys = list(keys)
+    for level in range(depth, 0, -1):
+        groups = _groups(keys, lambda key: '.'.join(key.split('.')[:-1][:level]) or key)
+        if len(groups) <= most:
+            break
+    shown = ', '.join(f'{name} ({count})' for name, count in list(groups.items())[:most])
+    return shown + (f' and {len(groups) - most} more' if len(groups) > most else '')
+
+
+def _groups(keys: Iterable[str], group_of) -> dict[str, int]:
+    """Groups in natural key order, with how many keys each holds."""
+    groups: dict[str, int] = {}
+    for key in sorted(keys, key=_natural):
+        name = group_of(key)
+        groups[name] = groups.get(name, 0) + 1
+    return groups
 
 
 def _natural(key: str) -> list:
@@ -303,6 +348,32 @@ def _natural(key: str) -> list:
 
 def _some(keys: list[str], count: int = 3) -> str:
     return ', '.join(keys[:count]) + (', ...' if len(keys) > count else '')
+
+
+def compare_state_dicts(own: dict, theirs: dict, *, drop: Iterable[str] = (),
+                        may_stay_new: Iterable[str] = ()) -> tuple[LoadReport, dict[str, Tensor]]:
+    """Sorts a file's tensors against a model's ``state_dict()`` ``own``: dropped (under a
+    ``drop`` prefix), unexpected, of another shape, or to load; and the model's tensors the file
+    lacks: ``missing``, unless under a ``may_stay_new`` prefix (then ``new``). Returns the report
+    and the tensors to load."""
+    drop, may_stay_new = tuple(drop), tuple(may_stay_new)
+    report = LoadReport()
+    to_load: dict[str, Tensor] = {}
+    for key, value in theirs.items():
+        if key.startswith(drop):
+            report.dropped.append(key)
+        elif key not in own:
+            report.unexpected.append(key)
+        elif not isinstance(value, Tensor) or own[key].shape != value.shape:
+            report.mismatched.append(key)
+        else:
+            to_load[key] = value
+    mismatched = set(report.mismatched)
+    absent = [k for k in own if k not in to_load and k not in mismatched]
+    report.missing = [k for k in absent if not k.startswith(may_stay_new)]
+    report.new = [k for k in absent if k not in report.missing]
+    report.loaded = sorted(to_load, key=_natural)
+    return report, to_load
 
 
 def load_weights(model: nn.Module, weights: BiXTWeights, *, drop: Iterable[str] = (),
@@ -315,22 +386,10 @@ def load_weights(model: nn.Module, weights: BiXTWeights, *, drop: Iterable[str] 
     shape, a model tensor the file lacks) refuses the load with a CheckpointError naming it, or,
     with ``strict=False``, is skipped and logged.
     """
-    drop, may_stay_new = tuple(drop), tuple(may_stay_new)
     own = model.state_dict()
-    report = LoadReport()
-    to_load: dict[str, Tensor] = {}
-    for key, value in weights.state_dict.items():
-        if key.startswith(drop):
-            report.dropped.append(key)
-        elif key not in own:
-            report.unexpected.append(key)
-        elif own[key].shape != value.shape:
-            report.mismatched.append(key)
-        else:
-            to_load[key] = value
-    absent = [k for k in own if k not in to_load]
-    report.missing = [k for k in absent if not k.startswith(may_stay_new)]
-    problems = _policy_problems(report, weights, own)
+    report, to_load = compare_state_dicts(own, weights.state_dict, drop=drop,
+                                          may_stay_new=may_stay_new)
+    problems = policy_problems(report, weights.state_dict, own)
     if problems and strict:
         raise CheckpointError(weights.path, '; '.join(problems),
                               'The file is of another architecture or incomplete: set arch to '
@@ -340,24 +399,27 @@ def load_weights(model: nn.Module, weights: BiXTWeights, *, drop: Iterable[str] 
         print_log(f'{weights.path}: strict=False: {problem}', logger='current',
                   level=logging.WARNING)
     model.load_state_dict(to_load, strict=False)
-    report.loaded = sorted(to_load, key=_natural)
-    report.new = [k for k in absent if k not in report.missing]
     return report
 
 
-def _policy_problems(report: LoadReport, weights: BiXTWeights, own: dict) -> list[str]:
+def policy_problems(report: LoadReport, theirs: dict, own: dict, describe_keys=describe
+                    ) -> list[str]:
+    """The loading policy's refusals of ``report`` as sentences: tensors of another shape (one
+    example, the latents when they differ), unexpected and missing ones (``describe_keys``)."""
     problems = []
     if report.mismatched:
         # Name the latents when they differ: their shape says width and count at a glance.
-        example = 'core.latents' if 'core.latents' in report.mismatched else report.mismatched[0]
+        latents = [k for k in report.mismatched if k.endswith('core.latents')]
+        example = (latents or report.mismatched)[0]
+        shape = getattr(theirs[example], 'shape', type(theirs[example]).__name__)
         problems.append(
             f'has {len(report.mismatched)} tensors of another shape than the model, e.g. {example} '
-            f'{tuple(weights.state_dict[example].shape)} where the model has '
-            f'{tuple(own[example].shape)}')
+            f'{tuple(shape)} where the model has {tuple(own[example].shape)}')
     if report.unexpected:
         problems.append(f'has {len(report.unexpected)} tensors the model does not have and does '
-                        f'not drop: {describe(report.unexpected)} ({_some(report.unexpected)})')
+                        f'not drop: {describe_keys(report.unexpected)} '
+                        f'({_some(report.unexpected)})')
     if report.missing:
         problems.append(f'lacks {len(report.missing)} tensors the model needs: '
-                        f'{describe(report.missing)} ({_some(report.missing)})')
+                        f'{describe_keys(report.missing)} ({_some(report.missing)})')
     return problems

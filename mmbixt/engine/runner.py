@@ -15,6 +15,9 @@ exactly where they stopped, and whose trainings never write into another run's w
   reseeded before each iteration (:class:`~mmbixt.engine.iteration_seed.IterationSeedHook`).
 - a training whose loss or gradients turn non-finite stops
   (:class:`~mmbixt.engine.non_finite.NonFiniteLossHook`).
+- ``load_from``, ``--resume`` and ``tools/test.py`` load a checkpoint only when it matches the
+  model: every tensor in name and shape (:mod:`~mmbixt.checkpoint.model_match`); the config
+  setting ``load_strict=False`` loads what matches and logs the rest (mmengine's behaviour).
 - ``--launcher pytorch`` works without GPUs (gloo; mmengine's ``init_dist`` and DDP wrapping
   assume a CUDA device per process).
 
@@ -34,13 +37,15 @@ from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.dist import barrier, is_distributed, is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
-from mmengine.model import revert_sync_batchnorm
-from mmengine.runner import Runner
+from mmengine.model import is_model_wrapper, revert_sync_batchnorm
+from mmengine.runner import CheckpointLoader, Runner
 from mmseg.registry import RUNNERS
 from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, read_checkpoint
 from ..fileio import atomic_write
+from ..checkpoint.model_match import (MMENGINE_REVISE_KEYS, check_model_checkpoint,
+                                      checkpoint_state_dict)
 from .iteration_seed import IterationSeedHook
 from .non_finite import NonFiniteLossHook
 from .sample_seed import seed_samples_by_position
@@ -116,6 +121,22 @@ class BiXTRunner(Runner):
         for hook_type in (IterationSeedHook, NonFiniteLossHook):  # on whatever the config says
             if not any(isinstance(hook, hook_type) for hook in self.hooks):
                 self.register_hook(hook_type())
+
+    def load_checkpoint(self, filename: str, map_location: Any = 'cpu',
+                        strict: Optional[bool] = None, revise_keys: list = MMENGINE_REVISE_KEYS):
+        """mmengine's ``load_checkpoint`` (used by ``load_from``, ``resume`` and ``test``), after
+        checking the file against the model: a file of another model is refused naming it and
+        what differs. ``strict`` None (what mmengine's callers pass) means the config's
+        ``load_strict`` (default True); False loads what matches and logs the differences."""
+        strict = self.cfg.get('load_strict', True) if strict is None else strict
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        # Read here once more (on the CPU): mmengine offers no public hook between its reading and
+        # loading that knows the file's name.
+        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+        state = checkpoint_state_dict(checkpoint, revise_keys)
+        check_model_checkpoint(model, state, filename, strict=bool(strict))
+        return super().load_checkpoint(filename, map_location, strict=False,
+                                       revise_keys=revise_keys)
 
     def train(self) -> torch.nn.Module:
         self.check_work_dir()

@@ -29,12 +29,11 @@ from timm.models import (build_model_with_cfg, generate_default_cfgs, register_m
                          resolve_pretrained_cfg)
 from torch import Tensor, nn
 
-from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name, resolve_arch
+from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name
 from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights,
                            to_core_layout)
 from ...checkpoint.weights import WRAPPER_PREFIXES, strip_wrappers
-from ..backbones.bixt import pad_to_multiple
-from ..core import BiXTCore, FourierPositionalEncoding2d, build_tokenizer, embed_image, layer_norm
+from ..core import BiXTEncoder, layer_norm
 
 __all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'checkpoint_filter_fn', 'create_classifier']
 
@@ -45,8 +44,6 @@ CLASSIFIER_NAMES: tuple[str, ...] = tuple(RELEASED_ARCHS) + tuple(ARCH_ALIASES)
 # ``features_only`` returns the tokens of these bi-directional layers unless ``out_indices`` is given:
 # the layers the dense BiXT models read (the last one counted from the end, so d12 models work too).
 FEATURE_OUT_INDICES = (3, 5, 7, -1)
-# Released files with the fixed ``pos`` buffer were trained at 224px: its grid is 224 / token stride.
-POS_BUFFER_IMAGE_SIZE = 224
 STATE_DICT_SOURCE = 'the state dict loaded into the BiXT classifier (read without its stored name)'
 
 
@@ -84,9 +81,9 @@ def checkpoint_filter_fn(state_dict: dict, model: 'BiXTClassifier') -> dict:
     return {key: value for key, value in state.items() if key != FIXED_POS_BUFFER}
 
 
-class BiXTClassifier(nn.Module):
-    """BiXT image classifier (timm API): tokens and latents refined by bi-directional
-    cross-attention, a last latent-only layer, then the mean of the latents -> ``fc_norm`` -> ``head``.
+class BiXTClassifier(BiXTEncoder):
+    """BiXT image classifier (timm API): a ``BiXTEncoder`` with the one-sided (latent-only) last
+    layer, then the mean of the latents -> ``fc_norm`` -> ``head``.
 
     Inputs of any size work: sides that are not multiples of the token stride are zero-padded at the
     bottom and right (as ``BiXTBackbone`` does), and the positional encoding is computed for the grid.
@@ -105,26 +102,17 @@ class BiXTClassifier(nn.Module):
     def __init__(self, arch: Union[str, dict, BiXTArch] = 'bixt_ti_l64_p16', num_classes: int = 1000,
                  in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0):
-        super().__init__()
-        self.arch, self.arch_name = resolve_arch(arch)
-        arch_: BiXTArch = self.arch
+        super().__init__(arch, in_channels=in_chans, drop_path_rate=drop_path_rate,
+                         one_sided_last=True)
         self._check_pool(global_pool)
         self.global_pool = global_pool
         self.num_classes = num_classes
-        self.num_features = self.head_hidden_size = self.embed_dim = arch_.embed_dims
-        self.stride = arch_.stride
+        self.num_features = self.head_hidden_size = self.embed_dim = self.embed_dims
         self.grad_checkpointing = False
         # One entry per bi-directional layer: its refined tokens, a map at the token stride.
-        self.feature_info = [dict(module=f'core.blocks.{i}', num_chs=arch_.embed_dims,
-                                  reduction=arch_.stride) for i in range(arch_.num_layers)]
-
-        self.patch_embed = build_tokenizer(arch_.tokenizer, in_chans, arch_.embed_dims,
-                                           arch_.patch_size, arch_.stride)
-        self.fourier_pos_encode = FourierPositionalEncoding2d(arch_.embed_dims)
-        self.core = BiXTCore.from_arch(arch_, one_sided_last=True,
-                                       cross_drop_path_rate=drop_path_rate,
-                                       self_drop_path_rate=drop_path_rate)
-        self.fc_norm = layer_norm(arch_.embed_dims)
+        self.feature_info = [dict(module=f'core.blocks.{i}', num_chs=self.embed_dims,
+                                  reduction=self.stride) for i in range(self.num_layers)]
+        self.fc_norm = layer_norm(self.embed_dims)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._new_head(num_classes)
 
@@ -141,11 +129,6 @@ class BiXTClassifier(nn.Module):
         nn.init.zeros_(head.weight)  # as timm's ViT: a new head starts from zero logits
         nn.init.zeros_(head.bias)
         return head
-
-    @property
-    def arch_description(self) -> str:
-        return self.arch_name or (f'a {self.arch.tokenizer} stride-{self.arch.stride} BiXT '
-                                  f'classifier of depth {self.arch.depth}')
 
     # ---------------------------------------------------------------- timm API
     def get_classifier(self) -> nn.Module:
@@ -170,10 +153,6 @@ class BiXTClassifier(nn.Module):
         return dict(stem=r'^core\.latents|^patch_embed|^fourier_pos_encode',
                     blocks=r'^core\.blocks\.(\d+)' if coarse else [
                         (r'^core\.blocks\.(\d+)', None), (r'^fc_norm', (99999,))])
-
-    def embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """Pads to a multiple of the token stride, tokenises and adds the positional encoding."""
-        return embed_image(self.patch_embed, self.fourier_pos_encode, pad_to_multiple(x, self.stride))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The final latents ``[B, L, D]``."""
@@ -270,56 +249,14 @@ class BiXTClassifier(nn.Module):
         return report
 
     def check_weights(self, weights: BiXTWeights) -> None:
-        """Refuses weights of another model: by the stored name (tokenizer, stride), by what the
-        tensors reveal (tokenizer, width, latents, LayerScale, the stride the ``pos`` grid implies)
-        and by depth."""
+        """Refuses weights of another model under the loading policy's comparison
+        (``BiXTWeights.check_arch``: tokenizer and stride, width, latents, heads, LayerScale) and
+        the classifier's exact depth (a one-sided last layer on top of ``num_layers``)."""
         if 'core.latents' not in weights.state_dict:
             raise CheckpointError(weights.path, 'is not a BiXT checkpoint (it has no latents)',
                                   'Point at a BiXT classifier checkpoint')
-        weights.check_variant(self.arch.tokenizer, self.arch.stride, self.arch_description)
-        self._check_traits(weights)
-        self._check_depth(weights)
-
-    def _revealed_traits(self, state: dict) -> dict[str, str]:
-        """What a state dict in the model's layout tells about the model it was saved from."""
-        traits = {}
-        if 'patch_embed.proj.0.0.weight' in state:
-            traits['tokenizer'] = 'conv tokenizer'
-        elif 'patch_embed.proj.weight' in state:
-            traits['tokenizer'] = 'linear tokenizer'
-        latents = state['core.latents']
-        traits['width'] = f'width {latents.shape[-1]}'
-        traits['latents'] = f'{latents.shape[-2]} latents'
-        scaled = any(key.startswith('core.') and key.endswith('.gamma') for key in state)
-        traits['layer_scale'] = 'LayerScale' if scaled else 'no LayerScale'
-        pos = state.get(FIXED_POS_BUFFER)
-        if pos is not None and self.arch_name:  # a released file: trained at 224px
-            traits['stride'] = f'token stride {POS_BUFFER_IMAGE_SIZE / pos.shape[-1]:g}'
-        return traits
-
-    def _check_traits(self, weights: BiXTWeights) -> None:
-        mine = {**self._revealed_traits(self.state_dict()), 'stride': f'token stride {self.stride}'}
-        theirs = self._revealed_traits(weights.state_dict)
-        differ = [key for key, value in theirs.items() if value != mine[key]]
-        if differ:
-            raise CheckpointError(
-                weights.path, f'holds a BiXT with {", ".join(theirs[key] for key in differ)}, but '
-                f'the model was built as {self.arch_description} '
-                f'({", ".join(mine[key] for key in differ)})',
-                'Set the model name (arch) to the one the file was trained as')
-
-    def _check_depth(self, weights: BiXTWeights) -> None:
-        have, want = weights.bidirectional_layers, self.arch.num_layers
-        if not weights.has_one_sided_layer:
-            raise CheckpointError(
-                weights.path, 'has no one-sided last layer: it holds a backbone, not a classifier',
-                'Point at a classifier checkpoint from the BiXT weights table')
-        if have != want:
-            raise CheckpointError(
-                weights.path, f'holds a classifier of depth {have + 1} ({have} bi-directional '
-                f'layers), but the model was built as {self.arch_description} (depth {want + 1})',
-                'Set the model name (arch) to the one the file was trained as'
-                + (f' ({weights.model_name})' if weights.model_name else ''))
+        weights.check_arch(self.arch, self.arch_description,
+                           classifier_layers=self.arch.num_layers, opt_out=None)
 
     def _note_other_resolution(self, stored: Optional[str]) -> None:
         # p16 and p16_ft384 share every shape and the tokeniser: only their data config differs.
