@@ -5,6 +5,7 @@ implementation computed for them (six tokeniser variants; see tests/data/referen
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,5 +78,6 @@ def load_tool(name: str):
     import importlib.util
     spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
     spec.loader.exec_module(module)
     return module
