@@ -1,0 +1,114 @@
+"""Fused CPU kernels for inference, and what this CPU can do in bf16.
+
+PyTorch's ``F.linear`` on the CPU runs the matmul (MKL or oneDNN, whichever ATen picks) after copying
+the broadcast bias into the output, then GELU and the residual add as separate passes over
+``[B, N, 4D]`` / ``[B, N, D]`` activations. oneDNN's fused linear (``torch.ops.mkldnn``, the kernel
+inductor's CPU backend emits for the same pattern) does matmul + bias + GELU, or matmul + bias +
+residual add, in one call. It has no autograd, so it serves inference only (no grad, no autocast);
+everything else, training included, runs the plain PyTorch ops, bit for bit as before.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _onednn_op(name: str):
+    try:
+        return getattr(torch.ops.mkldnn, name)
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return None
+
+
+ONEDNN_LINEAR = _onednn_op('_linear_pointwise') if torch.backends.mkldnn.is_available() else None
+FUSED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def graph_capture() -> bool:
+    """Whether the forward is being traced (torch.compile fuses on its own; ONNX and TorchScript
+    exports need the standard ops)."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export())
+
+
+def fused_linear_applies(x: Tensor, layer: nn.Linear) -> bool:
+    """Whether oneDNN's fused linear serves ``layer(x)``: eager CPU inference (no gradients, no
+    autocast, no tracing), fp32 (or bf16 where this CPU has bf16 instructions) input in the layer's dtype, with a bias."""
+    return (ONEDNN_LINEAR is not None and x.device.type == 'cpu'
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
+            and not graph_capture()
+            and x.dtype == layer.weight.dtype and layer.bias is not None
+            and (x.dtype == torch.float32
+                 or (x.dtype == torch.bfloat16 and cpu_bf16_capability().native)))
+
+
+def linear_gelu(x: Tensor, layer: nn.Linear) -> Tensor:
+    """``GELU(layer(x))`` (exact erf GELU)."""
+    if fused_linear_applies(x, layer):
+        return ONEDNN_LINEAR(x, layer.weight, layer.bias, 'gelu', [], 'none')
+    return F.gelu(layer(x))
+
+
+def linear_residual(x: Tensor, layer: nn.Linear, residual: Tensor, scale: nn.Module,
+                    keep: Optional[Tensor] = None) -> Tensor:
+    """``residual + keep * scale(layer(x))``: a residual branch's output projection, LayerScale
+    (``scale``: ``LayerScale`` or ``nn.Identity``) and per-sample stochastic-depth mask ``keep``.
+
+    Fused: LayerScale folds into the weights (``g * (W x + b) = (g W) x + g b``) and the add into
+    the matmul's epilogue; inference has no mask."""
+    if keep is None and fused_linear_applies(x, layer) and residual.dtype == x.dtype:
+        weight, bias = layer.weight, layer.bias
+        gamma = getattr(scale, 'gamma', None)
+        if gamma is not None:
+            weight, bias = weight * gamma[:, None], bias * gamma
+        return ONEDNN_LINEAR(x, residual.contiguous(), weight, bias, 'add')
+    branch = scale(layer(x))
+    return residual + (branch if keep is None else branch * keep)
+
+
+# ---------------------------------------------------------------------------- CPU capability
+class CpuBf16Capability:
+    """What the CPU offers for bf16 matmuls: ``'amx'`` (AMX tiles), ``'avx512_bf16'`` (bf16 dot
+    products), or ``'none'`` (bf16 only emulated: slower than fp32)."""
+
+    def __init__(self, kind: str, isa: str):
+        self.kind = kind  # amx | avx512_bf16 | none
+        self.isa = isa    # torch.backends.cpu.get_cpu_capability()
+
+    @property
+    def native(self) -> bool:
+        return self.kind != 'none'
+
+    def __repr__(self) -> str:
+        return f'CpuBf16Capability(kind={self.kind!r}, isa={self.isa!r})'
+
+
+def bf16_kind(cpu_flags: set[str], isa: str) -> str:
+    """The bf16 matmul kind from ``/proc/cpuinfo`` flags and PyTorch's dispatch ISA."""
+    if 'amx_bf16' in cpu_flags or isa == 'AMX':
+        return 'amx'
+    if 'avx512_bf16' in cpu_flags:
+        return 'avx512_bf16'
+    return 'none'
+
+
+def read_cpu_flags(path: str = '/proc/cpuinfo') -> set[str]:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:  # not Linux: PyTorch's ISA alone decides
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_capability() -> CpuBf16Capability:
+    """This machine's bf16 capability (cached)."""
+    isa = torch.backends.cpu.get_cpu_capability()
+    return CpuBf16Capability(bf16_kind(read_cpu_flags(), isa), isa)
