@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
-from .fast_ops import linear_gelu, linear_residual
+from .fast_ops import linear, linear_gelu, linear_residual
 
 LAYER_NORM_EPS = 1e-6
 # Tokens per chunk of the memory-lean training path (above it a forward with gradients chunks):
@@ -116,7 +116,7 @@ class SelfAttention(nn.Module):
 
     def read(self, x: Tensor) -> Tensor:
         """The attention's merged heads before the output projection ``proj``."""
-        q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
+        q, k, v = split_heads(linear(x, self.qkv), 3, self.num_heads)
         return merge_heads(F.scaled_dot_product_attention(q, k, v))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -144,11 +144,11 @@ class BiCrossAttention(nn.Module):
 
     def latent_refs(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         """``(r_lat, v_lat)``, each ``[B, heads, L, a]`` (views into one projection)."""
-        return split_heads(self.rv_latents(latents), 2, self.num_heads)
+        return split_heads(linear(latents, self.rv_latents), 2, self.num_heads)
 
     def token_refs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """``(r_tok, v_tok)``, each ``[B, heads, N, a]`` (views into one projection)."""
-        return split_heads(self.rv_patches(tokens), 2, self.num_heads)
+        return split_heads(linear(tokens, self.rv_patches), 2, self.num_heads)
 
     def token_read(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
         """What each token reads from the latents (softmax over latents), before ``proj_pat``:
@@ -224,8 +224,8 @@ class LatentCrossAttention(nn.Module):
 
     def latent_read(self, latents: Tensor, tokens: Tensor) -> Tensor:
         """What each latent reads from the tokens, before ``proj_lat``: ``[B, L, A]``."""
-        (r_lat,) = split_heads(self.r_latents(latents), 1, self.num_heads)
-        r_tok, v_tok = split_heads(self.rv_patches(tokens), 2, self.num_heads)
+        (r_lat,) = split_heads(linear(latents, self.r_latents), 1, self.num_heads)
+        r_tok, v_tok = split_heads(linear(tokens, self.rv_patches), 2, self.num_heads)
         return merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok))
 
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, None]:
@@ -324,7 +324,7 @@ class CrossAttentionBlock(nn.Module):
         out = torch.empty_like(tokens)
         for start in range(0, tokens.shape[1], self.token_chunk_size):
             part = slice(start, start + self.token_chunk_size)
-            refs[:, part] = self.attn.rv_patches(self.norm1_pat(tokens[:, part]))
+            refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches)
             r_tok = split_heads(refs[:, part], 2, self.attn.num_heads)[0]
             out[:, part] = self._token_residuals(
                 tokens[:, part], self.attn.token_read(r_tok, r_lat, v_lat), keep_attn, keep_mlp)
