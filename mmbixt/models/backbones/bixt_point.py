@@ -40,10 +40,10 @@ def farthest_point_sample(xyz: Tensor, num_samples: int, start: Optional[Tensor]
     current = (torch.zeros(batch, dtype=torch.long, device=xyz.device) if start is None
                else start.to(xyz.device))
     rows = torch.arange(batch, device=xyz.device)
-    for i in range(num_samples):
+    for i in range(num_samples):  # one step samples every shape of the batch
         index[:, i] = current
-        dist = (xyz - xyz[rows, current].unsqueeze(1)).square().sum(-1)
-        nearest = torch.minimum(nearest, dist)
+        dist = (xyz - xyz[rows, current].unsqueeze(1)).square_().sum(-1)
+        torch.minimum(nearest, dist, out=nearest)
         current = nearest.argmax(-1)
     return index
 
