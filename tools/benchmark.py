@@ -118,8 +118,15 @@ def onnx_runner(model, size: int, threads: int) -> Optional[Callable]:
     except ImportError:
         return None
     import torch
-    path = Path(tempfile.mkdtemp()) / 'bixt.onnx'
     img = torch.randn(1, 3, size, size)
+    try:  # the deployment module's exporter, where this checkout has it (issue 11)
+        from mmbixt.deploy.onnx import ort_session
+    except ImportError:
+        ort_session = None
+    if ort_session is not None:
+        run = ort_session(model, (size, size), threads=threads)
+        return lambda: run(img)
+    path = Path(tempfile.mkdtemp()) / 'bixt.onnx'
     with torch.no_grad():
         torch.onnx.export(model, (img,), str(path), dynamo=False, opset_version=18,
                           input_names=['img'])
@@ -317,8 +324,10 @@ def train_case(kind: str, args: dict) -> dict:
     if kind.startswith('upernet'):
         backbone, stride, chunk = kind.split(':')[1:]
         model = segmentor(backbone, int(stride), size)
-        if backbone == 'bixt':
-            model.backbone.core.token_chunk_size = int(chunk) or None
+        if backbone == 'bixt':  # the training chunk size (named train_chunk_size after issue 12.4)
+            core = model.backbone.core
+            name = 'train_chunk_size' if hasattr(core, 'train_chunk_size') else 'token_chunk_size'
+            setattr(core, name, int(chunk) or None)
         return timed_step(segmentor_step(model, size, batch), args['train_repeats'])
     if kind == 'points':
         return timed_step(point_step(args['point_batch'], args['points']), args['train_repeats'])
