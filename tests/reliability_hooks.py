@@ -5,6 +5,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
@@ -34,3 +35,17 @@ class RecordLossHook(Hook):
         record = dict(iter=runner.iter + 1, loss=outputs['loss'].item())
         with open(Path(runner.work_dir) / f'loss_rank{get_rank()}.jsonl', 'a') as f:
             f.write(json.dumps(record) + '\n')
+
+
+@HOOKS.register_module()
+class PoisonBatchHook(Hook):
+    """For the non-finite tests: replaces the images of the iterations in ``at_iters`` (1-based, as
+    logged) with NaN, so that their loss and gradients are NaN."""
+
+    def __init__(self, at_iters: list) -> None:
+        self.at_iters = set(at_iters)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if runner.iter + 1 in self.at_iters:
+            data_batch['inputs'] = [torch.full(image.shape, float('nan'))
+                                    for image in data_batch['inputs']]

@@ -184,10 +184,11 @@ def test_conv_alias_spelling_builds_the_same_model():
 def test_token_chunking_in_training_gives_the_same_outputs_and_gradients():
     arch = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2)
     torch.manual_seed(0)
-    whole = BiXTBackbone(arch=arch, out_indices=(0, 1), token_chunk_size=None).train()
-    chunked = BiXTBackbone(arch=arch, out_indices=(0, 1), token_chunk_size=5).train()
+    whole = BiXTBackbone(arch=arch, out_indices=(0, 1), train_chunk_size=None).train()
+    chunked = BiXTBackbone(arch=arch, out_indices=(0, 1), train_chunk_size=5,
+                           stream_chunk_size=None).train()
     chunked.load_state_dict(whole.state_dict())
-    assert chunked.core.blocks[0].cross_attention_latents_token.token_chunk_size == 5
+    assert chunked.core.blocks[0].cross_attention_latents_token.train_chunk_size == 5
     image = torch.randn(2, 3, 48, 64)  # 12 tokens: chunks of 5, 5 and 2
     results = []
     for model in (whole, chunked):
@@ -215,3 +216,44 @@ def test_every_trainable_parameter_reaches_an_output(with_latents):
     latent_side = 'core.blocks.2.self_attention_latents.attn.qkv.weight'
     assert (latent_side in trainable) == with_latents
     assert 'core.blocks.2.cross_attention_latents_token.attn.rv_latents.weight' in trainable
+
+
+def test_training_and_streaming_chunk_sizes_are_separate_settings():
+    from mmbixt.models.core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
+    arch = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2)
+    default = BiXTBackbone(arch=arch, out_indices=(1,))
+    assert (default.core.train_chunk_size, default.core.stream_chunk_size) == (
+        TRAIN_CHUNK_TOKENS, STREAM_CHUNK_TOKENS)
+    streamed = BiXTBackbone(arch=arch, out_indices=(1,), train_chunk_size=None,
+                            stream_chunk_size=5).eval()
+    block = streamed.core.blocks[0].cross_attention_latents_token
+    tokens = torch.zeros(1, 12, 32)
+    assert block.uses_chunks(tokens) is False  # grad mode: the training setting (off)
+    with torch.no_grad():
+        assert block.uses_chunks(tokens) is True  # no grad: the streaming setting
+        whole = BiXTBackbone(arch=arch, out_indices=(1,), stream_chunk_size=None).eval()
+        whole.load_state_dict(streamed.state_dict())
+        image = torch.randn(1, 3, 48, 64)  # 12 tokens: streamed in chunks of 5, 5 and 2
+        assert torch.allclose(streamed(image)[0], whole(image)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize('variant', ['conv_p16', 'linear_p16s8_layerscale'])
+def test_the_encoder_as_a_classifier_uses_it_matches_the_original_latents(variant):
+    # The timm classifier is a BiXTEncoder with the one-sided last layer: every layer's latents,
+    # the last one included, match the original's, loaded under the one policy and remap.
+    from mmbixt.checkpoint import FIXED_POS_BUFFER, BiXTWeights, load_weights
+    from mmbixt.models.core import BiXTEncoder
+    expected = load_expected(variant)
+    encoder = BiXTEncoder(reference_arch(expected['config']), one_sided_last=True).eval()
+    weights = BiXTWeights.from_file(REFERENCE / variant / 'model_best.pth.tar')
+    weights.check_arch(encoder.arch, encoder.arch_description)
+    report = load_weights(encoder, weights, drop=('fc_norm.', 'head.', FIXED_POS_BUFFER))
+    assert report.new == [] and set(report.dropped) == {
+        'fc_norm.weight', 'fc_norm.bias', 'head.weight', 'head.bias', FIXED_POS_BUFFER}
+    depth = expected['config']['depth']
+    with torch.no_grad():
+        states, grid = encoder.encode(expected['dyn_input'], range(depth))
+    assert grid == (96 // encoder.stride, 128 // encoder.stride)
+    for layer in range(depth):
+        latents, ref = states[layer][0], expected['dyn_latents'][layer]
+        assert ((latents - ref).abs().max() / ref.abs().max()).item() < 1e-5, layer

@@ -62,3 +62,15 @@ def test_bad_source_gives_a_clear_error_and_no_output(tmp_path):
     assert result.returncode == 1
     assert 'broken.zip' in result.stderr and 'truncated' in result.stderr
     assert 'Traceback' not in result.stderr and not dst.exists()
+
+
+def test_a_stored_name_must_agree_with_what_the_file_reveals(tmp_path):
+    name = 'bixt_ti_l64_d13_p16'
+    src = tmp_path / 'plain.pth'
+    torch.save({'state_dict': released_layout_state(name)}, src)  # no stored name
+    result = run_convert(str(src), str(tmp_path / 'ls.pth'), '--arch', 'bixt_ed256LS_l64_p16s8')
+    assert result.returncode == 1 and not (tmp_path / 'ls.pth').exists()
+    assert 'has no LayerScale' in result.stderr and 'width 192' in result.stderr
+    result = run_convert(str(src), str(tmp_path / 'ok.pth'), '--arch', name)
+    assert result.returncode == 0, result.stderr
+    assert torch.load(tmp_path / 'ok.pth', weights_only=True)['meta']['bixt_arch'] == name

@@ -13,7 +13,8 @@ DIMS, HEADS, LATENTS, LAYERS = 32, 2, 8, 3
 def small_core(layer_scale: bool = False, drop_path: float = 0.0, chunk=None) -> BiXTCore:
     torch.manual_seed(0)
     core = BiXTCore(DIMS, HEADS, LATENTS, LAYERS, layer_scale_init=0.5 if layer_scale else None,
-                    cross_drop_path_rate=drop_path, token_chunk_size=chunk)
+                    cross_drop_path_rate=drop_path, train_chunk_size=chunk,
+                    stream_chunk_size=chunk)
     with torch.no_grad():  # random weights large enough that every term matters
         for param in core.parameters():
             param.normal_(0.0, 0.3)

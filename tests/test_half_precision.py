@@ -53,8 +53,9 @@ def test_image_backbone_runs_in_half_precision(tokenizer, dtype):
                                        dict(type='grouped', num_groups=16, group_size=8)])
 def test_point_backbone_runs_in_half_precision(tokenizer, dtype):
     torch.manual_seed(0)
-    model = scaled_down(PointBiXTBackbone(embed_dims=32, num_heads=2, num_latents=8, num_layers=3,
-                                          out_indices=(1, 2), tokenizer=tokenizer))
+    model = scaled_down(PointBiXTBackbone(
+        arch=dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=3), out_indices=(1, 2),
+        tokenizer=tokenizer, with_latents=True))
     points = torch.randn(2, 64, 6)
     with torch.no_grad():
         expected = model(points)

@@ -133,3 +133,15 @@ def test_missing_shape_file(tmp_path):
     root = write_dataset(tmp_path, {(MUG, 'a'): rows([36])}, extra_entries=[f'shape_data/{MUG}/gone'])
     with pytest.raises(ShapeNetPartDataError, match='gone.txt: shape file not found'):
         build(root).get_data_info(1)
+
+
+def test_empty_split_list_is_named(tmp_path):
+    root = write_dataset(tmp_path, {})
+    with pytest.raises(ShapeNetPartDataError, match='shuffled_train_file_list.json: lists no shapes$'):
+        build(root)
+
+
+def test_split_without_the_chosen_categories_is_named(tmp_path):
+    root = write_dataset(tmp_path, {(MUG, 'a'): rows([36])})
+    with pytest.raises(ShapeNetPartDataError, match='lists no shapes of the categories Table'):
+        build(root, categories=['Table'])

@@ -27,7 +27,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-TINY = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=3, out_indices=(1, 2))
+TINY_ARCH = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=3)
+TINY = dict(arch=TINY_ARCH, out_indices=(1, 2))
 
 
 def tiny_segmentor(tokenizer=None, **head):
@@ -44,7 +45,7 @@ def test_backbone_outputs_per_tokenizer(tokenizer, tokens):
     points = torch.randn(2, 64, 6)
     out = backbone(points)
     assert len(out.feats) == 2 and all(f.shape == (2, tokens, 32) for f in out.feats)
-    assert out.xyz.shape == (2, tokens, 3) and out.latents.shape == (2, 8, 32)
+    assert out.xyz.shape == (2, tokens, 3) and out.latents is None  # only when asked
     if tokens == 64:
         assert torch.equal(out.xyz, points[..., :3])
     with pytest.raises(ValueError, match='expected points with 6 channels'):
@@ -66,9 +67,11 @@ def test_predictions_stay_in_the_category_and_loss_backpropagates():
     assert model.backbone.tokenizer.first[0].weight.grad.abs().sum() > 0
 
 
-def write_released_zip(tmp_path, num_layers=3, dims=32, heads=2, latents=8):
+def write_released_zip(tmp_path, num_layers=3, dims=32, heads=2, latents=8, layer_scale=False,
+                       name='bixt_tiny_l8_d4_p16'):
     """An image checkpoint in the released layout (timm keys, argparse args, zipped folder)."""
-    core = BiXTCore(dims, heads, latents, num_layers, one_sided_last=True)
+    core = BiXTCore(dims, heads, latents, num_layers, one_sided_last=True,
+                    layer_scale_init=1e-5 if layer_scale else None)
     state = dict(core.state_dict())
     state.update({'patch_embed.proj.weight': torch.randn(dims, 3, 16, 16),
                   'patch_embed.proj.bias': torch.randn(dims),
@@ -77,14 +80,14 @@ def write_released_zip(tmp_path, num_layers=3, dims=32, heads=2, latents=8):
                   'fourier_pos_encode.pos': torch.randn(64, 14, 14),
                   'fc_norm.weight': torch.ones(dims), 'fc_norm.bias': torch.zeros(dims),
                   'head.weight': torch.randn(1000, dims), 'head.bias': torch.zeros(1000)})
-    folder = tmp_path / 'bixt_ti_l64_d13_p16'
+    folder = tmp_path / name
     folder.mkdir()
-    torch.save({'arch': 'bixt_ti_l64_d13_p16', 'epoch': 1, 'version': 2, 'state_dict': state,
-                'args': argparse.Namespace(model='bixt_ti_l64_d13_p16', lr=1e-3)},
+    torch.save({'arch': name, 'epoch': 1, 'version': 2, 'state_dict': state,
+                'args': argparse.Namespace(model=name, lr=1e-3)},
                folder / 'model_best.pth.tar')
-    path = tmp_path / 'bixt_ti_l64_d13_p16.zip'
+    path = tmp_path / f'{name}.zip'
     with zipfile.ZipFile(path, 'w') as archive:
-        archive.write(folder / 'model_best.pth.tar', 'bixt_ti_l64_d13_p16/model_best.pth.tar')
+        archive.write(folder / 'model_best.pth.tar', f'{name}/model_best.pth.tar')
     return str(path), state
 
 
@@ -103,7 +106,7 @@ def test_cross_modal_init_loads_the_core_and_reports(tmp_path):
     dropped = ' '.join(report.dropped)
     for part in ('patch_embed.', 'fourier_pos_encode.', 'core.blocks.3.', 'fc_norm.', 'head.'):
         assert part in dropped
-    line = report.summary(path, 'bixt_ti_l64_d13_p16')
+    line = report.summary(path, 'bixt_tiny_l8_d4_p16')
     assert 'left new' in line and 'tokenizer' in line and 'patch_embed' in line
 
 
@@ -122,6 +125,80 @@ def test_cross_modal_init_refuses_too_few_layers(tmp_path):
     backbone = PointBiXTBackbone(**TINY)
     with pytest.raises(CheckpointError, match='has 2 bi-directional layers.*runs 3'):
         backbone.load_pretrained(path)
+
+
+def test_point_backbone_with_layer_scale_loads_an_image_files_core(tmp_path):
+    path, state = write_released_zip(tmp_path, layer_scale=True)
+    backbone = PointBiXTBackbone(arch=dict(TINY_ARCH, layer_scale=True), out_indices=(1, 2))
+    report = backbone.load_pretrained(path)
+    key = 'blocks.1.cross_attention_latents_token.ls1_pat.gamma'
+    assert torch.equal(backbone.state_dict()['core.' + key], state[key])
+    assert len(report.loaded) == len(backbone.core.state_dict())
+
+
+@pytest.mark.parametrize('file_has_layer_scale', [True, False])
+def test_layer_scale_mismatch_is_refused(tmp_path, file_has_layer_scale):
+    path, _ = write_released_zip(tmp_path, layer_scale=file_has_layer_scale)
+    backbone = PointBiXTBackbone(arch=dict(TINY_ARCH, layer_scale=not file_has_layer_scale),
+                                 out_indices=(1, 2))
+    expected = 'has LayerScale' if file_has_layer_scale else 'has no LayerScale'
+    with pytest.raises(CheckpointError, match=expected):
+        backbone.load_pretrained(path)
+
+
+def test_point_and_image_backbones_share_arch_out_indices_and_core_settings():
+    from mmbixt.models.backbones import BiXTBackbone
+    common = dict(arch=dict(TINY_ARCH, layer_scale=True), out_indices=(2, -3),
+                  drop_path_rate=0.2, self_drop_path_rate=0.1, with_cp=True, train_chunk_size=7,
+                  stream_chunk_size=9)
+    point, image = PointBiXTBackbone(**common), BiXTBackbone(**common)
+    assert point.out_indices == image.out_indices == (2, 0)  # order kept, negatives resolved
+    assert point.core.with_cp and point.core.train_chunk_size == 7
+    assert point.core.stream_chunk_size == 9
+    assert point.core.state_dict().keys() == image.core.state_dict().keys()
+    rates = [rate for b in point.core.blocks
+             for rate in (b.cross_attention_latents_token.drop_path.drop_prob,
+                          getattr(b.self_attention_latents.drop_path, 'drop_prob', 0.0))]
+    assert rates == pytest.approx([0.0, 0.0, 0.1, 0.05, 0.2, 0.1])
+    with pytest.raises(ValueError, match='out of range for 3 layers'):
+        PointBiXTBackbone(arch=TINY_ARCH, out_indices=(3,))
+
+
+@pytest.mark.parametrize('with_latents', [False, True])
+def test_latents_only_when_asked_and_then_trained(with_latents):
+    backbone = PointBiXTBackbone(arch=TINY_ARCH, out_indices=(1,), with_latents=with_latents,
+                                 tokenizer=dict(type='per_point'))
+    out = backbone(torch.randn(2, 20, 6))
+    assert (out.latents is not None) == with_latents
+    loss = out.feats[0].sum() + (out.latents.sum() if with_latents else 0)
+    loss.backward()
+    latent_side = backbone.core.blocks[1].self_attention_latents.attn.qkv.weight
+    assert latent_side.requires_grad == with_latents
+    assert (latent_side.grad is not None) == with_latents
+    assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
+
+
+def test_head_interpolation_is_exact_at_the_token_positions():
+    from mmbixt.models.heads.partseg_head import interpolate_features
+    points = torch.randn(2, 50, 3)
+    feats = torch.randn(2, 50, 8)
+    order = torch.randperm(50)
+    # Per-point tokens in another order than the points (as an FPS-ordered tokenizer emits them).
+    out = interpolate_features(points, points[:, order], feats[:, order])
+    assert torch.equal(out, feats)
+    between = interpolate_features(points[:, :1] * 0.5 + points[:, 1:2] * 0.5, points, feats)
+    assert not torch.equal(between, feats[:, :1])  # elsewhere: a weighted mean
+
+
+def test_head_reads_per_point_tokens_at_their_own_points():
+    model = tiny_segmentor(tokenizer=dict(type='per_point'), dropout=0.0).eval()
+    points, categories = torch.randn(1, 30, 6), torch.tensor([3])
+    order = torch.randperm(30)
+    with torch.no_grad():
+        logits = model.logits(points, categories)
+        shuffled = model.logits(points[:, order], categories)
+    # Each point's logits follow the point, not its position in the list.
+    torch.testing.assert_close(shuffled, logits[:, order], atol=1e-5, rtol=1e-5)
 
 
 def evaluate(model, dataset) -> dict:

@@ -128,17 +128,22 @@ def test_missing_data_root_fails_before_training(tmp_path: Path):
     assert 'Iter(train)' not in log
 
 
-def test_infer_writes_overlays_and_attention_maps(trained: Path, data: Path, tmp_path: Path):
+def test_infer_writes_one_readable_figure_per_image(trained: Path, data: Path, tmp_path: Path):
     from PIL import Image
-    image = sorted((data / 'images' / 'validation').glob('*.jpg'))[0]
-    tool('tools/infer.py', CONFIG, str(trained / 'iter_60.pth'), str(image), '--out-dir',
-         str(tmp_path), '--layers', '1', '3', '--cfg-options', *TINY)
-    written = sorted(p.name for p in tmp_path.glob('*.png'))
-    assert written == sorted([f'{image.stem}_overlay.png'] + [
-        f'{image.stem}_layer{i}_{kind}.png' for i in (1, 3) for kind in ('latents', 'assignment')])
-    size = Image.open(image).size
-    assert Image.open(tmp_path / f'{image.stem}_overlay.png').size == size
-    assert Image.open(tmp_path / f'{image.stem}_layer3_assignment.png').size == size
-    # 16 latents tiled 4 x 4, each tile the image plus a 2-pixel border
-    assert Image.open(tmp_path / f'{image.stem}_layer1_latents.png').size == \
-        (4 * (size[0] + 2), 4 * (size[1] + 2))
+    images = sorted((data / 'images' / 'validation').glob('*.jpg'))[:2]
+    out = tool('tools/infer.py', CONFIG, str(trained / 'iter_60.pth'), *map(str, images),
+               '--gt', str(data / 'annotations' / 'validation'), '--out-dir', str(tmp_path),
+               '--layers', '1', '3', '--cfg-options', *TINY).stdout
+    written = sorted(tmp_path.glob('*.png'))
+    assert [p.name for p in written] == [f'{image.stem}_bixt.png' for image in images]
+    for image, figure in zip(images, written):
+        assert f'{image} -> {figure}' in out
+        with Image.open(figure) as picture:
+            assert picture.width >= 1200 and picture.height >= 512
+    # A label map of another size is refused by name before the model loads.
+    other = data / 'annotations' / 'validation' / f'{images[1].stem}.png'
+    assert Image.open(images[0]).size != Image.open(images[1]).size
+    refused = tool('tools/infer.py', CONFIG, str(trained / 'iter_60.pth'), str(images[0]),
+                   '--gt', str(other), '--out-dir', str(tmp_path / 'no'), check=False)
+    assert refused.returncode != 0 and f'error: {other} is ' in refused.stderr
+    assert not (tmp_path / 'no').exists()

@@ -324,10 +324,8 @@ def train_case(kind: str, args: dict) -> dict:
     if kind.startswith('upernet'):
         backbone, stride, chunk = kind.split(':')[1:]
         model = segmentor(backbone, int(stride), size)
-        if backbone == 'bixt':  # the training chunk size (named train_chunk_size after issue 12.4)
-            core = model.backbone.core
-            name = 'train_chunk_size' if hasattr(core, 'train_chunk_size') else 'token_chunk_size'
-            setattr(core, name, int(chunk) or None)
+        if backbone == 'bixt':  # chunked (memory-lean) or unchunked training path
+            model.backbone.core.token_chunk_size = int(chunk) or None
         return timed_step(segmentor_step(model, size, batch), args['train_repeats'])
     if kind == 'points':
         return timed_step(point_step(args['point_batch'], args['points']), args['train_repeats'])

@@ -19,7 +19,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import torch  # noqa: E402
 
 import mmbixt  # noqa: E402
-from mmbixt.archs import canonical_name, variant_of_name  # noqa: E402
+from mmbixt.archs import RELEASED_ARCHS, canonical_name, variant_of_name  # noqa: E402
 from mmbixt.checkpoint import BiXTWeights, CheckpointError  # noqa: E402
 
 
@@ -31,14 +31,25 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def check_stored_name(weights: BiXTWeights, name: str) -> None:
+    """Refuses to store ``name`` on weights that reveal another model: for a released name every
+    check of the loading policy (tokenizer, width, heads, LayerScale), else its variant."""
+    released = RELEASED_ARCHS.get(name)
+    if released is not None:
+        problems = weights.arch_problems(released, name)
+        if problems:
+            raise CheckpointError(weights.path, '; '.join(problems),
+                                  'Drop --arch, or name the variant the file holds')
+    elif variant_of_name(name):
+        weights.check_variant(*variant_of_name(name), name)
+
+
 def convert(src: str, dst: str, arch: str | None = None, use_ema: bool = False) -> dict:
     """Writes the converted checkpoint to ``dst`` (atomically) and returns its meta block."""
     weights = BiXTWeights.from_file(src, use_ema=use_ema)
     name = canonical_name(arch) if arch else weights.model_name
-    if arch and weights.model_name and variant_of_name(weights.model_name) not in (
-            None, variant_of_name(name)):
-        raise CheckpointError(src, f'holds {weights.model_name}, not {name}',
-                              'Drop --arch, or name the variant the file holds')
+    if arch:  # the name to store must agree with everything the file reveals
+        check_stored_name(weights, name)
     state = weights.backbone_state_dict()
     meta = dict(bixt_arch=name, source=osp.basename(src), source_sha256=sha256(src),
                 bidirectional_layers=weights.bidirectional_layers, ema=use_ema,

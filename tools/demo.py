@@ -1,7 +1,8 @@
 """`make demo`: train, test and draw a small BiXT segmenter on procedural ADE20K-layout scenes.
 
 Writes everything under demo_output/: data/ (generated once, then reused), work_dir/ (logs and
-checkpoints), pictures/ (overlays and attention maps). Runs on a CPU in a few minutes.
+checkpoints), pictures/ (one figure per validation image: input, prediction, ground truth, classes,
+where the latents look). Runs on a CPU in a few minutes.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from mmbixt.datasets import make_synthetic_ade20k  # noqa: E402
 
 CONFIG = 'configs/bixt/demo_upernet_bixt_ti.py'
 OUT = Path('demo_output')
-SHOWN = re.compile(r'Iter\(|mIoU: |^[|+]|Error|error:')
+SHOWN = re.compile(r'Iter\(|mIoU: |^[|+]|Error|error:|^\S+ -> ')
 
 
 def run(step: str, args: list[str]) -> str:
@@ -42,12 +43,16 @@ def main() -> None:
     data_root = make_synthetic_ade20k(REPO / OUT / 'data')
     print(f'== data: {data_root} (procedural ADE20K layout, 5 classes)', flush=True)
     work_dir = OUT / 'work_dir'
-    run('train', ['tools/train.py', CONFIG, '--work-dir', str(work_dir)])
+    # --overwrite: each demo run trains anew (the previous run's checkpoints are set aside)
+    run('train', ['tools/train.py', CONFIG, '--work-dir', str(work_dir), '--overwrite'])
     checkpoint = (REPO / work_dir / 'last_checkpoint').read_text().strip()
     output = run('test', ['tools/test.py', CONFIG, checkpoint, '--work-dir', str(work_dir)])
-    images = sorted((data_root / 'images' / 'validation').glob('*.jpg'))[:3]
-    run('pictures', ['tools/infer.py', CONFIG, checkpoint, *map(str, images), '--out-dir',
-                     str(OUT / 'pictures')])
+    # Paths relative to the repository (the tools' working folder): short figure titles.
+    images = [path.relative_to(REPO)
+              for path in sorted((data_root / 'images' / 'validation').glob('*.jpg'))[:3]]
+    run('pictures', ['tools/infer.py', CONFIG, checkpoint, *map(str, images),
+                     '--gt', str(data_root.relative_to(REPO) / 'annotations' / 'validation'),
+                     '--out-dir', str(OUT / 'pictures')])
     miou = re.findall(r'mIoU: ([\d.]+)', output)
     print(f'== done in {time.time() - start:.0f} s: test mIoU {miou[-1] if miou else "?"} '
           f'over 5 classes; pictures in {OUT / "pictures"}', flush=True)

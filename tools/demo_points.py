@@ -3,7 +3,8 @@
 1. writes ShapeNetPart-layout shapes (Airplane, Chair, Lamp, Mug, Table) to demo_output/shapenetpart/,
 2. trains configs/bixt/demo_partseg_bixt.py through tools/train.py,
 3. tests the checkpoint through tools/test.py (prints ins_mIoU and cls_mIoU),
-4. renders truth vs prediction of one test shape per category to demo_output/partseg/*.png.
+4. draws truth vs prediction of one test shape per category, from two viewpoints, with the
+   shape's IoU, to demo_output/partseg/<category>.png.
 
     python tools/demo_points.py [--iters N] [--out demo_output]
 """
@@ -19,7 +20,10 @@ import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join('configs', 'bixt', 'demo_partseg_bixt.py')
-PART_COLOURS = ['tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown']
+# What each part of the procedural shapes is (mmbixt/datasets/synthetic_shapes.py builds them).
+SYNTHETIC_PART_NAMES = {0: 'body', 1: 'wings', 2: 'tail', 3: 'engines', 12: 'back', 13: 'seat',
+                        14: 'legs', 15: 'arms', 24: 'base', 25: 'shade', 26: 'bulb', 27: 'pole',
+                        36: 'body', 37: 'handle', 47: 'top', 48: 'legs', 49: 'shelf'}
 SHOWN = re.compile(r'Iter\((train|val|test)\)|mIoU|^\w+ +\d+ +[\d.]+$|^category')
 
 
@@ -46,11 +50,7 @@ def run_tool(args: list[str], env: dict) -> str:
 
 
 def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
-    """Truth vs prediction of the first test shape of each category, as coloured 3D scatters."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    import numpy as np
+    """Truth vs prediction of the first test shape of each category, one figure per category."""
     import torch
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
@@ -59,6 +59,7 @@ def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
 
     import mmbixt  # noqa: F401  (registers)
     from mmbixt.datasets.shapenet_part import CATEGORY_NAMES, CATEGORY_PARTS
+    from mmbixt.visualization import part_segmentation_figure
 
     cfg = Config.fromfile(config)
     model = MODELS.build(cfg.model)
@@ -71,21 +72,14 @@ def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for category, index in sorted(firsts.items()):
+        sample = dataset[index]
         with torch.no_grad():
-            sample = model.test_step(pseudo_collate([dataset[index]]))[0]
-        xyz = dataset[index]['inputs'][:, :3].numpy()
-        fig = plt.figure(figsize=(8, 4))
-        for slot, (title, parts) in enumerate((('truth', sample.gt_parts),
-                                               ('BiXT prediction', sample.pred_parts))):
-            ax = fig.add_subplot(1, 2, slot + 1, projection='3d')
-            # ShapeNetPart's up axis is y: plot it as the vertical axis.
-            local = parts.numpy() - CATEGORY_PARTS[category][0]  # 0.. within the category
-            ax.scatter(xyz[:, 0], xyz[:, 2], xyz[:, 1], c=np.take(PART_COLOURS, local), s=8)
-            ax.set_title(f'{CATEGORY_NAMES[category]}: {title}')
-            ax.set_axis_off()
+            result = model.test_step(pseudo_collate([sample]))[0]
+        figure = part_segmentation_figure(
+            sample['inputs'][:, :3].numpy(), result.gt_parts.numpy(), result.pred_parts.numpy(),
+            CATEGORY_PARTS[category], SYNTHETIC_PART_NAMES, title=CATEGORY_NAMES[category])
         path = osp.join(out_dir, f'{CATEGORY_NAMES[category].lower()}.png')
-        fig.savefig(path, dpi=80, bbox_inches='tight')
-        plt.close(fig)
+        figure.savefig(path)
         paths.append(path)
     return paths
 
@@ -109,7 +103,8 @@ def main(argv=None) -> None:
     from mmbixt.datasets.synthetic_shapes import make_synthetic_shapenetpart
     make_synthetic_shapenetpart(data_root)
     print(f'[2/4] training {CONFIG} (tools/train.py)', flush=True)
-    run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--cfg-options', *options], env)
+    run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--overwrite', '--cfg-options',
+              *options], env)  # --overwrite: each demo run trains anew
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     print(f'[3/4] testing {checkpoint} (tools/test.py)', flush=True)

@@ -1,7 +1,7 @@
 """Train a model from an mmbixt (or any mmseg) config.
 
     python tools/train.py configs/bixt/upernet_bixt_ti_ade20k.py [--work-dir DIR] [--resume [CKPT]]
-        [--amp] [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+        [--overwrite] [--amp] [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='resume from CKPT, or from the latest complete checkpoint in the '
                         'work dir')
     parser.add_argument('--amp', action='store_true', help='mixed precision training')
+    parser.add_argument('--overwrite', action='store_true', help='start anew in a work dir that '
+                        "holds another run's checkpoints (they are moved to superseded_<time>/)")
     return parse_tool_args(parser, argv)
 
 
@@ -33,6 +35,8 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.overwrite:
+        cfg.overwrite_work_dir = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

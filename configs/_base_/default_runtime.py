@@ -12,3 +12,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 tta_model = dict(type='SegTTAModel')
+# Stops a training whose loss or gradient norm turns NaN/inf (BiXTRunner adds it when a config lists
+# no such hook); max_skipped=N skips up to N such steps in a row first (e.g. with --amp).
+custom_hooks = [dict(type='NonFiniteLossHook', max_skipped=0)]

@@ -14,7 +14,7 @@ val_dataloader = dict(batch_size=16, **loader,
 test_dataloader = val_dataloader
 
 model = dict(
-    backbone=dict(embed_dims=embed_dims, num_heads=2, num_latents=32, num_layers=3,
+    backbone=dict(arch=dict(embed_dims=embed_dims, num_heads=2, num_latents=32, num_layers=3),
                   out_indices=(0, 1, 2), drop_path_rate=0.0,
                   tokenizer=dict(type='grouped', num_groups=32, group_size=16, hidden_dims=64)),
     decode_head=dict(in_channels=embed_dims, num_inputs=3, channels=64, dropout=0.1))

@@ -15,7 +15,7 @@ import pickle
 import re
 import zipfile
 import zlib
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -91,38 +91,83 @@ def _torch_load(source: Any, path: PathLike, map_location: Any = 'cpu') -> Any:
                 'tools/convert_checkpoint.py)') from None
         raise CheckpointError(path, 'is damaged or not a PyTorch checkpoint (its pickle data '
                               'cannot be read)', 'If it was downloaded, download it again') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001  whatever arbitrary bytes make torch's reader raise
+        # (RuntimeError, EOFError, KeyError, IndexError, ... depending on the bytes)
         raise CheckpointError(
             path, f'is damaged or not a PyTorch checkpoint ({type(err).__name__}: '
             f'{str(err).splitlines()[0] if str(err) else "no detail"})',
             'If it was downloaded, the download may be incomplete: download it again') from None
 
 
-def read_checkpoint(path: PathLike, map_location: Any = 'cpu') -> Any:
-    """The object stored in ``path``: a released zip (the checkpoint is found inside it, whatever
-    its folder), or a file written by ``torch.save``."""
+def read_checkpoint(path: PathLike, map_location: Any = 'cpu',
+                    shown_as: Optional[str] = None) -> Any:
+    """The object stored in ``path`` (``~`` expanded; a ``str`` or ``os.PathLike``): a released
+    zip (the checkpoint is found inside it, whatever its folder), or a file written by
+    ``torch.save``. Refuses weights with NaN or inf (see ``check_finite``). Messages name the file
+    as ``shown_as`` (default: ``path`` as given), e.g. the URL a temporary download came from."""
+    shown = shown_as or str(path)
+    local = os.path.expanduser(os.fspath(path))
+    ckpt = _read(local, shown, map_location)
+    check_finite(ckpt, shown)
+    return ckpt
+
+
+def _read(path: str, shown: str, map_location: Any) -> Any:
     if not os.path.isfile(path):
-        raise CheckpointError(path, 'does not exist' if not os.path.exists(path) else
+        raise CheckpointError(shown, 'does not exist' if not os.path.exists(path) else
                               'is not a file', 'Check the path to the checkpoint')
     if os.path.getsize(path) == 0:
-        raise CheckpointError(path, 'is empty', 'Download it again')
+        raise CheckpointError(shown, 'is empty', 'Download it again')
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
                 if not _is_torch_zip(names):
-                    member = _member_in_archive(path, archive)
-                    return _torch_load(io.BytesIO(archive.read(member)), f'{path}!{member}',
+                    member = _member_in_archive(shown, archive)
+                    return _torch_load(io.BytesIO(archive.read(member)), f'{shown}!{member}',
                                        map_location)
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-            raise CheckpointError(path, f'is a damaged zip archive ({err})',
+            raise CheckpointError(shown, f'is a damaged zip archive ({err})',
                                   'The download may be incomplete: download it again') from None
     elif _looks_like_truncated_zip(path):
-        raise CheckpointError(path, 'is a truncated zip archive (its end is missing)',
+        raise CheckpointError(shown, 'is a truncated zip archive (its end is missing)',
                               'The download is incomplete: download it again')
-    return _torch_load(path, path, map_location)
+    return _torch_load(path, shown, map_location)
 
 
 def _looks_like_truncated_zip(path: PathLike) -> bool:
     with open(path, 'rb') as f:
         return f.read(4) == b'PK\x03\x04'
+
+
+# Where a checkpoint keeps its weights: timm / mmengine / mmbixt files, then a bare state dict.
+WEIGHT_ENTRIES = ('state_dict', 'state_dict_ema', 'model')
+
+
+def _weight_dicts(ckpt: Any) -> list[tuple[str, dict]]:
+    if not isinstance(ckpt, dict):
+        return []
+    found = [(f'{key}/', ckpt[key]) for key in WEIGHT_ENTRIES if isinstance(ckpt.get(key), dict)]
+    return found or [('', ckpt)]
+
+
+def non_finite_tensors(ckpt: Any) -> list[str]:
+    """Names of the floating-point weight tensors of ``ckpt`` holding NaN or inf (weights under
+    ``state_dict``, ``state_dict_ema`` or ``model``, else the top-level tensors)."""
+    bad = []
+    for where, weights in _weight_dicts(ckpt):
+        for key, value in weights.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() \
+                    and not bool(torch.isfinite(value).all()):
+                bad.append(f'{where}{key}' if where != 'state_dict/' else str(key))
+    return bad
+
+
+def check_finite(ckpt: Any, path: PathLike) -> None:
+    """Refuses a checkpoint whose weights hold NaN or inf, naming the tensors."""
+    bad = non_finite_tensors(ckpt)
+    if bad:
+        names = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+        raise CheckpointError(path, f'has non-finite weights (NaN or inf) in {len(bad)} '
+                              f'tensor{"s" if len(bad) > 1 else ""}: {names}',
+                              'The training that wrote it diverged: use an earlier checkpoint')

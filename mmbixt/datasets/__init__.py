@@ -1,4 +1,5 @@
 """mmbixt datasets (registered on import)."""
-from .ade20k import BiXTADE20KDataset, CheckSegSample, SegDataError  # noqa: F401
+from .ade20k import BiXTADE20KDataset, CheckSegSample  # noqa: F401
+from .seg_files import SegDataError  # noqa: F401
 from .synthetic import SyntheticADE20KDataset, make_synthetic_ade20k  # noqa: F401
 from . import point_transforms, shapenet_part  # noqa: F401  (point clouds)

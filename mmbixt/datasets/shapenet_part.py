@@ -181,6 +181,10 @@ class ShapeNetPartDataset(BaseDataset):
                 continue
             data_list.append(dict(points_path=osp.join(self.data_root, synset, f'{shape_id}.txt'),
                                   category=category, shape_id=shape_id))
+        if not data_list:
+            raise ShapeNetPartDataError(
+                split_file, 'lists no shapes' if self.categories == CATEGORY_NAMES else
+                f'lists no shapes of the categories {", ".join(self.categories)}')
         return data_list
 
     def get_data_info(self, idx: int) -> dict:

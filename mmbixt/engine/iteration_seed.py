@@ -19,26 +19,23 @@ main process for the rest.
 from __future__ import annotations
 
 import random
-from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 
-def iteration_seed(seed: int, iteration: int, rank: Optional[int] = None) -> int:
-    """A 32-bit seed that depends only on the run's seed, the iteration (or sample position) and
-    optionally the rank."""
-    entropy = [seed % 2**32, iteration] + ([] if rank is None else [rank])
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+def iteration_seed(seed: int, iteration: int) -> int:
+    """A 32-bit seed that depends only on the run's seed and the iteration (or sample position)."""
+    return int(np.random.SeedSequence([seed % 2**32, iteration]).generate_state(1)[0])
 
 
 @HOOKS.register_module()
 class IterationSeedHook(Hook):
     """Reseeds numpy/random before each batch is fetched and torch before each forward pass, from
-    ``(runner.seed, iteration)`` (and the rank when ``randomness.diff_rank_seed`` is set).
+    ``(runner.seed, iteration)``. With ``randomness.diff_rank_seed`` mmengine's ``runner.seed``
+    is already the run's seed plus the rank, so each process draws its own numbers.
 
     Registered by :class:`~mmbixt.engine.BiXTRunner` with the lowest priority, so that it runs after
     every other hook of the same stage (after the checkpoint is written, right before the data)."""
@@ -48,14 +45,12 @@ class IterationSeedHook(Hook):
     def __init__(self) -> None:
         self._training = False  # validation inside training reseeds; a val-only run does not
 
-    def _seed(self, runner) -> int:
-        return runner.seed if runner.seed is not None else 0
-
-    def _rank(self, runner) -> Optional[int]:
-        return get_rank() if runner._randomness_cfg.get('diff_rank_seed', False) else None
+    @staticmethod
+    def seed_for(runner, iteration: int) -> int:
+        return iteration_seed(runner.seed if runner.seed is not None else 0, iteration)
 
     def _seed_data(self, runner, iteration: int) -> None:
-        value = iteration_seed(self._seed(runner), iteration, self._rank(runner))
+        value = self.seed_for(runner, iteration)
         np.random.seed(value)
         random.seed(value)
 
@@ -77,5 +72,5 @@ class IterationSeedHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         # Seeded after the batch is fetched: creating the dataloader iterator draws from torch.
-        value = iteration_seed(self._seed(runner), runner.iter, self._rank(runner))
-        torch.manual_seed(value + 1)  # not the numpy seed: numpy and torch streams stay distinct
+        # + 1: not the numpy seed, so that the numpy and torch streams stay distinct
+        torch.manual_seed(self.seed_for(runner, runner.iter) + 1)

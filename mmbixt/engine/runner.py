@@ -1,31 +1,38 @@
-"""A Runner whose checkpoints survive being killed at any moment, and whose resumed runs continue
-exactly where they stopped.
+"""A Runner whose checkpoints survive being killed at any moment, whose resumed runs continue
+exactly where they stopped, and whose trainings never write into another run's work dir.
 
 - ``save_checkpoint`` writes to a hidden temporary file in the target folder, flushes it to disk and
   ``os.replace``s it into place: a checkpoint file under its final name is always complete.
   mmengine's CheckpointHook writes ``last_checkpoint`` only after ``save_checkpoint`` returns.
-- ``--resume`` without a path takes the checkpoint named in ``last_checkpoint`` only when it is
-  complete, and otherwise the newest complete ``iter_*.pth`` / ``epoch_*.pth`` beside it (a file
-  cut short by a full disk or copied in half never gets picked).
+- ``--resume`` is settled before anything random happens: the checkpoint to continue from is
+  chosen (:func:`~mmbixt.engine.work_dir.find_resumable_checkpoint`: complete files only), checked
+  to be a training checkpoint, and, when the config names no ``randomness.seed``, the seed the run
+  used (mmengine stores it in ``meta``) seeds the resumed run: the data order and augmentations
+  built at the start of ``train()`` are then those of the run it continues.
 - the random numbers of iteration ``k`` do not depend on whether the run was interrupted before
   it: each training sample is augmented with a seed from its position in the sample stream
   (:mod:`~mmbixt.engine.sample_seed`, any ``num_workers``), and torch (dropout, drop-path) is
   reseeded before each iteration (:class:`~mmbixt.engine.iteration_seed.IterationSeedHook`).
+- a training whose loss or gradients turn non-finite stops
+  (:class:`~mmbixt.engine.non_finite.NonFiniteLossHook`).
 - ``--launcher pytorch`` works without GPUs (gloo; mmengine's ``init_dist`` and DDP wrapping
   assume a CUDA device per process).
+
+Only public mmengine APIs are used: the Runner's constructor arguments (read through its
+signature), ``runner.cfg``, ``set_randomness``'s effect on ``runner.seed``, and the checkpoint's
+``meta`` as mmengine writes it; ``tests/test_reliability_engine.py`` pins them.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import os.path as osp
-import re
-import zipfile
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from mmengine.config import Config
 from mmengine.device import get_device
-from mmengine.dist import is_distributed, is_main_process
+from mmengine.dist import barrier, is_distributed, is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.model import revert_sync_batchnorm
 from mmengine.runner import Runner
@@ -34,76 +41,54 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, read_checkpoint
 from .iteration_seed import IterationSeedHook
+from .non_finite import NonFiniteLossHook
 from .sample_seed import seed_samples_by_position
+from .work_dir import (WorkDirError, earlier_run_files, find_resumable_checkpoint,  # noqa: F401
+                       is_complete_checkpoint, named_in_last_checkpoint,
+                       remove_orphaned_temporaries, set_aside_earlier_run)
 
-CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
-TEMPORARY_NAME = re.compile(r'^\..+\.(\d+)\.tmp$')  # .<name>.<pid of the writer>.tmp
-
-
-def is_complete_checkpoint(path: str) -> bool:
-    """Whether ``path`` holds a whole checkpoint. A ``torch.save`` zip ends with its central
-    directory, so a truncated one does not open; any other file must load."""
-    if not osp.isfile(path) or osp.getsize(path) == 0:
-        return False
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                return any(name.endswith('/data.pkl') for name in archive.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return False
-    try:
-        read_checkpoint(path)
-    except CheckpointError:
-        return False
-    return True
+TRAINING_CHECKPOINT_KEYS = ('meta', 'message_hub', 'optimizer')  # what resuming restores
 
 
-def _named_in_last_checkpoint(work_dir: str) -> Optional[str]:
-    try:
-        with open(osp.join(work_dir, 'last_checkpoint')) as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
+def training_checkpoint_meta(path: str) -> dict:
+    """The ``meta`` of the training checkpoint ``path``; refuses a file that is not one (a
+    released or converted weights file, a bare state dict, one saved without its optimizer)."""
+    checkpoint = read_checkpoint(path)
+    missing = [key for key in TRAINING_CHECKPOINT_KEYS
+               if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if not missing and 'iter' not in (checkpoint['meta'] or {}):
+        missing = ["meta['iter']"]
+    if missing:
+        raise CheckpointError(
+            path, f'is not a training checkpoint (it has no {", ".join(map(repr, missing))}), '
+            'so --resume cannot continue from it',
+            f'To start a new training from its weights, set load_from={path} without --resume')
+    return checkpoint['meta']
 
 
-def _numbered_checkpoints(folder: str) -> list[str]:
-    """``iter_N.pth`` / ``epoch_N.pth`` in ``folder``, newest (largest N) first."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
-    found = [(int(m.group(1)), name) for name in names if (m := CHECKPOINT_NAME.match(name))]
-    return [osp.join(folder, name) for _, name in sorted(found, reverse=True)]
-
-
-def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint a plain ``--resume`` continues from: the one ``last_checkpoint`` names if it
-    is complete, else the newest complete numbered checkpoint beside it or in ``work_dir``."""
-    named = _named_in_last_checkpoint(work_dir)
-    folders = dict.fromkeys(([osp.dirname(named)] if named else []) + [work_dir])
-    candidates = ([named] if named else []) + [
-        path for folder in folders for path in _numbered_checkpoints(folder)]
-    return next((path for path in candidates if is_complete_checkpoint(path)), None)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def remove_orphaned_temporaries(folder: str) -> list[str]:
-    """Deletes the temporary checkpoints in ``folder`` whose writer is gone (killed mid-save);
-    returns their paths."""
-    orphans = [osp.join(folder, name) for name in os.listdir(folder)
-               if (m := TEMPORARY_NAME.match(name)) and not _process_exists(int(m.group(1)))]
-    for path in orphans:
-        os.remove(path)
-    return orphans
+def plan_resume(work_dir: str, load_from: Optional[str], randomness: dict
+                ) -> tuple[Optional[str], dict, list[str]]:
+    """For ``--resume``: the checkpoint to continue from (None: start from the beginning), the
+    randomness settings (the checkpoint's seed when the config names none) and notes to log."""
+    notes = []
+    path = load_from
+    if path is None:
+        path = find_resumable_checkpoint(work_dir)
+        named = named_in_last_checkpoint(work_dir)
+        if path is None:
+            return None, randomness, [f'--resume: no complete checkpoint in {work_dir}; '
+                                      'training starts from the beginning']
+        if named and path != named:
+            notes.append(f'--resume: {named} (named in last_checkpoint) is incomplete; '
+                         f'resuming from {path} instead')
+    if '://' in path:  # a remote file: mmengine's resume reads it (and warns on another seed)
+        return path, randomness, notes
+    stored_seed = training_checkpoint_meta(path).get('seed')
+    if randomness.get('seed') is None and stored_seed is not None:
+        randomness = {**randomness, 'seed': stored_seed}
+        notes.append(f'--resume: the config names no randomness.seed; using seed {stored_seed} '
+                     f'of {path}, the seed the run it continues used')
+    return path, randomness, notes
 
 
 def _fsync(path: str, directory: bool = False) -> None:
@@ -117,13 +102,52 @@ def _fsync(path: str, directory: bool = False) -> None:
 @RUNNERS.register_module()
 class BiXTRunner(Runner):
     """mmengine's Runner with atomic checkpoint writes, a ``--resume`` that skips incomplete
-    checkpoints, random numbers that depend on the sample and iteration only (exact resumption),
+    checkpoints and restores the seed, random numbers that depend on the sample and iteration
+    only (exact resumption), a stop on non-finite losses, work dirs that are never written over,
     and CPU distributed runs (gloo)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not any(isinstance(hook, IterationSeedHook) for hook in self.hooks):
-            self.register_hook(IterationSeedHook())
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = inspect.signature(Runner.__init__).bind(None, *args, **kwargs).arguments
+        del settings['self']
+        self.resume_requested = bool(settings.get('resume', False))
+        notes = []
+        if self.resume_requested:
+            work_dir = osp.abspath(settings['work_dir'])
+            checkpoint, randomness, notes = plan_resume(
+                work_dir, settings.get('load_from'), dict(settings.get('randomness') or {}))
+            settings.update(load_from=checkpoint, resume=checkpoint is not None,
+                            randomness=randomness)
+        super().__init__(**settings)
+        for note in notes:
+            self.logger.warning(note)
+        for hook_type in (IterationSeedHook, NonFiniteLossHook):  # on whatever the config says
+            if not any(isinstance(hook, hook_type) for hook in self.hooks):
+                self.register_hook(hook_type())
+
+    def train(self) -> torch.nn.Module:
+        self.check_work_dir()
+        return super().train()
+
+    def check_work_dir(self) -> None:
+        """Refuses to start a new training in a work dir holding another run's checkpoints,
+        unless ``overwrite_work_dir`` (``--overwrite``) is set: then they are set aside."""
+        if self.resume_requested:
+            return
+        found = earlier_run_files(self.work_dir)
+        barrier()  # every rank has looked before the files move
+        if not found:
+            return
+        if not self.cfg.get('overwrite_work_dir', False):
+            shown = ', '.join(found[:4]) + (f' and {len(found) - 4} more' if len(found) > 4 else '')
+            raise WorkDirError(
+                f'work dir {self.work_dir} holds the checkpoints of another training ({shown}); '
+                'pass --resume to continue it, --overwrite (overwrite_work_dir=True) to start '
+                'anew with its files set aside, or choose another --work-dir')
+        if is_main_process():
+            folder = set_aside_earlier_run(self.work_dir, found)
+            self.logger.warning(f'--overwrite: the checkpoints of the earlier run in '
+                                f'{self.work_dir} were moved to {folder}')
+        barrier()
 
     @staticmethod
     def build_dataloader(dataloader, seed: Optional[int] = None, diff_rank_seed: bool = False,
@@ -183,20 +207,6 @@ class BiXTRunner(Runner):
             if osp.exists(tmp):
                 os.remove(tmp)
         return None
-
-    def load_or_resume(self) -> None:
-        if not self._has_loaded and self._resume and self._load_from is None:
-            self._load_from = find_resumable_checkpoint(self.work_dir)
-            named = _named_in_last_checkpoint(self.work_dir)
-            if self._load_from is None:
-                self.logger.warning(f'--resume: no complete checkpoint in {self.work_dir}; '
-                                    'training starts from the beginning')
-                self._resume = False
-            elif named and self._load_from != named:
-                self.logger.warning(f'--resume: {named} (named in last_checkpoint) is incomplete; '
-                                    f'resuming from {self._load_from} instead')
-        super().load_or_resume()
-
 
 def build_runner(cfg: Config) -> Runner:
     """The runner a config asks for with ``runner_type``, else :class:`BiXTRunner`."""

@@ -5,10 +5,9 @@ model = dict(
     data_preprocessor=dict(type='PointDataPreprocessor'),
     backbone=dict(
         type='PointBiXTBackbone',
-        embed_dims=192,
-        num_heads=6,
-        num_latents=64,
-        num_layers=12,
+        # The BiXT-Ti core of the d13 image models; as for BiXTBackbone, arch is a dict of widths,
+        # heads, latents, layers and layer_scale, or a released name.
+        arch=dict(embed_dims=192, num_heads=6, num_latents=64, num_layers=12, layer_scale=False),
         in_channels=6,  # xyz + normals
         tokenizer=dict(type='grouped', num_groups=128, group_size=32),
         out_indices=(3, 7, 11),

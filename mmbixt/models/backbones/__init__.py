@@ -1,4 +1,4 @@
 from .bixt import BiXTBackbone
-from .bixt_point import PointBiXTBackbone  # noqa: F401
+from .bixt_point import PointBiXTBackbone
 
-__all__ = ['BiXTBackbone']
+__all__ = ['BiXTBackbone', 'PointBiXTBackbone']

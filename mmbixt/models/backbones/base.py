@@ -1,46 +1,65 @@
-"""What the image and the point BiXT backbones share: checked loading of pretrained weights."""
+"""What the image and the point BiXT backbones share: the encoder, the output layers, and checked
+loading of pretrained weights."""
 from __future__ import annotations
+
+from typing import Optional, Sequence, Union
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
+from torch import nn
 
-from ...checkpoint import BiXTWeights, LoadReport, load_weights
+from ...checkpoint import CLASSIFIER_ONLY, BiXTWeights, LoadReport, load_weights
+from ..core import BiXTEncoder, layer_norm, resolve_out_indices
 
 
-class BiXTPretrainedBackbone(BaseModule):
-    """Base of the BiXT backbones: ``init_cfg=dict(type='Pretrained', checkpoint=PATH,
-    use_ema=False)`` loads through the safe reader and checks the file against the model (subclasses
-    add their checks in ``check_weights``); anything else follows mmengine's ``init_cfg``.
+class BiXTPretrainedBackbone(BiXTEncoder, BaseModule):
+    """Base of the BiXT backbones: a ``BiXTEncoder`` whose ``out_indices`` layers are returned
+    (each through an optional LayerNorm), with checked pretrained loading.
 
-    Subclasses set ``num_layers`` and name what a checkpoint brings that they do not use
-    (``dropped_prefixes``) and what they own that a checkpoint lacks (``new_prefixes``).
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH, use_ema=False, strict=True)`` loads through
+    the safe reader under the one loading policy of ``mmbixt.checkpoint.load_weights``: the file is
+    compared with the arch (``BiXTWeights.arch_problems``), then every tensor loads or is in the
+    drop set (``dropped_prefixes`` plus the file's layers beyond ``num_layers``, logged), and every
+    tensor of the backbone loads or is in ``new_prefixes``; anything else is refused naming it.
+    ``strict=False`` (for experts) loads what matches and logs every difference instead. Any other
+    ``init_cfg`` follows mmengine.
     """
-    dropped_prefixes: tuple[str, ...] = ()
-    new_prefixes: tuple[str, ...] = ()
-    num_layers: int
+    # What a checkpoint may bring that a backbone does not use: the classifier's parts. Subclasses
+    # add theirs; the layers beyond the backbone's depth are always dropped.
+    dropped_prefixes: tuple[str, ...] = CLASSIFIER_ONLY
+    new_prefixes: tuple[str, ...] = ('out_norms.',)
 
-    @property
-    def arch_description(self) -> str:
-        return f'a {self.num_layers}-layer {type(self).__name__}'
+    def __init__(self, arch, out_indices: Union[int, Sequence[int]], out_norm: bool = True,
+                 with_latents: bool = False, init_cfg: Optional[dict] = None, **encoder):
+        super().__init__(arch, init_cfg=init_cfg, **encoder)
+        self.out_indices = resolve_out_indices(out_indices, self.num_layers)
+        self.with_latents = with_latents
+        self.out_norms = nn.ModuleList(
+            layer_norm(self.embed_dims) if out_norm else nn.Identity() for _ in self.out_indices)
+        # Parameters that reach no output are not trained (DDP needs no find_unused_parameters).
+        self.core.freeze_unreachable(max(self.out_indices), latents_used=with_latents)
 
     def init_weights(self) -> None:
         cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
         if cfg is not None and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], use_ema=cfg.get('use_ema', False))
-            self._is_init = True
+            self.load_pretrained(cfg['checkpoint'], use_ema=cfg.get('use_ema', False),
+                                 strict=cfg.get('strict', True))
+            self.is_init = True  # the public setter of BaseModule
         else:
             super().init_weights()
 
-    def check_weights(self, weights: BiXTWeights) -> None:
-        """Refuses a checkpoint with fewer bi-directional layers than this backbone runs."""
-        weights.check_layers(self.num_layers, self.arch_description)
+    def check_weights(self, weights: BiXTWeights, strict: bool = True) -> None:
+        """Compares what the file reveals with the arch; refuses (``strict``) or logs."""
+        weights.check_arch(self.arch, self.arch_description, strict=strict,
+                           image_tokenizer=self.has_image_tokenizer, min_layers=self.num_layers)
 
-    def load_pretrained(self, path: str, use_ema: bool = False) -> LoadReport:
-        """Loads a BiXT checkpoint (``state_dict_ema`` with ``use_ema``); refuses files that fail
-        ``check_weights``, miss tensors or have other shapes; logs one summary line."""
+    def load_pretrained(self, path: str, use_ema: bool = False, strict: bool = True) -> LoadReport:
+        """Loads a BiXT checkpoint (``state_dict_ema`` with ``use_ema``) under the loading policy
+        (see the class); logs one summary line."""
         weights = BiXTWeights.from_file(path, use_ema=use_ema)
-        self.check_weights(weights)
-        report = load_weights(self, weights, drop=self.dropped_prefixes,
+        self.check_weights(weights, strict=strict)
+        report = load_weights(self, weights, strict=strict,
+                              drop=self.dropped_prefixes + weights.deeper_layers(self.num_layers),
                               may_stay_new=self.new_prefixes)
         print_log(report.summary(str(path), weights.model_name), logger='current')
         return report

@@ -1,22 +1,22 @@
 """``PointBiXTBackbone``: the BiXT core on point clouds (per-point or grouped tokens).
 
 The tokens come from a point tokenizer instead of a patch embedding; everything after it is the same
-``BiXTCore`` as the image backbone, so the core of an image checkpoint can initialise it.
+``BiXTEncoder`` core (built from the same ``arch``) as the image backbone, so the core of an image
+checkpoint can initialise it.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from ...checkpoint import CLASSIFIER_ONLY
-from ..core import BiXTCore, layer_norm
+from ...archs import resolve_arch
+from ...checkpoint import IMAGE_TOKENIZER_PREFIXES
+from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 from .base import BiXTPretrainedBackbone
-
-IMAGE_ONLY = ('patch_embed.', 'fourier_pos_encode.')
 
 
 # ---------------------------------------------------------------- point operations (pure torch)
@@ -150,62 +150,62 @@ def build_point_tokenizer(cfg: dict, in_channels: int, embed_dims: int) -> nn.Mo
 
 # ---------------------------------------------------------------- backbone
 class PointBackboneOutput(NamedTuple):
-    feats: tuple[Tensor, ...]  # the tokens [B, T, D] of each layer in out_indices
+    feats: tuple[Tensor, ...]  # the tokens [B, T, D] of each layer in out_indices, in that order
     xyz: Tensor  # [B, T, 3] token positions
-    latents: Tensor  # [B, L, D] latents after the last returned layer
+    latents: Optional[Tensor] = None  # [B, L, D] after the last returned layer, if with_latents
 
 
 @MODELS.register_module()
 class PointBiXTBackbone(BiXTPretrainedBackbone):
-    """BiXT on point clouds: a point tokenizer feeding the shared ``BiXTCore``.
+    """BiXT on point clouds: a point tokenizer feeding the same ``BiXTEncoder`` as the images.
 
     Input ``[B, N, C]`` points (xyz first, then optional normals). Returns a ``PointBackboneOutput``:
-    the refined tokens of the layers in ``out_indices``, where the tokens sit, and the latents.
+    the refined tokens of the layers in ``out_indices``, where the tokens sit, and (with
+    ``with_latents``) the latents.
 
     Args:
-        embed_dims / num_heads / num_latents / num_layers: the core (Ti: 192, 6, 64, 12).
+        arch: as for ``BiXTBackbone``: a released name or a dict of ``embed_dims, num_heads,
+            num_latents, num_layers, layer_scale`` (Ti: 192, 6, 64, 12); its image tokenizer
+            settings are unused.
         in_channels: 3 (xyz) or 6 (xyz + normals).
         tokenizer: ``dict(type='per_point', hidden_dims=128)`` (every point a token) or
             ``dict(type='grouped', num_groups=128, group_size=32)`` (FPS + kNN + PointNet).
-        out_indices: layers whose tokens are returned (negative counts from the end).
+        out_indices: layers whose tokens are returned (negative counts from the end), in the
+            order given.
         out_norm: a LayerNorm on each returned token set.
-        drop_path_rate: stochastic depth of both attention blocks.
-        with_cp: gradient checkpointing of each layer.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` initialises latents and layers from
-            an image BiXT checkpoint (a d13 zip as downloaded, for 12 layers); the image tokenizer and
-            positional encoding are dropped, the point tokenizer and output norms stay new.
+        with_latents: also return the latents after the last returned layer (then trained).
+        drop_path_rate / self_drop_path_rate / with_cp / train_chunk_size / stream_chunk_size:
+            as for ``BiXTBackbone``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH, strict=True)`` initialises latents
+            and layers from an image BiXT checkpoint (a d13 zip as downloaded, for 12 layers); the
+            image tokenizer and positional encoding are dropped, the point tokenizer and output
+            norms stay new. Width, latents, heads, LayerScale and depth must match the file.
     """
     # Cross-modal initialisation: the core of an image checkpoint; its tokenizer goes unused.
-    dropped_prefixes = CLASSIFIER_ONLY + IMAGE_ONLY
+    dropped_prefixes = (BiXTPretrainedBackbone.dropped_prefixes + IMAGE_TOKENIZER_PREFIXES)
     new_prefixes = ('tokenizer.', 'out_norms.')
 
-    def __init__(self, embed_dims: int = 192, num_heads: int = 6, num_latents: int = 64,
-                 num_layers: int = 12, in_channels: int = 6,
+    def __init__(self, arch: Union[str, dict] = 'bixt_ti_l64_d13_p16', in_channels: int = 6,
                  tokenizer: Optional[dict] = None, out_indices: Sequence[int] = (3, 7, 11),
-                 out_norm: bool = True, drop_path_rate: float = 0.0, with_cp: bool = False,
+                 out_norm: bool = True, with_latents: bool = False, drop_path_rate: float = 0.0,
+                 self_drop_path_rate: Optional[float] = None, with_cp: bool = False,
+                 train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
+                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS,
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.embed_dims = embed_dims
-        self.num_layers = num_layers
+        embed_dims = resolve_arch(arch)[0].embed_dims
+        super().__init__(arch, out_indices, out_norm, with_latents, init_cfg,
+                         tokenizer=build_point_tokenizer(tokenizer or dict(type='grouped'),
+                                                         in_channels, embed_dims),
+                         drop_path_rate=drop_path_rate, self_drop_path_rate=self_drop_path_rate,
+                         with_cp=with_cp, train_chunk_size=train_chunk_size,
+                         stream_chunk_size=stream_chunk_size)
         self.in_channels = in_channels
-        self.out_indices = tuple(sorted(i % num_layers for i in out_indices))
-        if any(not -num_layers <= i < num_layers for i in out_indices) or not self.out_indices:
-            raise ValueError(f'out_indices {tuple(out_indices)} out of range for {num_layers} layers')
-        self.tokenizer = build_point_tokenizer(tokenizer or dict(type='grouped'), in_channels,
-                                               embed_dims)
-        self.core = BiXTCore(embed_dims, num_heads, num_latents, num_layers,
-                             cross_drop_path_rate=drop_path_rate,
-                             self_drop_path_rate=drop_path_rate, with_cp=with_cp)
-        self.out_norms = nn.ModuleList(
-            layer_norm(embed_dims) if out_norm else nn.Identity() for _ in self.out_indices)
-        # The part head reads tokens only.
-        self.core.freeze_unreachable(self.out_indices[-1])
 
     def forward(self, points: Tensor) -> PointBackboneOutput:
         if points.shape[-1] != self.in_channels:
             raise ValueError(f'expected points with {self.in_channels} channels, got '
                              f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
-        tokens, xyz = self.tokenizer(points)
-        states = self.core.forward_until(tokens, self.out_indices)
+        states, xyz = self.encode(points, self.out_indices)
         feats = tuple(norm(states[index][1]) for norm, index in zip(self.out_norms, self.out_indices))
-        return PointBackboneOutput(feats, xyz, states[self.out_indices[-1]][0])
+        latents = states[max(self.out_indices)][0] if self.with_latents else None
+        return PointBackboneOutput(feats, xyz, latents)

@@ -1,24 +1,29 @@
 """BiXT ImageNet classifiers for timm: the model, its pretrained configs and the registered names.
 
 Every released classifier (and the original ``bixt_ti_cnv_l64_*`` spelling of the conv ones) is a timm
-model once ``mmbixt`` is imported::
+model once ``mmbixt`` is imported. The loading routes timm documents, and how each reaches a BiXT file
+(only public timm hooks are used):
 
-    model = timm.create_model('bixt_ti_l64_p16', pretrained=True,
-                              pretrained_cfg_overlay=dict(file='bixt_ti_l64_p16.zip'))
-    model = timm.create_model('bixt_ti_l64_p16', checkpoint_path='bixt_ti_l64_p16.zip')
+* ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``: the pretrained
+  cfg has ``custom_load=True``, so timm hands the file to ``model.load_pretrained``, which reads a
+  released zip as downloaded (or its ``.pth.tar``) through ``mmbixt.checkpoint`` (``weights_only``,
+  only ``argparse.Namespace`` allowed) and checks the stored name, widths, depth and tokenizer.
+* ``create_model(name, checkpoint_path=PATH)`` and ``timm.models.load_checkpoint(model, PATH)``: timm
+  reads ``PATH`` itself (``torch.load(weights_only=True)``) and passes the state dict to
+  ``model.load_state_dict``. That reader cannot open a zip, and no hook runs before it: these routes
+  take the ``.pth.tar`` inside the zip. ``load_state_dict`` recognises the released layout and runs
+  ``checkpoint_filter_fn`` (the same remap and checks as ``pretrained_filter_fn`` of timm's other
+  pretrained sources, e.g. ``pretrained_cfg_overlay=dict(state_dict=...)``).
 
-Both read the zip as downloaded through ``mmbixt.checkpoint`` (``weights_only`` loading with only
-``argparse.Namespace`` allowed), check that the file holds this variant and size, and drop the fixed
-``pos`` buffer: the positional encoding is computed for the grid of every input.
+The fixed ``pos`` buffer of 224px files is dropped (the positional encoding is computed for the grid of
+every input); it still tells the token stride of a file read without its stored name.
 """
 from __future__ import annotations
 
-import functools
 import logging
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import timm
-import timm.models._factory as timm_factory
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
                          resolve_pretrained_cfg)
@@ -27,30 +32,64 @@ from torch import Tensor, nn
 from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name, resolve_arch
 from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights,
                            to_core_layout)
+from ...checkpoint.weights import WRAPPER_PREFIXES, strip_wrappers
+from ..backbones.bixt import pad_to_multiple
 from ..core import BiXTCore, FourierPositionalEncoding2d, build_tokenizer, embed_image, layer_norm
 
-__all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'create_classifier']
+__all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'checkpoint_filter_fn', 'create_classifier']
 
 _logger = logging.getLogger(__name__)
 
 # Every registered timm name: the 17 released ones and the original spelling of the conv models.
 CLASSIFIER_NAMES: tuple[str, ...] = tuple(RELEASED_ARCHS) + tuple(ARCH_ALIASES)
+# ``features_only`` returns the tokens of these bi-directional layers unless ``out_indices`` is given:
+# the layers the dense BiXT models read (the last one counted from the end, so d12 models work too).
+FEATURE_OUT_INDICES = (3, 5, 7, -1)
+# Released files with the fixed ``pos`` buffer were trained at 224px: its grid is 224 / token stride.
+POS_BUFFER_IMAGE_SIZE = 224
+STATE_DICT_SOURCE = 'the state dict loaded into the BiXT classifier (read without its stored name)'
 
 
-def _released_layout_hook(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    # Lets ``load_state_dict`` take a released state dict as is (``latents``/``blocks.i`` at the top,
-    # the fixed ``pos`` buffer), as timm's own ``load_checkpoint`` passes it for a ``.pth.tar``.
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        local = key[len(prefix):]
-        if local == FIXED_POS_BUFFER:
-            del state_dict[key]
-        elif to_core_layout(local) != local:
-            state_dict[prefix + to_core_layout(local)] = state_dict.pop(key)
+def take_indices(num_layers: int, indices: Union[int, Sequence[int], None]) -> list[int]:
+    """timm's ``indices`` convention: None takes every layer, ``n`` the last ``n``, a sequence the
+    layers it names (negative ones count from the end); returned in ascending order."""
+    if indices is None:
+        indices = num_layers
+    if isinstance(indices, int):
+        if not 0 < indices <= num_layers:
+            raise ValueError(f'indices={indices}: take the last 1..{num_layers} layers')
+        return list(range(num_layers - indices, num_layers))
+    indices = list(indices)
+    if not indices or any(not -num_layers <= index < num_layers for index in indices):
+        raise ValueError(f'indices {indices} out of range for {num_layers} bi-directional layers')
+    return sorted({index % num_layers for index in indices})
+
+
+def in_released_layout(state_dict: dict) -> bool:
+    """True for the key layout of the released files (``latents``/``blocks.i`` at the top, the fixed
+    ``pos`` buffer, DDP or torch.compile prefixes); False for the model's own ``state_dict()``."""
+    return any(key.startswith(WRAPPER_PREFIXES) or key == FIXED_POS_BUFFER
+               or to_core_layout(key) != key for key in state_dict)
+
+
+def checkpoint_filter_fn(state_dict: dict, model: 'BiXTClassifier') -> dict:
+    """timm's pretrained filter: a BiXT state dict in the released layout -> the model's layout.
+
+    Refuses (CheckpointError) a state dict of another variant, width, depth or tokenizer than
+    ``model`` (``BiXTClassifier.check_weights``); drops the fixed ``pos`` buffer.
+    """
+    # The same remap as BiXTWeights.from_file applies to a file.
+    state = {to_core_layout(strip_wrappers(key)): value for key, value in state_dict.items()}
+    model.check_weights(BiXTWeights(STATE_DICT_SOURCE, state))
+    return {key: value for key, value in state.items() if key != FIXED_POS_BUFFER}
 
 
 class BiXTClassifier(nn.Module):
     """BiXT image classifier (timm API): tokens and latents refined by bi-directional
     cross-attention, a last latent-only layer, then the mean of the latents -> ``fc_norm`` -> ``head``.
+
+    Inputs of any size work: sides that are not multiples of the token stride are zero-padded at the
+    bottom and right (as ``BiXTBackbone`` does), and the positional encoding is computed for the grid.
 
     Args:
         arch: a released name (either spelling of the conv models), a ``BiXTArch``, or a dict of
@@ -73,7 +112,11 @@ class BiXTClassifier(nn.Module):
         self.global_pool = global_pool
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = self.embed_dim = arch_.embed_dims
+        self.stride = arch_.stride
         self.grad_checkpointing = False
+        # One entry per bi-directional layer: its refined tokens, a map at the token stride.
+        self.feature_info = [dict(module=f'core.blocks.{i}', num_chs=arch_.embed_dims,
+                                  reduction=arch_.stride) for i in range(arch_.num_layers)]
 
         self.patch_embed = build_tokenizer(arch_.tokenizer, in_chans, arch_.embed_dims,
                                            arch_.patch_size, arch_.stride)
@@ -84,7 +127,6 @@ class BiXTClassifier(nn.Module):
         self.fc_norm = layer_norm(arch_.embed_dims)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._new_head(num_classes)
-        self.register_load_state_dict_pre_hook(_released_layout_hook)
 
     @staticmethod
     def _check_pool(global_pool: str) -> None:
@@ -110,10 +152,10 @@ class BiXTClassifier(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool is not None:
+        if global_pool:  # timm passes '' when pruning the head
             self._check_pool(global_pool)
         self.num_classes = num_classes
-        self.head = self._new_head(num_classes).to(self.fc_norm.weight.device)
+        self.head = self._new_head(num_classes).to(self.core.latents.device)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = self.core.with_cp = enable
@@ -121,9 +163,21 @@ class BiXTClassifier(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {'core.latents'}
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer decay: the embedding (tokenizer, positional encoding,
+        latents), one group per layer (``fc_norm`` with the last, as timm's ViT places its final
+        norm); the head, matched by none, gets the top group."""
+        return dict(stem=r'^core\.latents|^patch_embed|^fourier_pos_encode',
+                    blocks=r'^core\.blocks\.(\d+)' if coarse else [
+                        (r'^core\.blocks\.(\d+)', None), (r'^fc_norm', (99999,))])
+
+    def embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Pads to a multiple of the token stride, tokenises and adds the positional encoding."""
+        return embed_image(self.patch_embed, self.fourier_pos_encode, pad_to_multiple(x, self.stride))
+
     def forward_features(self, x: Tensor) -> Tensor:
         """The final latents ``[B, L, D]``."""
-        tokens, _ = embed_image(self.patch_embed, self.fourier_pos_encode, x)
+        tokens, _ = self.embed(x)
         latents, _ = self.core(tokens)
         return latents
 
@@ -134,19 +188,78 @@ class BiXTClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    # ---------------------------------------------------------------- intermediates (timm 1.x)
+    @property
+    def num_bidirectional_layers(self) -> int:
+        """The layers that refine tokens (fewer after ``prune_intermediate_layers``)."""
+        return sum(not layer.cross_attention_latents_token.one_sided for layer in self.core.blocks)
+
+    def forward_intermediates(self, x: Tensor, indices: Union[int, Sequence[int], None] = None,
+                              norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = 'NCHW', intermediates_only: bool = False):
+        """The refined tokens of bi-directional layers, as timm 1.x models return intermediates.
+
+        Args:
+            x: images ``[B, C, H, W]`` (padded to a multiple of the token stride, see the class).
+            indices: None for every bi-directional layer, ``n`` for the last ``n``, or layer indices.
+            norm: apply the model's final LayerNorm (``fc_norm``) to each intermediate.
+            stop_early: stop after the last layer asked for (the final latents are then that layer's).
+            output_fmt: ``'NCHW'`` maps ``[B, D, H/s, W/s]`` or ``'NLC'`` tokens ``[B, N, D]``.
+            intermediates_only: return only the list of intermediates.
+
+        Returns:
+            the list of intermediates, or ``(latents [B, L, D], intermediates)``; ``forward_head``
+            turns those latents into logits.
+        """
+        output_fmt = str(getattr(output_fmt, 'value', output_fmt))
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        wanted = take_indices(self.num_bidirectional_layers, indices)
+        tokens, (height, width) = self.embed(x)
+        intermediates = []
+        for index, (latents, layer_tokens) in enumerate(self.core.forward_layers(tokens)):
+            if index in wanted:
+                out = self.fc_norm(layer_tokens) if norm else layer_tokens
+                if output_fmt == 'NCHW':
+                    out = out.transpose(1, 2).reshape(out.shape[0], -1, height, width)
+                intermediates.append(out)
+            if index == wanted[-1] and (stop_early or intermediates_only):
+                break
+        return intermediates if intermediates_only else (latents, intermediates)
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1,
+                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drops the layers after the last of ``indices`` (and ``fc_norm`` / the head when asked);
+        returns the kept indices, counted from the first layer."""
+        kept = take_indices(self.num_bidirectional_layers, indices)
+        self.core.blocks = self.core.blocks[:kept[-1] + 1]
+        if prune_norm:
+            self.fc_norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return kept
+
     # ---------------------------------------------------------------- weights
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; a state dict in the released layout (what timm's
+        ``load_checkpoint`` and ``create_model(checkpoint_path=...)`` read from a released
+        ``.pth.tar``) first goes through ``checkpoint_filter_fn``: remapped, and refused with a
+        CheckpointError if it holds another variant, width, depth or tokenizer."""
+        if in_released_layout(state_dict):
+            state_dict = checkpoint_filter_fn(state_dict, self)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def load_pretrained(self, path: str, use_ema: bool = False) -> LoadReport:
         """Loads a BiXT classifier checkpoint (a released zip as downloaded, its ``.pth.tar``, ...).
 
-        Refuses, with a CheckpointError, a file of another tokeniser or stride (by its stored name),
-        another depth or width. A head for another number of classes is left new.
+        Refuses, with a CheckpointError, a file of another tokeniser or stride, another depth or
+        width. A head for another number of classes is left new.
         """
         return self.load_bixt_weights(BiXTWeights.from_file(path, use_ema=use_ema))
 
     def load_bixt_weights(self, weights: BiXTWeights) -> LoadReport:
         """Loads weights already read by ``BiXTWeights.from_file``, with the checks above."""
-        weights.check_variant(self.arch.tokenizer, self.arch.stride, self.arch_description)
-        self._check_depth(weights)
+        self.check_weights(weights)
         stored_head = weights.state_dict.get('head.weight')
         keep_head = stored_head is not None and stored_head.shape[0] == self.num_classes
         new_head = () if keep_head else ('head.',)
@@ -155,6 +268,45 @@ class BiXTClassifier(nn.Module):
         self._note_other_resolution(weights.model_name)
         _logger.info(report.summary(weights.path, weights.model_name))
         return report
+
+    def check_weights(self, weights: BiXTWeights) -> None:
+        """Refuses weights of another model: by the stored name (tokenizer, stride), by what the
+        tensors reveal (tokenizer, width, latents, LayerScale, the stride the ``pos`` grid implies)
+        and by depth."""
+        if 'core.latents' not in weights.state_dict:
+            raise CheckpointError(weights.path, 'is not a BiXT checkpoint (it has no latents)',
+                                  'Point at a BiXT classifier checkpoint')
+        weights.check_variant(self.arch.tokenizer, self.arch.stride, self.arch_description)
+        self._check_traits(weights)
+        self._check_depth(weights)
+
+    def _revealed_traits(self, state: dict) -> dict[str, str]:
+        """What a state dict in the model's layout tells about the model it was saved from."""
+        traits = {}
+        if 'patch_embed.proj.0.0.weight' in state:
+            traits['tokenizer'] = 'conv tokenizer'
+        elif 'patch_embed.proj.weight' in state:
+            traits['tokenizer'] = 'linear tokenizer'
+        latents = state['core.latents']
+        traits['width'] = f'width {latents.shape[-1]}'
+        traits['latents'] = f'{latents.shape[-2]} latents'
+        scaled = any(key.startswith('core.') and key.endswith('.gamma') for key in state)
+        traits['layer_scale'] = 'LayerScale' if scaled else 'no LayerScale'
+        pos = state.get(FIXED_POS_BUFFER)
+        if pos is not None and self.arch_name:  # a released file: trained at 224px
+            traits['stride'] = f'token stride {POS_BUFFER_IMAGE_SIZE / pos.shape[-1]:g}'
+        return traits
+
+    def _check_traits(self, weights: BiXTWeights) -> None:
+        mine = {**self._revealed_traits(self.state_dict()), 'stride': f'token stride {self.stride}'}
+        theirs = self._revealed_traits(weights.state_dict)
+        differ = [key for key, value in theirs.items() if value != mine[key]]
+        if differ:
+            raise CheckpointError(
+                weights.path, f'holds a BiXT with {", ".join(theirs[key] for key in differ)}, but '
+                f'the model was built as {self.arch_description} '
+                f'({", ".join(mine[key] for key in differ)})',
+                'Set the model name (arch) to the one the file was trained as')
 
     def _check_depth(self, weights: BiXTWeights) -> None:
         have, want = weights.bidirectional_layers, self.arch.num_layers
@@ -195,8 +347,9 @@ default_cfgs = generate_default_cfgs({f'{name}.in1k': _cfg(RELEASED_ARCHS[canoni
 
 
 def _create_bixt(variant: str, pretrained: bool = False, **kwargs) -> BiXTClassifier:
-    # timm resets ``custom_load`` when an overlay names a file, and would then read it with
-    # ``torch.load``; a BiXT file always goes to ``model.load_pretrained`` unless said otherwise.
+    # timm resets ``custom_load`` when an overlay names a file (and would read it with torch.load,
+    # which cannot open the released zip): a BiXT file goes to ``model.load_pretrained`` unless
+    # the overlay says ``custom_load=False``.
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
     overlay.setdefault('custom_load', True)
     kwargs['pretrained_cfg_overlay'] = overlay
@@ -205,8 +358,12 @@ def _create_bixt(variant: str, pretrained: bool = False, **kwargs) -> BiXTClassi
         raise RuntimeError(
             f'{variant}: the BiXT weights are not hosted for download; pass the zip as downloaded '
             f"from the BiXT weights table: timm.create_model('{variant}', pretrained=True, "
-            "pretrained_cfg_overlay=dict(file=PATH)), or checkpoint_path=PATH")
-    return build_model_with_cfg(BiXTClassifier, variant, pretrained, arch=variant, **kwargs)
+            "pretrained_cfg_overlay=dict(file=PATH))")
+    out_indices = kwargs.pop('out_indices', FEATURE_OUT_INDICES)
+    return build_model_with_cfg(BiXTClassifier, variant, pretrained, arch=variant,
+                                pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+                                **kwargs)
 
 
 def _register(name: str) -> None:
@@ -220,33 +377,6 @@ def _register(name: str) -> None:
 
 for _name in CLASSIFIER_NAMES:
     _register(_name)
-
-
-def _route_checkpoint_path_to_bixt() -> None:
-    """Makes ``timm.create_model(name, checkpoint_path=ZIP)`` load through ``load_pretrained``.
-
-    ``create_model`` loads ``checkpoint_path`` with ``timm.models._factory.load_checkpoint`` and no
-    model hook in between; that function reads the file with ``torch.load``, which cannot open the
-    released zip (a plain zip holding a ``.pth.tar``), and loads without our variant/depth checks.
-    Wrapping that one module attribute is the only way in; the wrapper diverts BiXT classifiers only,
-    loading their regular weights (``state_dict``, as the backbone does; timm would prefer the EMA
-    copy), and leaves every other model to timm unchanged.
-    """
-    original = getattr(timm_factory, 'load_checkpoint', None)
-    if original is None or getattr(original, 'routes_bixt', False):
-        return
-
-    @functools.wraps(original)
-    def load_checkpoint(model: nn.Module, checkpoint_path: str, *args, **kwargs):
-        if isinstance(model, BiXTClassifier):
-            return model.load_pretrained(checkpoint_path)
-        return original(model, checkpoint_path, *args, **kwargs)
-
-    load_checkpoint.routes_bixt = True
-    timm_factory.load_checkpoint = load_checkpoint
-
-
-_route_checkpoint_path_to_bixt()
 
 
 def create_classifier(checkpoint: str, arch: Union[str, dict, None] = None,

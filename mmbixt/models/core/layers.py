@@ -17,9 +17,13 @@ from ...archs import BiXTArch
 from .fast_ops import linear, linear_gelu, linear_residual
 
 LAYER_NORM_EPS = 1e-6
-# Tokens per chunk of the memory-lean training path (above it a forward with gradients chunks):
-# 4096 = a 1024px image at stride 16, a 512px one at stride 8.
-DEFAULT_TOKEN_CHUNK = 4096
+# The chunk sizes of the token stream (see CrossAttentionBlock), each defined here only.
+# Memory-lean training path: a forward *with* gradients over more tokens than this runs the token
+# side in chunks under activation checkpointing. 4096 = a 1024px image at stride 16, 512px at 8.
+TRAIN_CHUNK_TOKENS = 4096
+# Inference streaming: a forward *without* gradients over more tokens than this runs the token side
+# chunk by chunk so each chunk's activations stay in the CPU caches.
+STREAM_CHUNK_TOKENS = 4096
 
 
 def layer_norm(dims: int) -> nn.LayerNorm:
@@ -237,21 +241,24 @@ class CrossAttentionBlock(nn.Module):
 
     ``one_sided=True`` builds the last classifier layer: no token update, no token MLP.
 
-    Long sequences: with ``token_chunk_size`` set, a forward over more tokens than that runs the
-    token stream in chunks. Everything on the token side is exact per chunk (its softmax is over the
-    latents). With gradients (memory-lean training), each chunk runs under activation checkpointing
-    and the latents' softmax over all tokens is merged across chunks online (running max / sum /
-    weighted values), so training keeps only the block's input and output tokens instead of every
-    ``[B, N, ..]`` activation of the token side, at the price of recomputing that side once in
-    backward. Without gradients, chunking keeps each chunk's activations in the CPU caches.
+    Long sequences: the token stream runs in chunks above one of two sizes, chosen by whether the
+    forward records gradients. Everything on the token side is exact per chunk (its softmax is over
+    the latents). ``train_chunk_size`` (with gradients, the memory-lean training path): each chunk
+    runs under activation checkpointing and the latents' softmax over all tokens is merged across
+    chunks online (running max / sum / weighted values), so training keeps only the block's input
+    and output tokens instead of every ``[B, N, ..]`` activation of the token side, at the price of
+    recomputing that side once in backward. ``stream_chunk_size`` (without gradients, inference
+    streaming): each chunk's activations stay in the CPU caches. None or 0 never chunks.
     """
 
     def __init__(self, dims: int, attn_dims: int, num_heads: int, mlp_ratio: float = 4.0,
                  one_sided: bool = False, layer_scale_init: Optional[float] = None,
-                 drop_path_rate: float = 0.0, token_chunk_size: Optional[int] = None):
+                 drop_path_rate: float = 0.0, train_chunk_size: Optional[int] = None,
+                 stream_chunk_size: Optional[int] = None):
         super().__init__()
         self.one_sided = one_sided
-        self.token_chunk_size = token_chunk_size
+        self.train_chunk_size = train_chunk_size
+        self.stream_chunk_size = stream_chunk_size
         self.norm1_lat = layer_norm(dims)
         self.norm1_pat = layer_norm(dims)
         attention = LatentCrossAttention if one_sided else BiCrossAttention
@@ -267,10 +274,15 @@ class CrossAttentionBlock(nn.Module):
             self.ls2_pat = layer_scale(dims, layer_scale_init)
         self.drop_path = DropPath(drop_path_rate)
 
+    def chunk_size(self) -> Optional[int]:
+        """The chunk size that applies now: the training one when autograd records, else the
+        streaming one."""
+        return self.train_chunk_size if torch.is_grad_enabled() else self.stream_chunk_size
+
     def uses_chunks(self, tokens: Tensor) -> bool:
         """Whether this call runs the token stream in chunks (more tokens than the chunk size)."""
-        return (not self.one_sided and bool(self.token_chunk_size)
-                and tokens.shape[1] > self.token_chunk_size)
+        size = self.chunk_size()
+        return not self.one_sided and bool(size) and tokens.shape[1] > size
 
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         if self.one_sided:
@@ -322,8 +334,8 @@ class CrossAttentionBlock(nn.Module):
         latents then read the kept references of all tokens in one fused attention."""
         refs = tokens.new_empty(tokens.shape[:2] + (self.attn.rv_patches.out_features,))
         out = torch.empty_like(tokens)
-        for start in range(0, tokens.shape[1], self.token_chunk_size):
-            part = slice(start, start + self.token_chunk_size)
+        for start in range(0, tokens.shape[1], self.stream_chunk_size):
+            part = slice(start, start + self.stream_chunk_size)
             refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches)
             r_tok = split_heads(refs[:, part], 2, self.attn.num_heads)[0]
             out[:, part] = self._token_residuals(
@@ -335,7 +347,7 @@ class CrossAttentionBlock(nn.Module):
                               keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
                               ) -> tuple[Tensor, Tensor]:
         outs, partials = [], []
-        for chunk in tokens.split(self.token_chunk_size, dim=1):
+        for chunk in tokens.split(self.train_chunk_size, dim=1):
             out, partial = checkpoint(self._token_chunk, chunk, r_lat, v_lat, keep_attn, keep_mlp,
                                       use_reentrant=False)
             outs.append(out)
@@ -370,11 +382,12 @@ class BiXTLayer(nn.Module):
     def __init__(self, dims: int, num_heads: int, attn_dims: Optional[int] = None,
                  mlp_ratio: float = 4.0, one_sided: bool = False,
                  layer_scale_init: Optional[float] = None, cross_drop_path: float = 0.0,
-                 self_drop_path: float = 0.0, token_chunk_size: Optional[int] = None):
+                 self_drop_path: float = 0.0, train_chunk_size: Optional[int] = None,
+                 stream_chunk_size: Optional[int] = None):
         super().__init__()
         self.cross_attention_latents_token = CrossAttentionBlock(
             dims, attn_dims or dims, num_heads, mlp_ratio, one_sided, layer_scale_init,
-            cross_drop_path, token_chunk_size)
+            cross_drop_path, train_chunk_size, stream_chunk_size)
         self.self_attention_latents = LatentSelfAttentionBlock(
             dims, num_heads, mlp_ratio, layer_scale_init, self_drop_path)
 
@@ -397,16 +410,20 @@ class BiXTCore(nn.Module):
         cross_drop_path_rate / self_drop_path_rate: stochastic depth of the cross- and the
             self-attention blocks, rising linearly from 0 over the layers.
         with_cp: recompute each layer in backward (gradient checkpointing) to save memory.
-        token_chunk_size: a forward over more tokens than this runs the token stream in chunks of
-            this size (same result): in training with recompute in backward (memory-lean), in
-            inference for cache locality. None or 0 never chunks.
+        train_chunk_size: a forward with gradients over more tokens than this runs the token
+            stream in chunks of this size, recomputed in backward (memory-lean training; same
+            result). None or 0 never chunks. Default ``TRAIN_CHUNK_TOKENS``.
+        stream_chunk_size: a forward without gradients over more tokens than this streams the
+            token side in chunks of this size (cache locality; same result). None or 0 never
+            chunks. Default ``STREAM_CHUNK_TOKENS``.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, num_latents: int, num_layers: int,
                  one_sided_last: bool = False, attn_dims: Optional[int] = None,
                  mlp_ratio: float = 4.0, layer_scale_init: Optional[float] = None,
                  cross_drop_path_rate: float = 0.0, self_drop_path_rate: float = 0.0,
-                 with_cp: bool = False, token_chunk_size: Optional[int] = DEFAULT_TOKEN_CHUNK):
+                 with_cp: bool = False, train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
+                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS):
         super().__init__()
         self.embed_dims = embed_dims
         self.num_layers = num_layers
@@ -420,18 +437,36 @@ class BiXTCore(nn.Module):
             BiXTLayer(embed_dims, num_heads, attn_dims, mlp_ratio,
                       one_sided=i == num_layers, layer_scale_init=layer_scale_init,
                       cross_drop_path=cross_rates[i], self_drop_path=self_rates[i],
-                      token_chunk_size=token_chunk_size)
+                      train_chunk_size=train_chunk_size, stream_chunk_size=stream_chunk_size)
             for i in range(depth))
         self.apply(_init_linear)
 
     @property
+    def train_chunk_size(self) -> Optional[int]:
+        return self.blocks[0].cross_attention_latents_token.train_chunk_size
+
+    @property
+    def stream_chunk_size(self) -> Optional[int]:
+        return self.blocks[0].cross_attention_latents_token.stream_chunk_size
+
+    def set_chunk_sizes(self, train: Optional[int] = None, stream: Optional[int] = None) -> None:
+        """Sets both chunk sizes of every layer (None: never chunk on that path)."""
+        for layer in self.blocks:
+            layer.cross_attention_latents_token.train_chunk_size = train
+            layer.cross_attention_latents_token.stream_chunk_size = stream
+
+    @property
     def token_chunk_size(self) -> Optional[int]:
-        return self.blocks[0].cross_attention_latents_token.token_chunk_size
+        """Compatibility shorthand for both chunk sizes: reads them when they agree; setting it
+        sets both (``None`` turns chunking off everywhere, as the ONNX export needs)."""
+        if self.train_chunk_size != self.stream_chunk_size:
+            raise ValueError(f'train_chunk_size={self.train_chunk_size} and stream_chunk_size='
+                             f'{self.stream_chunk_size} differ: read them by name')
+        return self.train_chunk_size
 
     @token_chunk_size.setter
     def token_chunk_size(self, size: Optional[int]) -> None:
-        for layer in self.blocks:
-            layer.cross_attention_latents_token.token_chunk_size = size
+        self.set_chunk_sizes(train=size, stream=size)
 
     @classmethod
     def from_arch(cls, arch: 'BiXTArch', **kwargs) -> 'BiXTCore':

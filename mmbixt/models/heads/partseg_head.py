@@ -15,10 +15,17 @@ from ..backbones.bixt_point import PointBackboneOutput, gather_points, knn, poin
 def interpolate_features(dst_xyz: Tensor, src_xyz: Tensor, src_feats: Tensor, k: int = 3,
                          eps: float = 1e-8) -> Tensor:
     """Features ``[B, N, C]`` at ``dst_xyz [B, N, 3]`` from ``src_feats [B, T, C]`` at ``src_xyz``:
-    inverse-(squared-)distance weighted mean of the ``k`` nearest sources (PointNet++ style)."""
+    inverse-(squared-)distance weighted mean of the ``k`` nearest sources (PointNet++ style), and
+    exactly the source's feature at a point where a source sits (so per-point tokens pass through
+    unchanged, whatever their order)."""
     dist, index = knn(dst_xyz, src_xyz, min(k, src_xyz.shape[1]))
     weights = 1.0 / (dist + eps)
     weights = weights / weights.sum(dim=-1, keepdim=True)
+    # The nearest distance recomputed exactly (cdist may round a coincidence to a tiny distance).
+    nearest = (dst_xyz - gather_points(src_xyz, index[..., 0])).square().sum(dim=-1, keepdim=True)
+    first_only = torch.zeros_like(weights)
+    first_only[..., 0] = 1.0
+    weights = torch.where(nearest == 0, first_only, weights)
     return (gather_points(src_feats, index) * weights.unsqueeze(-1)).sum(dim=2)
 
 
@@ -26,8 +33,10 @@ def interpolate_features(dst_xyz: Tensor, src_xyz: Tensor, src_feats: Tensor, k:
 class PartSegHead(BaseModule):
     """Part segmentation from the tokens of several BiXT layers.
 
-    The tokens of the chosen layers are concatenated and fused; tokens that are groups are carried
-    back to every point by 3-NN inverse-distance interpolation. Each point then sums its fused
+    The tokens of the chosen layers are concatenated and fused, then carried to every point by
+    3-NN inverse-distance interpolation from where the tokens sit (``feats.xyz``), exact at the
+    token positions: grouped tokens spread to their neighbourhoods, per-point tokens (in whatever
+    order the tokenizer emits them) land on their own points. Each point then sums its fused
     feature, an embedding of its own input channels and a per-shape context (the global max/mean of
     the fused tokens and an embedding of the object category); an MLP gives logits over all parts. At prediction time
     parts of other categories are masked out.
@@ -72,8 +81,7 @@ class PartSegHead(BaseModule):
         """Logits ``[B, N, num_classes]`` for ``points [B, N, C]`` of objects ``categories [B]``."""
         tokens = self.fuse(torch.cat(feats.feats, dim=-1))
         global_feat = torch.cat([tokens.max(dim=1).values, tokens.mean(dim=1)], dim=-1)
-        if tokens.shape[1] != points.shape[1]:  # grouped tokens: back to every point
-            tokens = interpolate_features(points[..., :3], feats.xyz, tokens)
+        tokens = interpolate_features(points[..., :3], feats.xyz, tokens)
         per_shape = self.shape_proj(torch.cat([global_feat, self.category_embed(categories)], -1))
         return self.classifier(tokens + self.point_embed(points) + per_shape.unsqueeze(1))
 

@@ -4,10 +4,27 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence, Union
 
+import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor, nn
+
+
+class CeilMaxPool2d(nn.Module):
+    """``MaxPool2d(kernel, stride=kernel, ceil_mode=True)`` as -inf padding to a multiple of the
+    kernel plus a plain max-pool: the same values (a partial window's max ignores the padding),
+    and it exports to ONNX with dynamic sizes (ceil_mode pooling goes out with an indices output
+    the exporter rejects). Always pads, so a traced graph keeps the padding for every size."""
+
+    def __init__(self, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        pad_h, pad_w = -x.shape[-2] % self.kernel_size, -x.shape[-1] % self.kernel_size
+        x = F.pad(x, (0, pad_w, 0, pad_h), value=float('-inf'))
+        return F.max_pool2d(x, self.kernel_size, self.kernel_size)
 
 
 def rescale_layers(channels: int, factor: float, norm_cfg: dict, act_cfg: dict) -> nn.Module:
@@ -17,8 +34,7 @@ def rescale_layers(channels: int, factor: float, norm_cfg: dict, act_cfg: dict) 
     if factor == 1:
         return nn.Identity()
     if factor < 1:
-        kernel = round(1 / factor)
-        return nn.MaxPool2d(kernel_size=kernel, stride=kernel, ceil_mode=True)  # covers odd sizes
+        return CeilMaxPool2d(round(1 / factor))  # covers odd sizes
     layers: list[nn.Module] = []
     for step in range(round(math.log2(factor))):
         if step:

@@ -1,0 +1,95 @@
+"""Export a segmentor to ONNX (and check it in ONNX Runtime).
+
+    python tools/export_onnx.py CONFIG CHECKPOINT --out FILE.onnx [--shape H W] [--points P]
+        [--opset N] [--verify] [--cfg-options key=value ...]
+
+Image segmentors (UPerNet, Semantic FPN): input ``img [N, 3, H, W]`` float32, 0..255 in the
+channel order of ``LoadImageFromFile`` (BGR), any ``H`` and ``W``; the graph normalises as the
+config's data preprocessor does. Outputs ``logits [N, C, H, W]`` (mmseg's ``seg_logits`` in
+whole-image mode) and ``classes [N, H, W]``. ``--shape`` is the example size used for tracing.
+
+Point part segmentors: inputs ``points [N, P, C]`` and ``categories [N]`` (int64), outputs
+``logits [N, P, parts]`` and ``parts [N, P]`` (restricted to the category); ``P`` (``--points``) is
+fixed in the graph.
+
+``--verify`` runs the file in ONNX Runtime and the model's own ``test_step`` in PyTorch on three
+random inputs (images of sizes other than ``--shape``), prints the largest relative difference
+(largest absolute difference over the largest logit) and the ORT/PyTorch time ratio, and exits 1
+when the difference is above 1e-4.
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from mmbixt.checkpoint import CheckpointError  # noqa: E402
+from mmbixt.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,  # noqa: E402
+                                export_segmentor, load_segmentor, verify_export)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='the model config (configs/bixt/*.py)')
+    parser.add_argument('checkpoint', help='a checkpoint of that model (tools/train.py writes one)')
+    parser.add_argument('--out', required=True, help='the .onnx file to write')
+    parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'),
+                        help='example image size for tracing (the graph takes any size)')
+    parser.add_argument('--points', type=int, default=None,
+                        help='points per shape of a point model (default: the config\'s num_points '
+                             'or 2048); fixed in the graph')
+    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
+    parser.add_argument('--verify', action='store_true',
+                        help='compare with PyTorch in ONNX Runtime; exit 1 above 1e-4')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    args = parser.parse_args(argv)
+    if min(args.shape) < 32:
+        parser.error(f'--shape {args.shape[0]} {args.shape[1]}: use at least 32 pixels a side')
+    return args
+
+
+def num_points_of(cfg_path: str) -> int:
+    from mmengine.config import Config
+    cfg = Config.fromfile(cfg_path)
+    dataset = cfg.get('test_dataloader', {}).get('dataset', {})
+    return int(dataset.get('num_points', 2048))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        loaded = load_segmentor(args.config, args.checkpoint, args.cfg_options)
+        points = args.points or (num_points_of(args.config) if loaded.kind == 'point' else 0)
+        path = export_segmentor(loaded, args.out, shape=args.shape, num_points=points,
+                                opset=args.opset)
+    except (ExportError, CheckpointError, FileNotFoundError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    inputs = (f'img [N, 3, H, W] (traced at {args.shape[0]}x{args.shape[1]})'
+              if loaded.kind == 'image' else f'points [N, {points}, {loaded.point_channels}], '
+              'categories [N]')
+    print(f'wrote {path} (opset {args.opset}): {inputs}')
+    if not args.verify:
+        return 0
+    checks = verify_export(loaded, path, shape=args.shape, num_points=points)
+    for check in checks:
+        size = 'x'.join(map(str, check.size))
+        print(f'  {size:>9}: largest relative difference {check.max_rel_diff:.2e}, '
+              f'{check.labels_differ}/{check.labels_total} labels differ, '
+              f'ORT {check.ort_ms:.1f} ms, PyTorch {check.torch_ms:.1f} ms')
+    worst = max(c.max_rel_diff for c in checks)
+    ratio = sum(c.ort_ms for c in checks) / sum(c.torch_ms for c in checks)
+    verdict = 'PASS' if worst <= TOLERANCE else 'FAIL'
+    print(f'{verdict}: largest relative difference {worst:.2e} (tolerance {TOLERANCE:.0e}); '
+          f'ORT/PyTorch time {ratio:.2f}')
+    return 0 if verdict == 'PASS' else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
