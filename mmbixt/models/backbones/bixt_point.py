@@ -42,8 +42,8 @@ def farthest_point_sample(xyz: Tensor, num_samples: int, start: Optional[Tensor]
     rows = torch.arange(batch, device=xyz.device)
     for i in range(num_samples):  # one step samples every shape of the batch
         index[:, i] = current
-        dist = (xyz - xyz[rows, current].unsqueeze(1)).square_().sum(-1)
-        torch.minimum(nearest, dist, out=nearest)
+        dist = (xyz - xyz[rows, current].unsqueeze(1)).square().sum(-1)
+        nearest = torch.minimum(nearest, dist)  # out-of-place: the ONNX export traces this loop
         current = nearest.argmax(-1)
     return index
 
