@@ -25,7 +25,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow tests
 
 bench: setup
-	$(PY) tools/benchmark.py
+	$(PY) tools/benchmark.py $(if $(ORIGINAL),--original $(ORIGINAL))
 
 clean:
 	rm -rf $(VENV) work_dirs demo_output

@@ -60,3 +60,29 @@ def test_interpolation_is_exact_at_sources_and_keeps_constants():
     const = torch.full((2, 20, 5), 3.0)
     torch.testing.assert_close(interpolate_features(torch.rand(2, 30, 3), src_xyz, const),
                                torch.full((2, 30, 5), 3.0))
+
+
+def per_shape_fps(xyz: torch.Tensor, num: int) -> torch.Tensor:
+    """The unbatched formulation: one shape at a time, as a Python loop per sample."""
+    out = []
+    for shape in xyz:
+        nearest = torch.full((shape.shape[0],), float('inf'))
+        chosen = [0]
+        for _ in range(num - 1):
+            nearest = torch.minimum(nearest, (shape - shape[chosen[-1]]).square().sum(-1))
+            chosen.append(int(nearest.argmax()))
+        out.append(chosen)
+    return torch.tensor(out)
+
+
+def test_batched_fps_and_knn_equal_per_shape_loops_on_random_clouds():
+    torch.manual_seed(3)
+    for batch, points, samples in ((1, 64, 64), (4, 500, 37), (3, 1024, 128)):
+        xyz = torch.rand(batch, points, 3)
+        index = farthest_point_sample(xyz, samples)
+        assert torch.equal(index, per_shape_fps(xyz, samples))
+        centres = gather_points(xyz, index)
+        dist, nearest = knn(centres, xyz, 8)
+        for b in range(batch):  # per shape, per query
+            d, i = knn(centres[b:b + 1], xyz[b:b + 1], 8)
+            assert torch.equal(i[0], nearest[b]) and torch.equal(d[0], dist[b])

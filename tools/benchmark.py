@@ -1,65 +1,40 @@
-"""Speed and memory of BiXT against mmseg's ViT and a plain BiXT, on the CPU (or what torch sees).
+"""Speed and memory of BiXT against its peers, measured in one run on the CPU (issue 14).
 
-    python tools/benchmark.py                     # the default suite (about 10 min on 2 cores)
-    python tools/benchmark.py --quick             # a 2-minute subset
-    python tools/benchmark.py --sizes 512 1024 --strides 16 --threads 2 --out work_dirs/bench
+    python tools/benchmark.py [--original /path/to/BiXT]    # the suite (`make bench`)
+    python tools/benchmark.py --quick                        # a smoke run with tiny sizes
+    python tools/benchmark.py --sizes 512 1024 --rounds 5 --threads 2 --out work_dirs/bench
 
-Every case runs in its own subprocess, so its peak memory is the growth of the process's maximum
-resident set (``ru_maxrss``) over its resident set before the timed step; times are the best of
-several repeats (the machine may be shared: only ratios from one run mean anything). FLOPs are
-counted analytically (a multiply-add is 2 FLOPs) and set against a matmul peak measured in the same
-run. Prints one table, then each target with its measured value and PASS/MISS; writes
-``results.json`` and ``scaling.png`` (time against tokens) under ``--out``.
+Forward comparisons run interleaved in one process per image size (round-robin over the peers, the
+median of each), with the fp32 and bf16 matmul peaks measured in the same window: mmbixt's BiXT in
+fp32 and on its fast path (``fast_inference()``), the original implementation from a clone of its
+repository (``--original``: its own classes, the same random weights, fp32 and under bf16 autocast),
+mmseg's ViT with the same width and depth, and ONNX Runtime when ``onnxruntime`` imports. Training
+steps (UPerNet-BiXT-Ti/16 and -Ti/4 against mmseg's UPerNet-ViT-Ti at 512x512, batch 2; the point
+model) run in their own subprocesses, so their peak memory is the growth of the maximum resident
+set. Only ratios from one run mean anything on a shared machine. Prints the tables and every target
+of issue 14 with its value and PASS/MISS; writes ``results.json``, ``table.md`` and ``scaling.png``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import os.path as osp
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 DIMS, HEADS_VIT, LAYERS, LATENTS, MLP_RATIO = 192, 3, 12, 64, 4
-TRAIN_FLOP_FACTOR = 3  # backward is about twice the forward
-
-
-@dataclass(frozen=True)
-class Case:
-    """One measurement: ``model`` in ``mode`` at ``size`` x ``size`` (``stride`` for BiXT)."""
-    model: str  # bixt | plain | vit | upernet | fpn | matmul
-    mode: str   # fwd | bf16 | train | ort (ONNX Runtime, mmbixt.deploy)
-    size: int = 0
-    stride: int = 16
-
-    @property
-    def label(self) -> str:
-        name = {'bixt': f'BiXT-Ti/{self.stride}', 'plain': f'plain BiXT-Ti/{self.stride}',
-                'vit': 'ViT-Ti/16 (mmseg)', 'upernet': f'UperNet BiXT-Ti/{self.stride}',
-                'fpn': f'SemFPN BiXT-Ti/{self.stride}', 'matmul': 'matmul 2048^3'}[self.model]
-        return name
-
-
-@dataclass
-class Result:
-    case: Case
-    ms: float = float('nan')          # best of the repeats
-    ms_median: float = float('nan')
-    repeats: int = 0
-    peak_mb: float = float('nan')     # growth of the max resident set during the step
-    gflop: float = float('nan')
-    error: str = ''
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def gflops_per_s(self) -> float:
-        return self.gflop / (self.ms / 1e3)
+ARCHS = {16: 'bixt_ti_l64_d13_p16', 8: 'bixt_ti_l64_d13_p16s8', 4: 'bixt_ti_l64_d13_p16s4'}
+PEAK_SIZE = 2048
 
 
 # ----------------------------------------------------------------------------- analytic FLOPs
@@ -68,127 +43,181 @@ def tokens_of(size: int, stride: int) -> int:
 
 
 def bixt_gflop(size: int, stride: int) -> float:
-    """Forward FLOPs of the BiXT-Ti backbone's 12 bi-directional layers plus tokenizer."""
+    """Forward FLOPs (a multiply-add is 2) of the BiXT-Ti backbone's 12 layers plus tokenizer."""
     n, d, lat = tokens_of(size, stride), DIMS, LATENTS
-    embed = 2 * n * (3 * 16 * 16) * d + 2 * n * 64 * d          # patch conv + Fourier projection
-    token_side = 2 * n * d * (2 * d + d + 2 * MLP_RATIO * d)    # rv_patches, proj_pat, MLP
-    cross = 3 * 2 * lat * n * d                                 # S, latent read, token read
-    latent_side = 2 * lat * d * (2 * d + d + 2 * MLP_RATIO * d)  # rv_latents, proj_lat, MLP
+    embed = 2 * n * (3 * 16 * 16) * d + 2 * n * 64 * d
+    token_side = 2 * n * d * (2 * d + d + 2 * MLP_RATIO * d)
+    cross = 3 * 2 * lat * n * d
+    latent_side = 2 * lat * d * (2 * d + d + 2 * MLP_RATIO * d)
     self_attn = 2 * lat * d * (4 * d + 2 * MLP_RATIO * d) + 2 * 2 * lat * lat * d
     return (embed + LAYERS * (token_side + cross + latent_side + self_attn)) / 1e9
 
 
-def vit_gflop(size: int) -> float:
-    n, d = tokens_of(size, 16) + 1, DIMS
-    embed = 2 * n * (3 * 16 * 16) * d
-    layer = 2 * n * d * (4 * d + 2 * MLP_RATIO * d) + 2 * 2 * n * n * d
-    return (embed + LAYERS * layer) / 1e9
+# ----------------------------------------------------------------------------- peers
+def load_original(repo: str):
+    """The original's ``BiXT`` class and patch embeddings from its timm fork; the installed timm
+    is restored afterwards for mmbixt."""
+    if not osp.isfile(osp.join(repo, 'timm', 'models', 'bixt.py')):
+        sys.exit(f'error: --original {repo} is not a clone of the original BiXT repository '
+                 '(no timm/models/bixt.py); git clone https://github.com/mrkshllr/BiXT')
+    sys.path.insert(0, repo)
+    from timm import layers
+    from timm.models.bixt import BiXT
+    embeds = {16: layers.PatchEmbed, 8: layers.PatchEmbedHalfStride,
+              4: layers.PatchEmbedQuarterStride}
+    sys.path.remove(repo)
+    for name in [m for m in sys.modules if m == 'timm' or m.startswith('timm.')]:
+        del sys.modules[name]
+    return BiXT, embeds
 
 
-def case_gflop(case: Case) -> float:
-    if case.model == 'matmul':
-        return 2 * 2048 ** 3 / 1e9
-    if case.model in ('bixt', 'plain'):
-        flop = bixt_gflop(case.size, case.stride)
-    elif case.model == 'vit':
-        flop = vit_gflop(case.size)
-    else:
-        return float('nan')  # heads: not counted
-    return flop * (TRAIN_FLOP_FACTOR if case.mode == 'train' else 1)
-
-
-# ----------------------------------------------------------------------------- building models
-def build_backbone(case: Case):
-    if case.model == 'vit':
-        from mmseg.models.backbones import VisionTransformer
-        return VisionTransformer(img_size=case.size, patch_size=16, embed_dims=DIMS,
-                                 num_layers=LAYERS, num_heads=HEADS_VIT, mlp_ratio=MLP_RATIO,
-                                 out_indices=(2, 5, 8, 11), final_norm=True)
+def original_and_ours(original, stride: int, size: int):
+    """The original's 12 bi-directional layers and ``BiXTBackbone`` with the same random weights:
+    two functions image -> list of the 12 layers' tokens ``[B, N, D]``. ``original`` is what
+    ``load_original`` returned (called before mmbixt imports the installed timm)."""
+    from mmbixt import checkpoint as ckpt
     from mmbixt.models.backbones import BiXTBackbone
-    from mmbixt.models.core.reference import make_plain
-    suffix = {16: 'p16', 8: 'p16s8', 4: 'p16s4'}[case.stride]
-    model = BiXTBackbone(arch=f'bixt_ti_l64_d13_{suffix}', out_indices=(3, 5, 7, 11))
-    return make_plain(model) if case.model == 'plain' else model
+    BiXT, embeds = original
+    theirs = BiXT(img_size=size, patch_size=16, embed_dim_lat=192, embed_dim_pat=192, depth=13,
+                  sa_num_heads=6, ca_num_heads=6, num_latents=64, embed_layer=embeds[stride],
+                  posenc_type_pat='fourier2d_embadd_proj').eval()
+    ours = BiXTBackbone(arch=ARCHS[stride], out_indices=tuple(range(12)), out_norm=False).eval()
+    state = theirs.state_dict()
+    remap = getattr(ckpt, 'remap_released', None)  # the checkpoint package's one remap
+    state = remap(state) if remap else {ckpt.to_core_layout(k): v for k, v in state.items()}
+    wanted = ours.state_dict()
+    missing = ours.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)
+    if missing.missing_keys:
+        raise RuntimeError(f'original weights left {missing.missing_keys[:3]} unset')
+
+    def run_theirs(img: 'torch.Tensor') -> list:
+        tokens, latents, outs = theirs.encode_pat(img), theirs.latents, []
+        for block in theirs.blocks[:12]:
+            latents, tokens = block((latents, tokens))
+            outs.append(tokens)
+        return outs
+
+    def run_ours(img: 'torch.Tensor') -> list:
+        return [fmap.flatten(2).transpose(1, 2) for fmap in ours(img)]
+    return run_theirs, run_ours, ours
 
 
-def _bn_not_sync(cfg):
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for value in cfg.values():
-            _bn_not_sync(value)
-    elif isinstance(cfg, list):
-        for value in cfg:
-            _bn_not_sync(value)
+def vit_backbone(size: int):
+    from mmseg.models.backbones import VisionTransformer
+    vit = VisionTransformer(img_size=size, patch_size=16, embed_dims=DIMS, num_layers=LAYERS,
+                            num_heads=HEADS_VIT, mlp_ratio=MLP_RATIO, out_indices=(2, 5, 8, 11),
+                            final_norm=True)
+    vit.eval()  # mmseg's VisionTransformer.train() returns None: no chaining
+    return vit
 
 
-def build_segmentor(case: Case):
-    from mmengine.config import Config
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    import mmbixt  # noqa: F401  (registers BiXT modules)
-    register_all_modules(init_default_scope=True)
-    base = REPO / 'configs' / '_base_' / 'models' / f'{"upernet" if case.model == "upernet" else "fpn"}_bixt.py'
-    cfg = Config.fromfile(str(base)).model.to_dict()
-    suffix = {16: 'p16', 8: 'p16s8', 4: 'p16s4'}[case.stride]
-    cfg['backbone'].update(arch=f'bixt_ti_l64_d13_{suffix}', drop_path_rate=0.0)
-    cfg['neck']['in_stride'] = case.stride
-    _bn_not_sync(cfg)
-    return MODELS.build(cfg)
-
-
-def step_function(case: Case) -> Callable[[], None]:
-    """Builds the model of ``case`` and returns one timed step."""
+def onnx_runner(model, size: int, threads: int) -> Optional[Callable]:
+    """``model`` exported to ONNX and run by ONNX Runtime on the CPU; None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
     import torch
-    if case.model == 'matmul':
-        dtype = torch.bfloat16 if case.mode == 'bf16' else torch.float32
-        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-        return lambda: torch.mm(a, b)
-    segmentor = case.model in ('upernet', 'fpn')
-    model = build_segmentor(case) if segmentor else build_backbone(case)
-    x = torch.randn(1, 3, case.size, case.size)
-    if case.mode == 'ort':  # the same model and input in ONNX Runtime
+    img = torch.randn(1, 3, size, size)
+    try:  # the deployment module's exporter, where this checkout has it (issue 11)
         from mmbixt.deploy.onnx import ort_session
-        run = ort_session(model.eval(), (case.size, case.size), threads=torch.get_num_threads())
-        return lambda: run(x)
-    if case.mode != 'train':
-        model.eval()
-        autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=case.mode == 'bf16')
-
-        def forward():
-            with torch.no_grad(), autocast:
-                return model(x, mode='tensor') if segmentor else model(x)
-        return forward
-    model.train()
-    for module in model.modules():  # batch 1: BatchNorm of the heads uses its running stats
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    loss_fn = segmentor_loss(model, case) if segmentor else backbone_loss(model, x)
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        optimizer.step()
-    return train_step
+    except ImportError:
+        ort_session = None
+    if ort_session is not None:
+        run = ort_session(model, (size, size), threads=threads)
+        return lambda: run(img)
+    path = Path(tempfile.mkdtemp()) / 'bixt.onnx'
+    with torch.no_grad():
+        torch.onnx.export(model, (img,), str(path), dynamo=False, opset_version=18,
+                          input_names=['img'])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    feed = {'img': img.numpy()}
+    return lambda: session.run(None, feed)
 
 
-def backbone_loss(model, x):
-    return lambda: sum(out.float().square().mean() for out in model(x))
-
-
-def segmentor_loss(model, case: Case):
+def matmul_peaks() -> dict[str, Callable]:
+    """fp32 and bf16 ``2048^3`` matmuls, each through ATen's mm and through oneDNN's linear
+    kernel (what mmbixt's fused inference path uses); the faster of each dtype is its peak."""
     import torch
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    size = (case.size, case.size)
-    sample = SegDataSample(metainfo=dict(img_shape=size, pad_shape=size, ori_shape=size))
-    sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1,) + size))
-    x = torch.randn(1, 3, *size)
-    return lambda: sum(v for k, v in model.loss(x, [sample]).items() if 'loss' in k)
+    from mmbixt.models.core import fast_ops
+    out = {}
+    for dtype, name in ((torch.float32, 'fp32'), (torch.bfloat16, 'bf16')):
+        a = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
+        b = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
+        out[f'matmul {name} (mm)'] = lambda a=a, b=b: torch.mm(a, b)
+        if fast_ops.ONEDNN_LINEAR is not None:
+            out[f'matmul {name} (oneDNN)'] = lambda a=a, b=b: fast_ops.ONEDNN_LINEAR(
+                a, b, None, 'none', [], 'none')
+    return out
 
 
-# ----------------------------------------------------------------------------- one case (child)
+# ----------------------------------------------------------------------------- children
+def interleaved(functions: dict[str, Callable], rounds: int) -> dict[str, float]:
+    """Median milliseconds of each function, timed round-robin after one warm-up each."""
+    import torch
+    times = {name: [] for name in functions}
+    with torch.no_grad():
+        for fn in functions.values():
+            fn()
+        for _ in range(rounds):
+            for name, fn in functions.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def forward_group(size: int, stride: int, args: dict) -> dict:
+    """Every forward peer at one size, interleaved, with the matmul peaks in the same window."""
+    import torch
+    original = load_original(args['original']) if args['original'] else None
+    from mmbixt.models.core.fast_ops import cpu_bf16_capability, fast_inference
+    torch.manual_seed(0)
+    img = torch.randn(1, 3, size, size)
+    out: dict = {'size': size, 'stride': stride, 'gflop': bixt_gflop(size, stride),
+                 'bf16_cpu': cpu_bf16_capability().kind}
+    functions = matmul_peaks() if args['peaks'] else {}
+    if args['original']:
+        run_theirs, run_ours, ours = original_and_ours(original, stride, size)
+        with torch.no_grad():
+            out['max_rel_diff'] = max(((o - t).abs().max() / t.abs().max()).item()
+                                      for t, o in zip(run_theirs(img), run_ours(img)))
+        functions['original fp32'] = lambda: run_theirs(img)
+        if args['bf16']:
+            functions['original bf16 autocast'] = autocast(lambda: run_theirs(img))
+    else:
+        from mmbixt.models.backbones import BiXTBackbone
+        ours = BiXTBackbone(arch=ARCHS[stride], out_indices=(3, 5, 7, 11)).eval()
+    functions['mmbixt fp32'] = lambda: ours(img)
+    if args['bf16']:
+        functions['mmbixt bf16 autocast'] = autocast(lambda: ours(img))
+
+        def fast():
+            with fast_inference():
+                return ours(img)
+        functions['mmbixt fast path'] = fast
+    if args['vit'] and stride == 16:
+        vit = vit_backbone(size)
+        functions['mmseg ViT-Ti/16 fp32'] = lambda: vit(img)
+    if args['onnx'] and stride == 16:
+        runner = onnx_runner(ours, size, args['threads'])
+        if runner:
+            functions['mmbixt ONNX Runtime fp32'] = runner
+    out['ms'] = interleaved(functions, args['rounds'])
+    return out
+
+
+def autocast(fn: Callable) -> Callable:
+    import torch
+
+    def run():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            return fn()
+    return run
+
+
 def current_rss_mb() -> float:
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
@@ -198,177 +227,285 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def run_case(case: Case, threads: int, min_time: float, max_repeats: int) -> Result:
+def segmentor(backbone: str, stride: int, size: int):
+    """UPerNet on BiXT-Ti (our config) or on mmseg's ViT-Ti (mmseg's own config, Ti dims)."""
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    import mmbixt  # noqa: F401  (registers BiXT modules)
+    register_all_modules(init_default_scope=True)
+    if backbone == 'bixt':
+        cfg = Config.fromfile(str(REPO / 'configs/_base_/models/upernet_bixt.py')).model
+        cfg.backbone.update(arch=ARCHS[stride], drop_path_rate=0.0)
+        cfg.neck.in_stride = stride
+    else:
+        import mmseg
+        base = Path(mmseg.__file__).parent / '.mim/configs/_base_/models/upernet_vit-b16_ln_mln.py'
+        cfg = Config.fromfile(str(base)).model
+        cfg.pretrained = None
+        cfg.backbone.update(img_size=(size, size), embed_dims=DIMS, num_heads=HEADS_VIT)
+        cfg.neck.update(in_channels=[DIMS] * 4, out_channels=DIMS)
+        cfg.decode_head.update(in_channels=[DIMS] * 4, num_classes=150)
+        cfg.auxiliary_head.update(in_channels=DIMS, num_classes=150)
+    cfg = cfg.to_dict()
+    _plain_bn(cfg)
+    return MODELS.build(cfg)
+
+
+def _plain_bn(cfg) -> None:
+    """SyncBN -> BN: one process, no process group."""
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'SyncBN':
+            cfg['type'] = 'BN'
+        for value in cfg.values():
+            _plain_bn(value)
+    elif isinstance(cfg, list):
+        for value in cfg:
+            _plain_bn(value)
+
+
+def segmentor_step(model, size: int, batch: int) -> Callable:
     import torch
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    step = step_function(case)
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    shape = (size, size)
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample(metainfo=dict(img_shape=shape, pad_shape=shape, ori_shape=shape))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1,) + shape))
+        samples.append(sample)
+    images = torch.randn(batch, 3, *shape)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        losses = model.loss(images, samples)
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
+        optimizer.step()
+    return step
+
+
+def point_step(batch: int, points: int) -> Callable:
+    import torch
+    from mmbixt.models.segmentors import PointPartSegmentor
+    model = PointPartSegmentor(
+        backbone=dict(type='PointBiXTBackbone', tokenizer=dict(type='grouped', num_groups=128,
+                                                                 group_size=32)),
+        decode_head=dict(type='PartSegHead', in_channels=192, num_inputs=3, channels=192)).train()
+    cloud = torch.randn(batch, points, 6)
+    categories = torch.randint(0, 16, (batch,))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model.logits(cloud, categories).float().square().mean().backward()
+        optimizer.step()
+    return step
+
+
+def timed_step(step: Callable, repeats: int) -> dict:
     before = current_rss_mb()
-    start = time.perf_counter()
-    step()  # warm-up; its peak is the step's peak (later steps reuse the allocator's memory)
-    warm = time.perf_counter() - start
+    step()  # warm-up; its peak is the step's peak
     peak = max_rss_mb() - before
     times = []
-    while len(times) < max_repeats and (len(times) < 2 or sum(times) < min_time):
-        if warm > 4 * min_time and len(times) >= 1:
-            break  # a slow case: one timed repeat after the warm-up is enough
+    for _ in range(repeats):
         start = time.perf_counter()
         step()
-        times.append(time.perf_counter() - start)
-    return Result(case, ms=min(times) * 1e3, ms_median=statistics.median(times) * 1e3,
-                  repeats=len(times), peak_mb=peak, gflop=case_gflop(case))
+        times.append((time.perf_counter() - start) * 1e3)
+    return {'ms': statistics.median(times), 'peak_mb': peak}
+
+
+def train_case(kind: str, args: dict) -> dict:
+    """One training measurement in this (fresh) process."""
+    import torch
+    torch.manual_seed(0)
+    size, batch = args['train_size'], args['train_batch']
+    if kind.startswith('upernet'):
+        backbone, stride, chunk = kind.split(':')[1:]
+        model = segmentor(backbone, int(stride), size)
+        if backbone == 'bixt':  # chunked (memory-lean) or unchunked training path
+            model.backbone.core.token_chunk_size = int(chunk) or None
+        return timed_step(segmentor_step(model, size, batch), args['train_repeats'])
+    if kind == 'points':
+        return timed_step(point_step(args['point_batch'], args['points']), args['train_repeats'])
+    if kind == 'agreement':
+        return pixel_agreement(size)
+    raise ValueError(kind)
+
+
+def pixel_agreement(size: int) -> dict:
+    """Share of pixels UPerNet-BiXT-Ti/16 (random weights) predicts on the fast path as in fp32."""
+    import torch
+    from mmbixt.models.core.fast_ops import fast_inference
+    model = segmentor('bixt', 16, size).eval()
+    img = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        expected = model(img, mode='tensor').argmax(1)
+    with fast_inference():
+        actual = model(img, mode='tensor').argmax(1)
+    return {'agreement': (actual == expected).float().mean().item()}
 
 
 def child_main(spec: str) -> None:
-    args = json.loads(spec)
-    case = Case(**args.pop('case'))
+    job = json.loads(spec)
+    import torch
+    torch.set_num_threads(job['args']['threads'])
     try:
-        result = run_case(case, **args)
-    except Exception as exc:  # reported in the table, the run goes on
-        result = Result(case, error=f'{type(exc).__name__}: {exc}'[:200])
-    print('RESULT ' + json.dumps(asdict(result)), flush=True)
+        if job['kind'] == 'forward':
+            result = forward_group(job['size'], job['stride'], job['args'])
+        else:
+            result = train_case(job['case'], job['args'])
+    except Exception as exc:  # reported, the run goes on
+        result = {'error': f'{type(exc).__name__}: {exc}'[:300]}
+    print('RESULT ' + json.dumps(result), flush=True)
 
 
-def measure(case: Case, args) -> Result:
-    spec = json.dumps(dict(case=asdict(case), threads=args.threads, min_time=args.min_time,
-                           max_repeats=args.repeats))
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS='ignore')
-    proc = subprocess.run([sys.executable, __file__, '--child', spec], capture_output=True,
-                          text=True, cwd=REPO, env=env)
+def in_child(job: dict, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS='ignore')
+    proc = subprocess.run([sys.executable, __file__, '--child', json.dumps(job)],
+                          capture_output=True, text=True, cwd=REPO, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith('RESULT '):
-            data = json.loads(line[7:])
-            data['case'] = Case(**data['case'])
-            return Result(**data)
-    return Result(case, error=f'exit {proc.returncode}: {proc.stderr.strip()[-200:]}')
+            return json.loads(line[7:])
+    return {'error': f'exit {proc.returncode}: {proc.stderr.strip()[-300:]}'}
 
 
-# ----------------------------------------------------------------------------- the suite
-def plan(args) -> list[Case]:
-    """Cases grouped by input size, so each comparison is measured close together in time."""
-    cases = [Case('matmul', 'fwd'), Case('matmul', 'bf16')]
-    for size in args.sizes:
-        cases.append(Case('vit', 'fwd', size))
-        for stride in args.strides:
-            if tokens_of(size, stride) > args.max_tokens:
-                continue
-            cases.append(Case('bixt', 'fwd', size, stride))
-            if stride == 16:
-                cases.append(Case('bixt', 'ort', size, stride))
-            if stride == 16 and size == max(args.sizes):
-                cases.append(Case('bixt', 'bf16', size, stride))
-                cases.append(Case('plain', 'fwd', size, stride))
-    train_size = 512 if 512 in args.sizes else min(args.sizes)
-    if not args.quick:
-        for stride in args.strides:
-            cases.append(Case('bixt', 'train', train_size, stride))
-            if stride < 16:  # the plain attention matrices only matter for long sequences
-                cases.append(Case('plain', 'train', train_size, stride))
-        cases.append(Case('vit', 'train', train_size))
-        for head in ('upernet', 'fpn'):
-            cases += [Case(head, 'fwd', train_size, 16), Case(head, 'ort', train_size, 16),
-                      Case(head, 'train', train_size, 16)]
-    else:
-        stride = min(args.strides)
-        cases += [Case('bixt', 'train', train_size, stride), Case('plain', 'train', train_size, stride)]
-    return cases
+# ----------------------------------------------------------------------------- report
+def targets(forward: list[dict], train: dict) -> list[tuple[str, str, Optional[bool]]]:
+    """(target, measured value, PASS/MISS; None when not measured)."""
+    rows = []
+
+    def ms(size, stride, name):
+        for group in forward:
+            if group.get('size') == size and group.get('stride') == stride:
+                return group.get('ms', {}).get(name)
+        return None
+
+    def check(name, value, passed, fmt):
+        rows.append((name, 'not measured' if value is None else fmt.format(value),
+                     None if value is None else bool(passed(value))))
+
+    def ratio(a, b):
+        return a / b if a and b else None
+    big = max((g['size'] for g in forward if 'ms' in g), default=None)
+    group = next((g for g in forward if g.get('size') == big and g['stride'] == 16), {})
+    peak = min((v for k, v in group.get('ms', {}).items() if k.startswith('matmul fp32')),
+               default=None)  # the faster of ATen's mm and oneDNN
+    ours = ms(big, 16, 'mmbixt fp32')
+    share = (group['gflop'] / ours) / (2 * PEAK_SIZE ** 3 / 1e9 / peak) if ours and peak else None
+    check(f'fp32 BiXT-Ti/16 at {big} >= 80% of the fp32 matmul peak', share,
+          lambda v: v >= 0.8, '{:.0%}')
+    for size, stride, need in ((512, 16, 1.3), (1024, 16, 1.5), (512, 4, 1.5)):
+        check(f'fp32 BiXT-Ti/{stride} at {size} >= {need}x the original',
+              ratio(ms(size, stride, 'original fp32'), ms(size, stride, 'mmbixt fp32')),
+              lambda v, need=need: v >= need, '{:.2f}x')
+    check(f'ViT-Ti/16 / BiXT-Ti/16 at {big} >= 12',
+          ratio(ms(big, 16, 'mmseg ViT-Ti/16 fp32'), ours), lambda v: v >= 12, '{:.1f}')
+    diffs = [g['max_rel_diff'] for g in forward if 'max_rel_diff' in g]
+    check('same outputs as the original (12 layers, relative) <= 1e-5',
+          max(diffs) if diffs else None, lambda v: v <= 1e-5, '{:.1e}')
+    fast = ms(big, 16, 'mmbixt fast path')
+    check(f'fast path at {big} >= 2x the original fp32',
+          ratio(ms(big, 16, 'original fp32'), fast), lambda v: v >= 2, '{:.2f}x')
+    check(f'fast path at {big} >= 1.3x the original under bf16 autocast',
+          ratio(ms(big, 16, 'original bf16 autocast'), fast), lambda v: v >= 1.3, '{:.2f}x')
+    check('fast path: UPerNet pixels agreeing with fp32 >= 99.5%',
+          train.get('agreement', {}).get('agreement'), lambda v: v >= 0.995, '{:.2%}')
+    lean, whole = train.get('upernet:bixt:4:4096', {}), train.get('upernet:bixt:4:0', {})
+    check('chunked training step <= 1.2x unchunked (UPerNet-BiXT-Ti/4)',
+          ratio(lean.get('ms'), whole.get('ms')), lambda v: v <= 1.2, '{:.2f}x')
+    return rows
 
 
-def find(results: list[Result], **kwargs) -> Optional[Result]:
-    for result in results:
-        if all(getattr(result.case, k) == v for k, v in kwargs.items()) and not result.error:
-            return result
-    return None
-
-
-def format_table(results: list[Result], peak32: float) -> str:
-    header = (f'{"model":<22}{"mode":<6}{"size":>5}{"tokens":>7}{"ms":>10}{"img/s":>8}'
-              f'{"peak MB":>9}{"GFLOP":>8}{"GFLOP/s":>9}{"%peak":>7}{"vs ViT":>8}')
-    lines = [header, '-' * len(header)]
-    for r in results:
-        c = r.case
-        tokens = tokens_of(c.size, c.stride if c.model != 'vit' else 16) if c.size else 0
-        if r.error:
-            lines.append(f'{c.label:<22}{c.mode:<6}{c.size:>5}{tokens:>7}  ERROR {r.error}')
+def forward_table(forward: list[dict]) -> str:
+    lines = ['| input | peer | ms | vs mmbixt fp32 | GFLOP/s | share of fp32 peak |',
+             '|---|---|---:|---:|---:|---:|']
+    for group in forward:
+        if 'ms' not in group:
+            lines.append(f'| {group.get("size")} /{group.get("stride")} | error | '
+                         f'{group.get("error", "")} | | | |')
             continue
-        vit = find(results, model='vit', mode=c.mode if c.mode == 'train' else 'fwd', size=c.size)
-        ratio = f'{vit.ms / r.ms:7.2f}x' if vit and c.model != 'vit' and c.size else f'{"":>8}'
-        flops = r.gflops_per_s if r.gflop == r.gflop else float('nan')
-        peak_pct = 100 * flops / peak32 if c.model != 'matmul' or c.mode == 'fwd' else float('nan')
-        lines.append(f'{c.label:<22}{c.mode:<6}{c.size:>5}{tokens:>7}{r.ms:>10.1f}'
-                     f'{1e3 / r.ms:>8.2f}{r.peak_mb:>9.0f}{r.gflop:>8.1f}{flops:>9.0f}'
-                     f'{peak_pct:>7.0f}{ratio}')
+        times = group['ms']
+        peak = min((v for k, v in times.items() if k.startswith('matmul fp32')), default=None)
+        peak_gflops = 2 * PEAK_SIZE ** 3 / 1e9 / (peak / 1e3) if peak else None
+        base = times.get('mmbixt fp32')
+        for name, value in times.items():
+            is_peak = name.startswith('matmul')
+            flop = 2 * PEAK_SIZE ** 3 / 1e9 if is_peak else group['gflop']
+            gflops = flop / (value / 1e3) if 'mmbixt' in name or 'original' in name or is_peak else None
+            lines.append(
+                f'| {"%d^3" % PEAK_SIZE if is_peak else "%d px, Ti/%d" % (group["size"], group["stride"])} '
+                f'| {name} | {value:.1f} | {"" if is_peak or not base else f"{base / value:.2f}x"} '
+                f'| {"" if gflops is None else f"{gflops:.0f}"} '
+                f'| {"" if gflops is None or not peak_gflops else f"{gflops / peak_gflops:.0%}"} |')
     return '\n'.join(lines)
 
 
-def targets(results: list[Result], peak32: float) -> list[tuple[str, str, Optional[bool]]]:
-    """(target, measured, passed or None when not measured)."""
-    def get(**kw):
-        return find(results, **kw)
-    out = []
-
-    def check(name, value, ok, fmt):
-        out.append((name, fmt.format(value) if value is not None else 'not measured',
-                    ok if value is not None else None))
-
-    b1024, b512 = get(model='bixt', mode='fwd', size=1024, stride=16), get(model='bixt', mode='fwd', size=512, stride=16)
-    v1024, v512 = get(model='vit', mode='fwd', size=1024), get(model='vit', mode='fwd', size=512)
-    b4 = get(model='bixt', mode='fwd', size=512, stride=4)
-    lean, plain = get(model='bixt', mode='train', size=512, stride=4), get(model='plain', mode='train', size=512, stride=4)
-    bf16 = get(model='bixt', mode='bf16', size=1024, stride=16)
-    value = v1024.ms / b1024.ms if b1024 and v1024 else None
-    check('BiXT-Ti/16 >= 12x faster than ViT-Ti/16 at 1024', value, value and value >= 12, '{:.1f}x')
-    value = b1024.ms / b512.ms if b1024 and b512 else None
-    check('BiXT-Ti/16 time 1024 / 512 <= 3.4', value, value and value <= 3.4, '{:.2f}x')
-    value = b4.ms / v512.ms if b4 and v512 else None
-    check('BiXT-Ti/4 at 512 <= 6.5x ViT-Ti/16 at 512', value, value and value <= 6.5, '{:.2f}x')
-    value = lean.peak_mb / plain.peak_mb if lean and plain else None
-    check('train peak memory Ti/4 at 512 <= 0.5x plain', value, value and value <= 0.5, '{:.2f}x')
-    value = b1024.gflops_per_s / peak32 if b1024 and peak32 == peak32 else None
-    check('Ti/16 fwd at 1024 >= 70% of fp32 matmul peak', value, value and value >= 0.7, '{:.0%}')
-    value = b1024.ms / bf16.ms if b1024 and bf16 else None
-    check('bf16 autocast >= 2x faster than fp32 (Ti/16, 1024)', value, value and value >= 2, '{:.2f}x')
-    return out
+TRAIN_LABELS = {'upernet:bixt:16:4096': 'UPerNet-BiXT-Ti/16', 'upernet:bixt:4:4096':
+                'UPerNet-BiXT-Ti/4 (chunked, memory-lean)', 'upernet:bixt:4:0':
+                'UPerNet-BiXT-Ti/4 (unchunked)', 'upernet:vit:16:0': 'UPerNet-ViT-Ti/16 (mmseg)',
+                'points': 'PointBiXT-Ti part segmentation'}
 
 
-def plot(results: list[Result], path: Path, title: str) -> None:
+def train_table(train: dict) -> str:
+    lines = ['| training step | ms | peak MB |', '|---|---:|---:|']
+    for key, label in TRAIN_LABELS.items():
+        if key in train:
+            r = train[key]
+            value = (f'{r["ms"]:.0f} | {r["peak_mb"]:.0f}' if 'ms' in r
+                     else f'error: {r.get("error", "")} |')
+            lines.append(f'| {label} | {value} |')
+    return '\n'.join(lines)
+
+
+def plot(forward: list[dict], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    series = [('vit', 16, 'ViT-Ti/16 (mmseg)', 'k')]
-    series += [('bixt', s, f'BiXT-Ti/{s}', c) for s, c in ((16, 'C0'), (8, 'C1'), (4, 'C2'))]
-    series += [('plain', 16, 'plain BiXT-Ti/16', 'C3')]
-    for model, stride, label, color in series:
-        points = sorted((tokens_of(r.case.size, stride), r.ms) for r in results
-                        if r.case.model == model and r.case.mode == 'fwd' and not r.error
-                        and (model == 'vit' or r.case.stride == stride))
+    names = sorted({n for g in forward for n in g.get('ms', {}) if not n.startswith('matmul')})
+    for name in names:
+        points = sorted((tokens_of(g['size'], g['stride']), g['ms'][name]) for g in forward
+                        if name in g.get('ms', {}) and g['stride'] == 16)
         if points:
-            ax.plot(*zip(*points), 'o-' if model != 'plain' else 'x--', color=color, label=label)
-    ax.set(xscale='log', yscale='log', xlabel='tokens (image size / stride)^2',
-           ylabel='forward time [ms], batch 1', title=title)
+            ax.plot(*zip(*points), 'o-', label=name)
+    ax.set(xscale='log', yscale='log', xlabel='tokens at stride 16', title=title,
+           ylabel='forward time [ms], batch 1 (median, interleaved)')
     ax.grid(True, which='both', alpha=0.3)
-    ax.legend()
+    if names:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- main
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument('--quick', action='store_true', help='224 and 512 only, fewer cases')
-    parser.add_argument('--sizes', type=int, nargs='+', help='image sizes (default 224 512 1024)')
-    parser.add_argument('--strides', type=int, nargs='+', default=[16, 8, 4], choices=[16, 8, 4])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('--original', help='a clone of the original BiXT repository')
+    parser.add_argument('--quick', action='store_true',
+                        help='smoke run: tiny sizes, one round, one training step each')
+    parser.add_argument('--sizes', type=int, nargs='+', help='Ti/16 input sizes (default 512 1024)')
+    parser.add_argument('--ti4-size', type=int, default=512, help='Ti/4 input size (0: none)')
+    parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds per size')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--max-tokens', type=int, default=16384,
-                        help='skip BiXT cases with more tokens (Ti/4 at 1024 has 65536)')
-    parser.add_argument('--min-time', type=float, default=1.0, help='seconds of repeats per case')
-    parser.add_argument('--repeats', type=int, default=5, help='most timed repeats per case')
+    parser.add_argument('--train-size', type=int, default=512)
+    parser.add_argument('--train-batch', type=int, default=2)
+    parser.add_argument('--train-repeats', type=int, default=1)
+    parser.add_argument('--points', type=int, default=2048)
+    parser.add_argument('--point-batch', type=int, default=8)
+    parser.add_argument('--no-train', action='store_true', help='forward comparisons only')
     parser.add_argument('--out', type=Path, default=REPO / 'work_dirs' / 'benchmark')
     parser.add_argument('--plot', type=Path, help='where the plot goes (default OUT/scaling.png)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.sizes = args.sizes or ([224, 512] if args.quick else [224, 512, 1024])
+    if args.quick:
+        args.sizes = args.sizes or [64]
+        args.ti4_size, args.rounds, args.train_size, args.train_batch = 0, 1, 64, 2
+        args.train_repeats, args.points, args.point_batch = 1, 256, 1
+    args.sizes = args.sizes or [512, 1024]
     return args
 
 
@@ -377,31 +514,50 @@ def main(argv=None) -> None:
     if args.child:
         return child_main(args.child)
     import torch
+    from mmbixt.models.core.fast_ops import cpu_bf16_capability
     args.out.mkdir(parents=True, exist_ok=True)
-    machine = f'{os.cpu_count()}-core CPU, {args.threads} threads, torch {torch.__version__}'
-    print(f'# mmbixt benchmark: {machine}; batch 1; time = best of repeats', flush=True)
-    results = []
-    for case in plan(args):
-        result = measure(case, args)
-        results.append(result)
-        status = result.error or f'{result.ms:.1f} ms, +{result.peak_mb:.0f} MB'
-        print(f'  {case.label} {case.mode} {case.size or ""}: {status}', flush=True)
-    peak = find(results, model='matmul', mode='fwd')
-    peak32 = peak.gflops_per_s if peak else float('nan')
-    print(f'\nfp32 matmul peak {peak32:.0f} GFLOP/s', end='')
-    bf = find(results, model='matmul', mode='bf16')
-    print(f', bf16 {bf.gflops_per_s:.0f} GFLOP/s' if bf else '')
-    print(format_table(results, peak32))
-    print('\nTargets:')
-    for name, value, ok in targets(results, peak32):
-        print(f'  {name:<52} {value:>12}  {"-" if ok is None else "PASS" if ok else "MISS"}')
+    machine = (f'{os.cpu_count()}-core CPU ({torch.backends.cpu.get_cpu_capability()}, bf16: '
+               f'{cpu_bf16_capability().kind}), {args.threads} threads, torch {torch.__version__}')
+    print(f'# mmbixt benchmark: {machine}; batch 1 forward; medians of interleaved rounds',
+          flush=True)
+    common = dict(threads=args.threads, rounds=args.rounds, original=args.original,
+                  train_size=args.train_size, train_batch=args.train_batch,
+                  train_repeats=args.train_repeats, points=args.points,
+                  point_batch=args.point_batch)
+    groups = [(size, 16) for size in args.sizes] + ([(args.ti4_size, 4)] if args.ti4_size else [])
+    forward = []
+    for size, stride in groups:
+        flags = dict(peaks=True, bf16=stride == 16, vit=stride == 16, onnx=size == max(args.sizes))
+        result = in_child(dict(kind='forward', size=size, stride=stride, args={**common, **flags}),
+                          args.threads)
+        result.setdefault('size', size)
+        result.setdefault('stride', stride)
+        forward.append(result)
+        print(f'  forward {size} px, Ti/{stride}: ' + (result.get('error') or ', '.join(
+            f'{k} {v:.0f} ms' for k, v in result['ms'].items())), flush=True)
+    train = {}
+    if not args.no_train:
+        cases = ['agreement', 'upernet:bixt:16:4096', 'upernet:vit:16:0', 'points']
+        if not args.quick:
+            cases[2:2] = ['upernet:bixt:4:4096', 'upernet:bixt:4:0']
+        for case in cases:
+            train[case] = in_child(dict(kind='train', case=case, args=common), args.threads)
+            print(f'  {case}: {train[case]}', flush=True)
+    table = forward_table(forward) + '\n\n' + train_table(train)
+    rows = targets(forward, train)
+    target_md = '\n'.join(['| target (issue 14) | measured | |', '|---|---:|---|'] + [
+        f'| {name} | {value} | {"-" if ok is None else "PASS" if ok else "MISS"} |'
+        for name, value, ok in rows])
+    print('\n' + table + '\n\n' + target_md)
+    report = f'{machine}; `python tools/benchmark.py {" ".join(argv or sys.argv[1:])}`\n\n'
+    (args.out / 'table.md').write_text(report + table + '\n\n' + target_md + '\n')
     with open(args.out / 'results.json', 'w') as f:
-        json.dump(dict(machine=machine, results=[asdict(r) for r in results]), f, indent=1)
+        json.dump(dict(machine=machine, forward=forward, train=train), f, indent=1)
     plot_path = args.plot or args.out / 'scaling.png'
-    plot(results, plot_path, f'BiXT vs ViT, fp32 forward ({machine.split(",")[0]}, '
-                             f'{args.threads} threads)')
-    print(f'\nwrote {args.out / "results.json"} and {plot_path}')
+    plot(forward, plot_path, f'BiXT-Ti/16 and peers, fp32 forward ({args.threads} threads)')
+    print(f'\nwrote {args.out / "table.md"}, {args.out / "results.json"} and {plot_path}')
 
 
 if __name__ == '__main__':
-    main()
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -40,10 +40,10 @@ def farthest_point_sample(xyz: Tensor, num_samples: int, start: Optional[Tensor]
     current = (torch.zeros(batch, dtype=torch.long, device=xyz.device) if start is None
                else start.to(xyz.device))
     rows = torch.arange(batch, device=xyz.device)
-    for i in range(num_samples):
+    for i in range(num_samples):  # one step samples every shape of the batch
         index[:, i] = current
         dist = (xyz - xyz[rows, current].unsqueeze(1)).square().sum(-1)
-        nearest = torch.minimum(nearest, dist)
+        nearest = torch.minimum(nearest, dist)  # out-of-place: the ONNX export traces this loop
         current = nearest.argmax(-1)
     return index
 
@@ -62,12 +62,16 @@ class FourierPointEncoding(nn.Module):
 
     def __init__(self, embed_dims: int, num_freqs: int = 8):
         super().__init__()
-        self.register_buffer('freqs', math.pi * 2.0 ** torch.arange(num_freqs), persistent=False)
+        self.num_freqs = num_freqs
         self.proj = nn.Linear(3 * (2 * num_freqs + 1), embed_dims)
 
     def forward(self, xyz: Tensor) -> Tensor:
-        angles = (xyz.unsqueeze(-1) * self.freqs).flatten(-2)
-        return self.proj(torch.cat([xyz, angles.sin(), angles.cos()], dim=-1))
+        # In fp32 whatever the model's dtype: bf16 angles of up to pi*2^7*|xyz| lose their phase.
+        xyz = xyz.float()
+        freqs = math.pi * 2.0 ** torch.arange(self.num_freqs, device=xyz.device, dtype=xyz.dtype)
+        angles = (xyz.unsqueeze(-1) * freqs).flatten(-2)
+        feats = torch.cat([xyz, angles.sin(), angles.cos()], dim=-1)
+        return self.proj(feats.to(self.proj.weight.dtype))
 
 
 def point_mlp(channels: Sequence[int]) -> nn.Sequential:
@@ -97,7 +101,8 @@ class PerPointTokenizer(nn.Module):
 
     def forward(self, points: Tensor) -> PointTokens:
         xyz = points[..., :3]
-        return PointTokens(self.embed(points) + self.pos_encode(xyz), xyz)
+        feats = self.embed(points.to(self.embed[0].weight.dtype))
+        return PointTokens(feats + self.pos_encode(xyz), xyz)
 
 
 class GroupedPointTokenizer(nn.Module):
@@ -116,12 +121,13 @@ class GroupedPointTokenizer(nn.Module):
 
     def group(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Centres ``[B, G, 3]`` and neighbourhoods ``[B, G, K, C]`` in coordinates local to the centre."""
-        xyz = points[..., :3]
+        xyz = points[..., :3].float()  # the geometry in fp32 whatever the model's dtype
         centres = gather_points(xyz, farthest_point_sample(xyz, self.num_groups))
         _, index = knn(centres, xyz, self.group_size)
-        groups = gather_points(points, index)
+        groups = gather_points(points.float(), index)
         local_xyz = groups[..., :3] - centres.unsqueeze(2)
-        return centres, torch.cat([local_xyz, groups[..., 3:]], dim=-1)
+        dtype = self.first[0].weight.dtype
+        return centres, torch.cat([local_xyz, groups[..., 3:]], dim=-1).to(dtype)
 
     def forward(self, points: Tensor) -> PointTokens:
         centres, groups = self.group(points)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
+from .fast_ops import linear, linear_gelu, linear_residual
 
 LAYER_NORM_EPS = 1e-6
 # The chunk sizes of the token stream (see CrossAttentionBlock), each defined here only.
@@ -67,6 +68,11 @@ def apply_mask(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     return x if mask is None else x * mask
 
 
+def branch_mask(drop: nn.Module, x: Tensor) -> Optional[Tensor]:
+    """The stochastic-depth draw of ``drop`` (a ``DropPath`` or ``nn.Identity``) for a branch of ``x``."""
+    return drop.keep_mask(x) if isinstance(drop, DropPath) else None
+
+
 class LayerScale(nn.Module):
     """Per-channel scale of a residual branch (``gamma`` in the released checkpoints)."""
 
@@ -95,8 +101,12 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dims, dims)
 
+    def hidden(self, x: Tensor) -> Tensor:
+        """``GELU(fc1(x))``, one fused kernel in CPU inference."""
+        return linear_gelu(x, self.fc1)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(self.hidden(x))
 
 
 class SelfAttention(nn.Module):
@@ -108,9 +118,13 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dims, dims * 3)
         self.proj = nn.Linear(dims, dims)
 
+    def read(self, x: Tensor) -> Tensor:
+        """The attention's merged heads before the output projection ``proj``."""
+        q, k, v = split_heads(linear(x, self.qkv), 3, self.num_heads)
+        return merge_heads(F.scaled_dot_product_attention(q, k, v))
+
     def forward(self, x: Tensor) -> Tensor:
-        q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
-        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(self.read(x))
 
 
 class BiCrossAttention(nn.Module):
@@ -134,21 +148,29 @@ class BiCrossAttention(nn.Module):
 
     def latent_refs(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         """``(r_lat, v_lat)``, each ``[B, heads, L, a]`` (views into one projection)."""
-        return split_heads(self.rv_latents(latents), 2, self.num_heads)
+        return split_heads(linear(latents, self.rv_latents), 2, self.num_heads)
 
     def token_refs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """``(r_tok, v_tok)``, each ``[B, heads, N, a]`` (views into one projection)."""
-        return split_heads(self.rv_patches(tokens), 2, self.num_heads)
+        return split_heads(linear(tokens, self.rv_patches), 2, self.num_heads)
+
+    def token_read(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
+        """What each token reads from the latents (softmax over latents), before ``proj_pat``:
+        ``[B, N, A]``. Exact for any subset of tokens, so the chunked path calls it per chunk."""
+        return merge_heads(F.scaled_dot_product_attention(r_tok, r_lat, v_lat))
+
+    def latent_read(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor) -> Tensor:
+        """What each latent reads from all tokens (softmax over tokens), before ``proj_lat``:
+        ``[B, L, A]``."""
+        return merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok))
 
     def token_update(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
-        """What each token reads from the latents (softmax over latents), projected: ``[B, N, D]``.
-
-        Exact for any subset of tokens, so the chunked path calls it per chunk."""
-        return self.proj_pat(merge_heads(F.scaled_dot_product_attention(r_tok, r_lat, v_lat)))
+        """``token_read`` projected: ``[B, N, D]``."""
+        return self.proj_pat(self.token_read(r_tok, r_lat, v_lat))
 
     def latent_update(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor) -> Tensor:
-        """What each latent reads from all tokens (softmax over tokens), projected: ``[B, L, D]``."""
-        return self.proj_lat(merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok)))
+        """``latent_read`` projected: ``[B, L, D]``."""
+        return self.proj_lat(self.latent_read(r_lat, r_tok, v_tok))
 
     def latent_partial(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor) -> 'SoftmaxPartial':
         """The latent side over one chunk of tokens, unnormalised, for an online softmax."""
@@ -163,14 +185,14 @@ class BiCrossAttention(nn.Module):
                               (weights.to(v_tok.dtype) @ v_tok).to(stat_dtype))
 
     def finish_partials(self, partials: list['SoftmaxPartial'], dtype: torch.dtype) -> Tensor:
-        """Merges the per-chunk partials into the latent update ``[B, L, D]``."""
+        """Merges the per-chunk partials into ``latent_read``'s result ``[B, L, A]``."""
         peak = torch.stack([p.peak for p in partials]).amax(dim=0)
         total = acc = None
         for part in partials:
             rescale = (part.peak - peak).exp()
             total = part.total * rescale if total is None else total + part.total * rescale
             acc = part.acc * rescale if acc is None else acc + part.acc * rescale
-        return self.proj_lat(merge_heads((acc / total).to(dtype)))
+        return merge_heads((acc / total).to(dtype))
 
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         r_lat, v_lat = self.latent_refs(latents)
@@ -204,10 +226,14 @@ class LatentCrossAttention(nn.Module):
         self.rv_patches = nn.Linear(dims, attn_dims * 2)
         self.proj_lat = nn.Linear(attn_dims, dims)
 
+    def latent_read(self, latents: Tensor, tokens: Tensor) -> Tensor:
+        """What each latent reads from the tokens, before ``proj_lat``: ``[B, L, A]``."""
+        (r_lat,) = split_heads(linear(latents, self.r_latents), 1, self.num_heads)
+        r_tok, v_tok = split_heads(linear(tokens, self.rv_patches), 2, self.num_heads)
+        return merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok))
+
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, None]:
-        (r_lat,) = split_heads(self.r_latents(latents), 1, self.num_heads)
-        r_tok, v_tok = split_heads(self.rv_patches(tokens), 2, self.num_heads)
-        return self.proj_lat(merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok))), None
+        return self.proj_lat(self.latent_read(latents, tokens)), None
 
 
 class CrossAttentionBlock(nn.Module):
@@ -260,30 +286,35 @@ class CrossAttentionBlock(nn.Module):
 
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         if self.one_sided:
-            lat_update, _ = self.attn(self.norm1_lat(latents), self.norm1_pat(tokens))
-            return self._latent_residuals(latents, lat_update), None
+            lat_read = self.attn.latent_read(self.norm1_lat(latents), self.norm1_pat(tokens))
+            return self._latent_residuals(latents, lat_read), None
         r_lat, v_lat = self.attn.latent_refs(self.norm1_lat(latents))
         # One draw per branch for the whole block, shared by all chunks.
         keep_attn, keep_mlp = self.drop_path.keep_mask(tokens), self.drop_path.keep_mask(tokens)
         if self.uses_chunks(tokens):
             stream = (self._chunked_token_stream if torch.is_grad_enabled()
                       else self._streamed_token_side)
-            lat_update, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp)
+            lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp)
         else:
             r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
-            lat_update = self.attn.latent_update(r_lat, r_tok, v_tok)
-            tokens = self._token_residuals(tokens, self.attn.token_update(r_tok, r_lat, v_lat),
+            lat_read = self.attn.latent_read(r_lat, r_tok, v_tok)
+            tokens = self._token_residuals(tokens, self.attn.token_read(r_tok, r_lat, v_lat),
                                            keep_attn, keep_mlp)
-        return self._latent_residuals(latents, lat_update), tokens
+        return self._latent_residuals(latents, lat_read), tokens
 
-    def _latent_residuals(self, latents: Tensor, lat_update: Tensor) -> Tensor:
-        latents = latents + self.drop_path(self.ls1_lat(lat_update))
-        return latents + self.drop_path(self.ls2_lat(self.mlp_lat(self.norm2_lat(latents))))
+    def _latent_residuals(self, latents: Tensor, lat_read: Tensor) -> Tensor:
+        """Both residual branches of the latents, from their read of the tokens (unprojected)."""
+        latents = linear_residual(lat_read, self.attn.proj_lat, latents, self.ls1_lat,
+                                  self.drop_path.keep_mask(latents))
+        return linear_residual(self.mlp_lat.hidden(self.norm2_lat(latents)), self.mlp_lat.fc2,
+                               latents, self.ls2_lat, self.drop_path.keep_mask(latents))
 
-    def _token_residuals(self, tokens: Tensor, tok_update: Tensor, keep_attn: Optional[Tensor],
+    def _token_residuals(self, tokens: Tensor, tok_read: Tensor, keep_attn: Optional[Tensor],
                          keep_mlp: Optional[Tensor]) -> Tensor:
-        tokens = tokens + apply_mask(self.ls1_pat(tok_update), keep_attn)
-        return tokens + apply_mask(self.ls2_pat(self.mlp_pat(self.norm2_pat(tokens))), keep_mlp)
+        """Both residual branches of the tokens, from their read of the latents (unprojected)."""
+        tokens = linear_residual(tok_read, self.attn.proj_pat, tokens, self.ls1_pat, keep_attn)
+        return linear_residual(self.mlp_pat.hidden(self.norm2_pat(tokens)), self.mlp_pat.fc2,
+                               tokens, self.ls2_pat, keep_mlp)
 
     def _token_chunk(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                      keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
@@ -291,7 +322,7 @@ class CrossAttentionBlock(nn.Module):
         """The whole token side of one chunk, plus its share of the latents' softmax."""
         r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
         partial = self.attn.latent_partial(r_lat, r_tok, v_tok)
-        tokens = self._token_residuals(tokens, self.attn.token_update(r_tok, r_lat, v_lat),
+        tokens = self._token_residuals(tokens, self.attn.token_read(r_tok, r_lat, v_lat),
                                        keep_attn, keep_mlp)
         return tokens, partial
 
@@ -305,12 +336,12 @@ class CrossAttentionBlock(nn.Module):
         out = torch.empty_like(tokens)
         for start in range(0, tokens.shape[1], self.stream_chunk_size):
             part = slice(start, start + self.stream_chunk_size)
-            refs[:, part] = self.attn.rv_patches(self.norm1_pat(tokens[:, part]))
+            refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches)
             r_tok = split_heads(refs[:, part], 2, self.attn.num_heads)[0]
             out[:, part] = self._token_residuals(
-                tokens[:, part], self.attn.token_update(r_tok, r_lat, v_lat), keep_attn, keep_mlp)
+                tokens[:, part], self.attn.token_read(r_tok, r_lat, v_lat), keep_attn, keep_mlp)
         r_tok, v_tok = split_heads(refs, 2, self.attn.num_heads)
-        return self.attn.latent_update(r_lat, r_tok, v_tok), out
+        return self.attn.latent_read(r_lat, r_tok, v_tok), out
 
     def _chunked_token_stream(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                               keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
@@ -339,8 +370,10 @@ class LatentSelfAttentionBlock(nn.Module):
         self.drop_path = drop_path(drop_path_rate)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        x = linear_residual(self.attn.read(self.norm1(x)), self.attn.proj, x, self.ls1,
+                            branch_mask(self.drop_path, x))
+        return linear_residual(self.mlp.hidden(self.norm2(x)), self.mlp.fc2, x, self.ls2,
+                               branch_mask(self.drop_path, x))
 
 
 class BiXTLayer(nn.Module):

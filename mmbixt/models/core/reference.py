@@ -1,8 +1,8 @@
 """A plain BiXT forward: the textbook math, both attention matrices materialised and kept.
 
-It reads the parameters of a ``BiXTCore`` and serves as the baseline of ``tools/benchmark.py`` (the
-memory the fast core saves) and as an independent check of the fast paths in the tests. It is not
-meant for use: the core is faster and leaner with the same result.
+It reads the parameters of a ``BiXTCore`` and serves as an independent check of the fast paths in
+the tests (plain PyTorch ops only: no fused kernels, no chunking). It is not meant for use: the core
+is faster and leaner with the same result.
 """
 from __future__ import annotations
 

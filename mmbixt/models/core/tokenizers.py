@@ -71,6 +71,11 @@ def build_tokenizer(kind: str, in_channels: int, embed_dims: int, patch_size: in
     raise ValueError(f"tokenizer must be 'linear' or 'conv', got {kind!r}")
 
 
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s first floating parameter (fp32 for a module without one)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
 def fourier_features_2d(height: int, width: int, hidden_dims: int = 32,
                         temperature: float = 10000.0, device=None) -> Tensor:
     """The un-projected DETR/XCiT encoding of an ``height x width`` grid: ``[2*hidden_dims, h, w]``.
@@ -115,15 +120,21 @@ class FourierPositionalEncoding2d(nn.Module):
         return self._cache[key]
 
     def forward(self, height: int, width: int) -> Tensor:
-        """The encoding as ``[1, h*w, D]`` in row-major token order."""
-        features = self.features(height, width, self.token_projection.weight.device)
+        """The encoding as ``[1, h*w, D]`` in row-major token order, in the dtype of the projection
+        (the sin/cos features are computed in fp32, then cast: a bf16 or fp16 model gets them in
+        its own dtype)."""
+        weight = self.token_projection.weight
+        features = self.features(height, width, weight.device).to(weight.dtype)
         return self.token_projection(features).flatten(1).transpose(0, 1).unsqueeze(0)
 
 
 def embed_image(tokenizer: nn.Module, pos_encode: FourierPositionalEncoding2d,
                 img: Tensor) -> tuple[Tensor, tuple[int, int]]:
-    """Tokenises ``img`` and adds the encoding of its grid: tokens ``[B, N, D]`` and ``(h, w)``."""
-    feats = tokenizer(img)
+    """Tokenises ``img`` and adds the encoding of its grid: tokens ``[B, N, D]`` and ``(h, w)``.
+
+    The image is cast to the tokenizer's dtype, so a model cast with ``.half()`` or
+    ``.to(torch.bfloat16)`` takes the fp32 images of mmseg's data preprocessor."""
+    feats = tokenizer(img.to(parameter_dtype(tokenizer)))
     height, width = feats.shape[-2:]
     tokens = feats.flatten(2).transpose(1, 2) + pos_encode(height, width)
     # One copy here: a channels-first layout would otherwise propagate through every residual add

@@ -1,0 +1,173 @@
+"""Fused CPU kernels for inference, and what this CPU can do in bf16.
+
+PyTorch's ``F.linear`` on the CPU runs the matmul (MKL or oneDNN, whichever ATen picks) after copying
+the broadcast bias into the output, then GELU and the residual add as separate passes over
+``[B, N, 4D]`` / ``[B, N, D]`` activations. oneDNN's fused linear (``torch.ops.mkldnn``, the kernel
+inductor's CPU backend emits for the same pattern) does matmul + bias + GELU, or matmul + bias +
+residual add, in one call. It has no autograd, so it serves inference only (no grad, no autocast);
+everything else, training included, runs the plain PyTorch ops, bit for bit as before.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _onednn_op(name: str):
+    try:
+        return getattr(torch.ops.mkldnn, name)
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return None
+
+
+ONEDNN_LINEAR = _onednn_op('_linear_pointwise') if torch.backends.mkldnn.is_available() else None
+FUSED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def graph_capture() -> bool:
+    """Whether the forward is being traced (torch.compile fuses on its own; ONNX and TorchScript
+    exports need the standard ops)."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export())
+
+
+def fused_linear_applies(x: Tensor, layer: nn.Linear) -> bool:
+    """Whether oneDNN's fused linear serves ``layer(x)``: eager CPU inference (no gradients, no
+    autocast, no tracing), fp32 (or bf16 where this CPU has bf16 instructions) input in the layer's dtype, with a bias."""
+    return (ONEDNN_LINEAR is not None and x.device.type == 'cpu'
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
+            and not graph_capture()
+            and x.dtype == layer.weight.dtype and layer.bias is not None
+            and (x.dtype == torch.float32
+                 or (x.dtype == torch.bfloat16 and cpu_bf16_capability().native)))
+
+
+def linear(x: Tensor, layer: nn.Linear) -> Tensor:
+    """``layer(x)``; in CPU inference with the bias added inside the matmul (no bias copy)."""
+    if fused_linear_applies(x, layer):
+        return ONEDNN_LINEAR(x, layer.weight, layer.bias, 'none', [], 'none')
+    return layer(x)
+
+
+def linear_gelu(x: Tensor, layer: nn.Linear) -> Tensor:
+    """``GELU(layer(x))`` (exact erf GELU)."""
+    if fused_linear_applies(x, layer):
+        return ONEDNN_LINEAR(x, layer.weight, layer.bias, 'gelu', [], 'none')
+    return F.gelu(layer(x))
+
+
+def linear_residual(x: Tensor, layer: nn.Linear, residual: Tensor, scale: nn.Module,
+                    keep: Optional[Tensor] = None) -> Tensor:
+    """``residual + keep * scale(layer(x))``: a residual branch's output projection, LayerScale
+    (``scale``: ``LayerScale`` or ``nn.Identity``) and per-sample stochastic-depth mask ``keep``.
+
+    Fused: LayerScale folds into the weights (``g * (W x + b) = (g W) x + g b``) and the add into
+    the matmul's epilogue; inference has no mask."""
+    if keep is None and fused_linear_applies(x, layer) and residual.dtype == x.dtype:
+        weight, bias = layer.weight, layer.bias
+        gamma = getattr(scale, 'gamma', None)
+        if gamma is not None:
+            weight, bias = weight * gamma[:, None], bias * gamma
+        return ONEDNN_LINEAR(x, residual.contiguous(), weight, bias, 'add')
+    branch = scale(layer(x))
+    return residual + (branch if keep is None else branch * keep)
+
+
+# ---------------------------------------------------------------------------- CPU capability
+class CpuBf16Capability:
+    """What the CPU offers for bf16 matmuls: ``'amx'`` (AMX tiles), ``'avx512_bf16'`` (bf16 dot
+    products), or ``'none'`` (bf16 only emulated: slower than fp32)."""
+
+    def __init__(self, kind: str, isa: str):
+        self.kind = kind  # amx | avx512_bf16 | none
+        self.isa = isa    # torch.backends.cpu.get_cpu_capability()
+
+    @property
+    def native(self) -> bool:
+        return self.kind != 'none'
+
+    def __repr__(self) -> str:
+        return f'CpuBf16Capability(kind={self.kind!r}, isa={self.isa!r})'
+
+
+def bf16_kind(cpu_flags: set[str], isa: str) -> str:
+    """The bf16 matmul kind from ``/proc/cpuinfo`` flags and PyTorch's dispatch ISA."""
+    if 'amx_bf16' in cpu_flags or isa == 'AMX':
+        return 'amx'
+    if 'avx512_bf16' in cpu_flags:
+        return 'avx512_bf16'
+    return 'none'
+
+
+def read_cpu_flags(path: str = '/proc/cpuinfo') -> set[str]:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:  # not Linux: PyTorch's ISA alone decides
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_capability() -> CpuBf16Capability:
+    """This machine's bf16 capability (cached)."""
+    isa = torch.backends.cpu.get_cpu_capability()
+    return CpuBf16Capability(bf16_kind(read_cpu_flags(), isa), isa)
+
+
+def fast_inference_dtype(capability: Optional[CpuBf16Capability] = None) -> torch.dtype:
+    """bf16 where the CPU multiplies bf16 natively (AMX or AVX512-BF16), else fp32 (emulated bf16
+    is slower than fp32)."""
+    return torch.bfloat16 if (capability or cpu_bf16_capability()).native else torch.float32
+
+
+def fast_inference(capability: Optional[CpuBf16Capability] = None) -> contextlib.ExitStack:
+    """The fast CPU inference path, one switch: ``with fast_inference(): outputs = model(inputs)``.
+
+    No gradients; bf16 autocast where this CPU has bf16 matrix instructions, otherwise fp32 with
+    the fused kernels above. Segmentation predictions agree with fp32 on at least 99.5% of pixels
+    (tests/test_fast_inference.py). ``capability`` overrides the detection."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    if fast_inference_dtype(capability) == torch.bfloat16:
+        stack.enter_context(torch.autocast('cpu', dtype=torch.bfloat16))
+    return stack
+
+
+# ---------------------------------------------------------------------------- attention kernels
+def sdpa_kernel(device_type: str, dtype: torch.dtype, head_dims: int,
+                has_mask: bool = False) -> str:
+    """Which kernel PyTorch's ``scaled_dot_product_attention`` (torch 2.x) picks for our calls
+    (no mask, no dropout, q/k/v of one head width), in its default priority order.
+
+    CUDA: ``'flash'`` (FlashAttention-2: fp16/bf16, head width a multiple of 8 up to 256, no mask),
+    else ``'efficient'`` (memory-efficient: also fp32 and masks, head width a multiple of 8 for
+    half types / 4 for fp32), else ``'math'`` (materialises the attention matrix).
+    CPU: ``'flash_cpu'`` (a blocked kernel for fp32/bf16/fp16), else ``'math'``. docs/gpu.md
+    explains the choice for each direction of BiXT's cross-attention."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    if device_type == 'cpu':
+        return 'flash_cpu' if half or dtype == torch.float32 else 'math'
+    if device_type != 'cuda':
+        return 'math'
+    if half and not has_mask and head_dims % 8 == 0 and head_dims <= 256:
+        return 'flash'
+    if dtype in (torch.float32, torch.float16, torch.bfloat16) and head_dims % (8 if half else 4) == 0:
+        return 'efficient'
+    return 'math'
+
+
+def cross_attention_kernels(attn_dims: int, num_heads: int, device_type: str,
+                            dtype: torch.dtype) -> dict[str, str]:
+    """The SDPA kernel of each BiXT attention call: both directions of the cross-attention and the
+    latent self-attention (all unmasked, one head width ``attn_dims // num_heads``)."""
+    kernel = sdpa_kernel(device_type, dtype, attn_dims // num_heads)
+    return {'latents_read_tokens': kernel, 'tokens_read_latents': kernel,
+            'latent_self_attention': kernel}

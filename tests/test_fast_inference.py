@@ -1,0 +1,140 @@
+"""The fast inference paths: oneDNN fused linears equal the plain ops, the bf16 switch picks by CPU
+capability and keeps a segmentor's predictions, and the attention-kernel selection of docs/gpu.md."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+import mmbixt  # noqa: F401  (registers BiXT modules)
+from mmseg.registry import MODELS
+from mmseg.utils import register_all_modules
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from mmbixt.models.core import fast_ops
+from mmbixt.models.core.fast_ops import (CpuBf16Capability, bf16_kind, cross_attention_kernels,
+                                         fast_inference, fast_inference_dtype,
+                                         fused_linear_applies, linear, linear_gelu,
+                                         linear_residual, sdpa_kernel)
+from mmbixt.models.core.layers import LayerScale
+
+from conftest import REPO
+
+needs_onednn = pytest.mark.skipif(fast_ops.ONEDNN_LINEAR is None, reason='no oneDNN in this torch')
+
+
+def rel_err(actual, expected) -> float:
+    return ((actual.float() - expected.float()).abs().max() / expected.abs().max()).item()
+
+
+@needs_onednn
+@pytest.mark.parametrize('scale', [nn.Identity(), LayerScale(24, 0.3)])
+def test_fused_linears_equal_the_plain_ops(scale):
+    torch.manual_seed(0)
+    layer, x = nn.Linear(16, 24), torch.randn(2, 7, 16)
+    residual = torch.randn(1, 7, 24).expand(2, -1, -1)  # latents arrive expanded from [1, L, D]
+    with torch.no_grad():
+        assert fused_linear_applies(x, layer)
+        fused = (linear(x, layer), linear_gelu(x, layer), linear_residual(x, layer, residual, scale))
+    plain = (layer(x), torch.nn.functional.gelu(layer(x)), residual + scale(layer(x)))
+    for actual, expected in zip(fused, plain):
+        assert rel_err(actual, expected.detach()) < 1e-6
+
+
+def test_training_autocast_and_tracing_take_the_plain_ops():
+    layer, x = nn.Linear(8, 8), torch.randn(3, 8)
+    assert not fused_linear_applies(x, layer)  # gradients recorded
+    with torch.no_grad():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert not fused_linear_applies(x, layer)
+        assert not fused_linear_applies(x.double(), layer)
+    keep = torch.tensor([[0.0], [2.0], [2.0]])  # a stochastic-depth draw forces the plain path
+    out = linear_residual(x, layer, x, nn.Identity(), keep)
+    assert torch.equal(out, x + layer(x) * keep)
+
+
+@pytest.mark.parametrize('flags, isa, kind', [
+    ({'avx512f', 'amx_bf16', 'amx_tile', 'avx512_bf16'}, 'AMX', 'amx'),
+    ({'avx512f', 'avx512_bf16'}, 'AVX512', 'avx512_bf16'),   # AMD Zen 4
+    ({'avx2', 'fma'}, 'AVX2', 'none'),
+    (set(), 'AMX', 'amx'),                                   # no /proc/cpuinfo: torch's ISA decides
+])
+def test_bf16_capability_from_cpu_flags(flags, isa, kind):
+    assert bf16_kind(flags, isa) == kind
+    expected = torch.float32 if kind == 'none' else torch.bfloat16
+    assert fast_inference_dtype(CpuBf16Capability(kind, isa)) == expected
+
+
+def test_fast_inference_autocasts_only_with_native_bf16():
+    with fast_inference(CpuBf16Capability('none', 'AVX2')):
+        assert not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
+    with fast_inference(CpuBf16Capability('avx512_bf16', 'AVX512')):
+        assert not torch.is_grad_enabled() and torch.is_autocast_enabled('cpu')
+        assert torch.get_autocast_dtype('cpu') == torch.bfloat16
+    assert torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
+
+
+def small_segmentor() -> nn.Module:
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(str(REPO / 'configs/_base_/models/upernet_bixt.py')).model.to_dict()
+    norm = dict(type='BN', requires_grad=True)
+    cfg['backbone'].update(arch=dict(embed_dims=64, num_heads=2, num_latents=16, num_layers=4,
+                                     tokenizer='linear', patch_size=16, stride=8,
+                                     layer_scale=False), out_indices=(0, 1, 2, 3))
+    cfg['neck'].update(in_channels=64, in_stride=8, norm_cfg=norm)
+    cfg['decode_head'].update(in_channels=[64] * 4, channels=64, num_classes=8, norm_cfg=norm)
+    cfg['auxiliary_head'].update(in_channels=64, channels=32, num_classes=8, norm_cfg=norm)
+    torch.manual_seed(0)
+    return MODELS.build(cfg).eval()
+
+
+def test_bf16_fast_path_keeps_segmentation_predictions():
+    """The accuracy check of issue 14: >= 99.5% of pixels predicted as in fp32 (random weights,
+    whose small logit margins make this harder than for a trained model)."""
+    model = small_segmentor()
+    images = torch.randn(2, 3, 128, 96)
+    with torch.no_grad():
+        expected = model(images, mode='tensor').argmax(1)
+    with fast_inference(CpuBf16Capability('avx512_bf16', 'AVX512')):  # bf16 even on other CPUs
+        logits = model(images, mode='tensor')
+    assert logits.dtype == torch.bfloat16 or logits.dtype == torch.float32
+    agreement = (logits.argmax(1) == expected).float().mean().item()
+    assert agreement >= 0.995, f'{agreement:.4f} of pixels agree'
+    with fast_inference(CpuBf16Capability('none', 'AVX2')):  # fp32 fused kernels: the same
+        assert torch.equal(model(images, mode='tensor').argmax(1), expected)
+
+
+@pytest.mark.parametrize('device, dtype, head_dims, kernel', [
+    ('cuda', torch.float16, 32, 'flash'),
+    ('cuda', torch.bfloat16, 64, 'flash'),
+    ('cuda', torch.float32, 32, 'efficient'),     # flash has no fp32 kernel
+    ('cuda', torch.bfloat16, 320, 'efficient'),   # wider than flash's 256
+    ('cuda', torch.float16, 36, 'math'),          # not a multiple of 8
+    ('cpu', torch.float32, 32, 'flash_cpu'),
+    ('cpu', torch.bfloat16, 32, 'flash_cpu'),
+    ('cpu', torch.float64, 32, 'math'),
+])
+def test_sdpa_kernel_selection(device, dtype, head_dims, kernel):
+    assert sdpa_kernel(device, dtype, head_dims) == kernel
+
+
+def test_bixt_ti_attention_kernels_per_direction():
+    kernels = cross_attention_kernels(192, 6, 'cuda', torch.bfloat16)  # BiXT-Ti: head width 32
+    assert set(kernels.values()) == {'flash'}
+    assert set(cross_attention_kernels(192, 6, 'cuda', torch.float32).values()) == {'efficient'}
+    assert sdpa_kernel('cuda', torch.float16, 32, has_mask=True) == 'efficient'
+
+
+def test_cpu_runs_the_kernel_the_selection_reports():
+    """On this CPU the cross-attention really goes through the blocked flash kernel (no [L, N]
+    attention matrix), as sdpa_kernel('cpu', ...) says."""
+    from mmbixt.models.core import BiXTCore
+    core = BiXTCore(32, 2, 8, 1).eval()
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        core(torch.randn(1, 40, 32))
+    names = {event.key for event in prof.key_averages()}
+    assert sdpa_kernel('cpu', torch.float32, 16) == 'flash_cpu'
+    assert any('flash_attention_for_cpu' in name for name in names), sorted(names)
+    assert not any(name == 'aten::softmax' for name in names)
