@@ -58,8 +58,7 @@ def run_cli(main: Callable[[Optional[list[str]]], Any], argv: Optional[Sequence[
         if debug:
             raise
         log_traceback_to_files(traceback.format_exc())
-        print(f'error: {error_summary(err)}\n(run again with {DEBUG_FLAG} for the traceback)',
-              file=sys.stderr)
+        print(f'error: {error_summary(err)} ({DEBUG_FLAG} shows the traceback)', file=sys.stderr)
         return 1
     return status if isinstance(status, int) else 0
 

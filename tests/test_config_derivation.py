@@ -90,8 +90,8 @@ def test_num_heads_that_do_not_divide_the_width_are_refused(num_heads: int):
     cfg = model_cfg(arch=dict(TINY, num_heads=num_heads))
     with pytest.raises(ValueError, match=f'num_heads={num_heads} does not divide embed_dims=32'):
         MODELS.build(cfg.model)
-    point = dict(type='PointBiXTBackbone', embed_dims=32, num_heads=num_heads, num_latents=8,
-                 num_layers=2, out_indices=(0, 1))
+    point = dict(type='PointBiXTBackbone', out_indices=(0, 1),
+                 arch=dict(embed_dims=32, num_heads=num_heads, num_latents=8, num_layers=2))
     with pytest.raises(ValueError, match=f'num_heads={num_heads} does not divide embed_dims=32'):
         MODELS.build(point)
 

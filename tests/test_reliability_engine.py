@@ -193,7 +193,7 @@ def test_training_with_a_nan_batch_stops_and_keeps_the_last_good_checkpoint(tiny
     process = start_training(poisoned, tmp_path / 'work')
     assert process.wait(timeout=300) != 0
     log = process.log_path.read_text()
-    assert 'NonFiniteTrainingError: training stopped at iteration 5' in log
+    assert 'error: training stopped at iteration 5' in log
     assert sorted(p.name for p in (tmp_path / 'work').glob('*.pth')) == ['iter_3.pth']
     assert all(torch.isfinite(w).all() for w in weights(tmp_path / 'work' / 'iter_3.pth').values()
                if w.is_floating_point())
@@ -238,7 +238,7 @@ def test_train_tool_refuses_a_used_work_dir_and_passes_overwrite_on(tiny, tmp_pa
     (work / 'iter_3.pth').write_bytes(b'earlier run')
     process = start_training(tiny, work)
     assert process.wait(timeout=300) != 0
-    assert 'WorkDirError: work dir' in process.log_path.read_text()
+    assert 'error: work dir' in process.log_path.read_text()
     assert 'Iter(train)' not in process.log_path.read_text()
     spec = importlib.util.spec_from_file_location('train_tool', REPO / 'tools' / 'train.py')
     tool = importlib.util.module_from_spec(spec)

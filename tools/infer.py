@@ -80,10 +80,13 @@ def zero_label_is_unlabelled(config: Config) -> bool:
             return bool(step['reduce_zero_label'])
     if dataset.get('reduce_zero_label') is not None:
         return bool(dataset['reduce_zero_label'])
-    if dataset_class is None:
-        return False
-    default = inspect.signature(dataset_class).parameters.get('reduce_zero_label')
-    return bool(default is not None and default.default is True)
+    # The class's default, from the first constructor in its MRO that names it (subclasses often
+    # pass it on through **kwargs).
+    for klass in getattr(dataset_class, '__mro__', ()):
+        parameter = inspect.signature(klass.__init__).parameters.get('reduce_zero_label')
+        if parameter is not None:
+            return parameter.default is True
+    return False
 
 
 def class_meta(model, config: Config) -> tuple[list[str], list]:

@@ -37,7 +37,7 @@ from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.dist import barrier, is_distributed, is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
-from mmengine.model import is_model_wrapper, revert_sync_batchnorm
+from mmengine.model import BaseTTAModel, is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import CheckpointLoader, Runner
 from mmseg.registry import RUNNERS
 from torch.utils.data import DataLoader
@@ -129,7 +129,11 @@ class BiXTRunner(Runner):
         what differs. ``strict`` None (what mmengine's callers pass) means the config's
         ``load_strict`` (default True); False loads what matches and logs the differences."""
         strict = self.cfg.get('load_strict', True) if strict is None else strict
-        model = self.model.module if is_model_wrapper(self.model) else self.model
+        model = self.model
+        # Unwrapped as mmengine's own loader does: DDP wrappers and the TTA model (--tta) hold the
+        # model as ``.module`` and the checkpoint keys are the bare model's.
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
         # Read here once more (on the CPU): mmengine offers no public hook between its reading and
         # loading that knows the file's name.
         checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
