@@ -45,7 +45,7 @@ def test_chunked_path_matches_full_and_plain(num_tokens, chunk, layer_scale):
     tokens = torch.randn(3, num_tokens, DIMS)
     plain = outputs_and_grads(core, tokens, lambda t: plain_forward_layers(core, t))
     full = outputs_and_grads(core, tokens)
-    core.token_chunk_size = chunk
+    core.set_chunk_sizes(train=chunk, stream=chunk)
     chunked = outputs_and_grads(core, tokens)
     for path in (full, chunked):
         assert_close_rel(path[0], plain[0], 1e-5)
@@ -56,7 +56,7 @@ def test_chunked_path_keeps_stochastic_depth_per_sample():
     core = small_core(drop_path=0.5).train()
     tokens = torch.randn(4, 21, DIMS)
     full = outputs_and_grads(core, tokens)
-    core.token_chunk_size = 8
+    core.set_chunk_sizes(train=8, stream=8)
     chunked = outputs_and_grads(core, tokens)
     assert_close_rel(chunked[0], full[0], 1e-5)
     assert_close_rel(chunked[1], full[1], 1e-5)
@@ -84,7 +84,7 @@ def test_chunking_switches_on_by_token_count(monkeypatch):
     assert calls == {'train': [], 'inference': [40] * LAYERS}
     core(torch.randn(1, 40, DIMS))                     # training-like call: memory-lean path
     assert calls['train'] == [40] * LAYERS
-    core.token_chunk_size = None
+    core.set_chunk_sizes(train=None, stream=None)
     core(torch.randn(1, 40, DIMS))
     with torch.no_grad():
         core(torch.randn(1, 40, DIMS))
@@ -96,13 +96,14 @@ def test_streamed_inference_is_exact():
     tokens = torch.randn(3, 37, DIMS)
     with torch.no_grad():
         whole = core(tokens)
-        core.token_chunk_size = 8  # chunks of 8, the last one of 5
+        core.set_chunk_sizes(train=8, stream=8)  # chunks of 8, the last one of 5
         streamed = core(tokens)
     assert torch.equal(streamed[0], whole[0]) and torch.equal(streamed[1], whole[1])
 
 
 def test_default_core_chunks_long_sequences():
-    assert BiXTCore(DIMS, HEADS, LATENTS, 1).token_chunk_size == 4096
+    core = BiXTCore(DIMS, HEADS, LATENTS, 1)
+    assert (core.train_chunk_size, core.stream_chunk_size) == (4096, 4096)
 
 
 def test_bf16_autocast_close_to_fp32():
@@ -116,7 +117,7 @@ def test_bf16_autocast_close_to_fp32():
         with torch.autocast('cpu', dtype=torch.bfloat16):
             actual = core(tokens)
     assert_close_rel(actual, expected, 5e-2)
-    core.token_chunk_size = 16  # the memory-lean chunked path under autocast too (grad mode)
+    core.set_chunk_sizes(train=16, stream=16)  # the memory-lean chunked path under autocast too (grad mode)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         chunked = core(tokens)
     assert_close_rel(chunked, expected, 5e-2)

@@ -16,7 +16,7 @@ the model, never on the model itself:
 - mmseg's ``Upsample`` (Semantic FPN's scale heads) computes its output size with ``int(...)``,
   which freezes the export size into the graph: ``UpsampleForExport`` computes the same size from
   the traced one;
-- the token stream of the BiXT core runs in chunks above ``token_chunk_size`` tokens, a Python
+- the token stream of the BiXT core runs in chunks above its chunk sizes, a Python
   loop the tracer would unroll for the export size only: chunking is turned off (same values);
 - ``BiXTBackbone`` pads the image to its token stride only when needed, a branch the tracer would
   freeze: the graph always pads (by zero rows where the size is a multiple already).
@@ -119,7 +119,7 @@ def exportable_copy(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     for module in list(model.modules()):
         if isinstance(module, BiXTCore):
-            module.token_chunk_size = None
+            module.set_chunk_sizes(train=None, stream=None)
         for name, child in list(module.named_children()):
             if isinstance(child, nn.AdaptiveAvgPool2d):
                 setattr(module, name, AdaptiveAvgPool2dForExport(child.output_size))

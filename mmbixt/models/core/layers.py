@@ -459,19 +459,6 @@ class BiXTCore(nn.Module):
             layer.cross_attention_latents_token.train_chunk_size = train
             layer.cross_attention_latents_token.stream_chunk_size = stream
 
-    @property
-    def token_chunk_size(self) -> Optional[int]:
-        """Compatibility shorthand for both chunk sizes: reads them when they agree; setting it
-        sets both (``None`` turns chunking off everywhere, as the ONNX export needs)."""
-        if self.train_chunk_size != self.stream_chunk_size:
-            raise ValueError(f'train_chunk_size={self.train_chunk_size} and stream_chunk_size='
-                             f'{self.stream_chunk_size} differ: read them by name')
-        return self.train_chunk_size
-
-    @token_chunk_size.setter
-    def token_chunk_size(self, size: Optional[int]) -> None:
-        self.set_chunk_sizes(train=size, stream=size)
-
     @classmethod
     def from_arch(cls, arch: 'BiXTArch', **kwargs) -> 'BiXTCore':
         """The core of ``arch`` (LayerScale, where the arch has it, starts at 1e-5 as released);
