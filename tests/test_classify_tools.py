@@ -69,6 +69,17 @@ def test_classify_prints_top5(tiny_checkpoint: Path, val_dir: Path, capsys) -> N
     assert {line.split()[1] for line in out[3:6]} == {'500', '501', '502'}
 
 
+def test_classify_names_a_truncated_image(tiny_checkpoint: Path, val_dir: Path,
+                                          tmp_path: Path) -> None:
+    whole = tmp_path / 'whole.jpg'
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(whole)
+    cut = tmp_path / 'cut.jpg'
+    cut.write_bytes(whole.read_bytes()[:300])
+    with pytest.raises(Exception, match=f'{cut} is not a readable image'):
+        load_tool('classify').main([str(tiny_checkpoint), str(cut), '--arch', json.dumps(TINY),
+                                    '--device', 'cpu'])
+
+
 def test_classify_reads_the_stored_name(tiny_checkpoint: Path, val_dir: Path) -> None:
     # No --arch: the stored name is used, and it is not a released classifier.
     image = str(next(val_dir.glob('*/*.png')))
