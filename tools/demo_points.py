@@ -24,7 +24,7 @@ CONFIG = osp.join('configs', 'bixt', 'demo_partseg_bixt.py')
 SYNTHETIC_PART_NAMES = {0: 'body', 1: 'wings', 2: 'tail', 3: 'engines', 12: 'back', 13: 'seat',
                         14: 'legs', 15: 'arms', 24: 'base', 25: 'shade', 26: 'bulb', 27: 'pole',
                         36: 'body', 37: 'handle', 47: 'top', 48: 'legs', 49: 'shelf'}
-SHOWN = re.compile(r'Iter\((train|val|test)\)|mIoU|^\w+ +\d+ +[\d.]+$|^category')
+SHOWN = re.compile(r'^per-category|Iter\((train|val|test)\)|mIoU|^\w+ +\d+ +[\d.]+$|^category')
 LOG_PREFIX = ' - mmengine - INFO - '
 
 
