@@ -2,7 +2,6 @@
 head makes every prediction known in advance."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -15,7 +14,7 @@ from PIL import Image
 from mmbixt.checkpoint import CheckpointError
 from mmbixt.models.classifiers import BiXTClassifier
 
-from conftest import REPO, write_released_checkpoint
+from conftest import load_tool, write_released_checkpoint
 
 TINY = dict(embed_dims=32, num_heads=2, num_latents=4, num_layers=1, tokenizer='linear',
             patch_size=16, stride=16, layer_scale=False)
@@ -23,13 +22,6 @@ TINY = dict(embed_dims=32, num_heads=2, num_latents=4, num_layers=1, tokenizer='
 BIAS = {0: 5.0, 1: 4.0, 500: 3.0, 501: 3.0, 502: 3.0}
 # Images per class folder (ImageNet indices 0, 1, 2): top-1 hits 3 of 6, top-5 hits 5 of 6.
 FOLDERS = {'n01440764': 3, 'n01443537': 2, 'n01484850': 1}
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')

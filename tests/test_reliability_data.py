@@ -3,10 +3,8 @@ label maps, one-pixel sides, EXIF orientation, label maps without images, empty 
 tools/check_dataset.py lists every bad file of a folder through the same checks."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from PIL import Image
 
 import mmbixt  # noqa: F401  (registers)
 from mmbixt.datasets import SegDataError, make_synthetic_ade20k
-from reliability_utils import REPO
+from conftest import load_tool
 from test_points_dataset import MUG, rows, write_dataset
 
 STEM = 'synth_training_00000'
@@ -143,17 +141,9 @@ def test_an_empty_split_list_is_named(data, tmp_path):
 
 
 # ------------------------------------------------------------------ tools/check_dataset.py
-def load_tool():
-    spec = importlib.util.spec_from_file_location('check_dataset', REPO / 'tools' / 'check_dataset.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its worker processes find their functions by module name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def check_dataset():
-    return load_tool()
+    return load_tool('check_dataset')
 
 
 def test_check_dataset_passes_a_good_ade20k_folder(check_dataset, data, capsys):
