@@ -41,22 +41,22 @@ def save_random_checkpoint(config: Path, path: Path) -> Path:
     return path
 
 
+def export_random(tmp_path_factory, config, name: str, **export_args):
+    """A random-weight checkpoint of ``config``, the loaded segmentor and its ONNX file."""
+    tmp = tmp_path_factory.mktemp(f'onnx_{name}')
+    checkpoint = save_random_checkpoint(config, tmp / f'{name}.pth')
+    loaded = load_segmentor(config, checkpoint)
+    return loaded, export_segmentor(loaded, tmp / f'{name}.onnx', **export_args), checkpoint
+
+
 @pytest.fixture(scope='module')
 def image_export(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('onnx_image')
-    checkpoint = save_random_checkpoint(IMAGE_CONFIG, tmp / 'demo_upernet.pth')
-    loaded = load_segmentor(IMAGE_CONFIG, checkpoint)
-    path = export_segmentor(loaded, tmp / 'demo_upernet.onnx', shape=EXPORT_SHAPE)
-    return loaded, path, checkpoint
+    return export_random(tmp_path_factory, IMAGE_CONFIG, 'demo_upernet', shape=EXPORT_SHAPE)
 
 
 @pytest.fixture(scope='module')
 def point_export(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('onnx_points')
-    checkpoint = save_random_checkpoint(POINT_CONFIG, tmp / 'demo_partseg.pth')
-    loaded = load_segmentor(POINT_CONFIG, checkpoint)
-    path = export_segmentor(loaded, tmp / 'demo_partseg.onnx', num_points=NUM_POINTS)
-    return loaded, path, checkpoint
+    return export_random(tmp_path_factory, POINT_CONFIG, 'demo_partseg', num_points=NUM_POINTS)
 
 
 def export_tool():
