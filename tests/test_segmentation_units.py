@@ -142,7 +142,7 @@ def test_missing_data_root_is_named(tmp_path: Path):
 def test_empty_split_is_named(data: Path):
     for folder in ('images', 'annotations'):
         (data / folder / 'empty').mkdir()
-    with pytest.raises(SegDataError, match=r'images/empty holds no \.jpg images'):
+    with pytest.raises(SegDataError, match=r'0 images with suffix \.jpg under \S*images/empty: set the dataset.s img_suffix'):
         synthetic_dataset(data, 'empty')
 
 
