@@ -140,3 +140,24 @@ def test_missing_checkpoint_names_the_weights_and_the_way_to_train_from_scratch(
                                          r'the weights table of https://github\.com/mrkshllr/BiXT'
                                          r'.*model\.backbone\.init_cfg=None'):
         backbone.init_weights()
+
+
+def test_check_dataset_lists_every_bad_file_of_a_config(tmp_path: Path, capsys):
+    from conftest import load_tool
+    root = write_my_data(tmp_path / 'data')
+    (root / 'labels' / 'train' / '2.png').unlink()
+    label = np.asarray(Image.open(root / 'labels' / 'val' / '1.png')).copy()
+    label[0, 0] = 9
+    Image.fromarray(label).save(root / 'labels' / 'val' / '1.png')
+    config = tmp_path / 'mine.py'
+    config.write_text(f"_base_ = ['{TEMPLATE}']\n"
+                      f"train_dataloader = dict(dataset=dict(data_root='{root}'))\n"
+                      f"val_dataloader = dict(dataset=dict(data_root='{root}'))\n"
+                      'test_dataloader = val_dataloader\n')
+    assert load_tool('check_dataset').main([str(config), '--workers', '1']) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f'error: {root}/images/train/2.jpg: its label map ' \
+                       f'{root}/labels/train/2.png does not exist'
+    assert lines[1].startswith(f'error: {root}/labels/val/1.png: label values [9] exceed')
+    assert '(config, splits train, val, test): 4 samples checked in' in lines[2]
+    assert lines[2].endswith('2 problem(s), 0 note(s)')
