@@ -11,6 +11,7 @@ from torch import nn
 
 from ...checkpoint import CLASSIFIER_ONLY, BiXTWeights, CheckpointError, LoadReport, load_weights
 from ..core import BiXTEncoder, layer_norm, resolve_out_indices
+from ..quiet_init import QuietInitWeights
 
 
 WEIGHTS_HELP = ('Download the zip from the weights table of https://github.com/mrkshllr/BiXT '
@@ -27,7 +28,7 @@ def check_local_checkpoint(path) -> None:
         raise CheckpointError(shown, 'does not exist', WEIGHTS_HELP)
 
 
-class BiXTPretrainedBackbone(BiXTEncoder, BaseModule):
+class BiXTPretrainedBackbone(BiXTEncoder, QuietInitWeights, BaseModule):
     """Base of the BiXT backbones: a ``BiXTEncoder`` whose ``out_indices`` layers are returned
     (each through an optional LayerNorm), with checked pretrained loading.
 
