@@ -49,12 +49,14 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     start = time.time()
     data_root = make_synthetic_ade20k(REPO / OUT / 'data')
-    print(f'== data: {data_root} (procedural ADE20K layout, 5 classes)', flush=True)
+    print(f'== data: {data_root.relative_to(REPO)} (procedural ADE20K layout, 5 classes)',
+          flush=True)
     work_dir = OUT / 'work_dir'
     # --overwrite: each demo run trains anew (the previous run's checkpoints are set aside)
     run('train', ['tools/train.py', CONFIG, '--work-dir', str(work_dir), '--overwrite',
                   '--cfg-options', f'randomness.seed={args.seed}'])
-    checkpoint = (REPO / work_dir / 'last_checkpoint').read_text().strip()
+    # relative to the repository (the tools' working folder): the same lines on every machine
+    checkpoint = os.path.relpath((REPO / work_dir / 'last_checkpoint').read_text().strip(), REPO)
     output = run('test', ['tools/test.py', CONFIG, checkpoint, '--work-dir', str(work_dir)])
     # Paths relative to the repository (the tools' working folder): short figure titles.
     images = [path.relative_to(REPO)

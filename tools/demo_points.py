@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     run_tool(['tools/train.py', CONFIG, '--work-dir', work_dir, '--overwrite', '--cfg-options',
               *options, f'randomness.seed={args.seed}'], REPO, SHOWN, env, strip=LOG_PREFIX)  # --overwrite: each demo run trains anew
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
+        checkpoint = osp.relpath(f.read().strip())  # the same lines on every machine
     print(f'[3/4] testing {checkpoint} (tools/test.py)', flush=True)
     output = run_tool(['tools/test.py', CONFIG, checkpoint, '--work-dir', work_dir,
                        '--cfg-options', *options], REPO, SHOWN, env,
