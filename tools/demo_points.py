@@ -3,7 +3,7 @@
 1. writes ShapeNetPart-layout shapes (Airplane, Chair, Lamp, Mug, Table) to demo_output/shapenetpart/,
 2. trains configs/bixt/demo_partseg_bixt.py through tools/train.py,
 3. tests the checkpoint through tools/test.py (prints ins_mIoU and cls_mIoU),
-4. draws truth vs prediction of one test shape per category, from two viewpoints, with the
+4. draws truth vs prediction of one test shape per category, from the side and from above, with the
    shape's IoU, to demo_output/partseg/<category>.png.
 
     python tools/demo_points.py [--iters N] [--out demo_output] [--seed 0]

@@ -9,7 +9,7 @@
 # A label map is a single-channel 8- or 16-bit PNG of class ids (not colours): value i is
 # classes[i], 255 is ignored. If your maps use 0 for "unlabelled" and 1..K for the classes, set
 # reduce_zero_label = True (0 is then ignored and value i is classes[i - 1]).
-# Check it all before training: python tools/check_dataset.py configs/bixt/my_data_upernet_bixt_ti.py
+# Check it all before training: python tools/check_dataset.py configs/bixt/my_data.py
 _base_ = ['./upernet_bixt_ti_ade20k.py']
 
 # --- edit: your data ---

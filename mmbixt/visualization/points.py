@@ -1,5 +1,6 @@
-"""Part segmentation of one point cloud: truth and prediction side by side, from two viewpoints,
-each view filling its frame (orthographic projection, depth-sorted and depth-shaded points)."""
+"""Part segmentation of one point cloud: truth and prediction side by side, from two labelled
+viewpoints, each view filling its frame (orthographic projection, depth-sorted and depth-shaded
+points)."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -81,7 +82,8 @@ def part_segmentation_figure(xyz: np.ndarray, truth: np.ndarray, prediction: np.
 
 def view_label(yaw: float, elevation: float) -> str:
     """``from the side`` / ``from above`` with the camera's angles."""
-    where = 'from above' if elevation >= 45 else 'from below' if elevation <= -45 else 'from the side'
+    where = ('from above' if elevation >= 45 else 'from below' if elevation <= -45
+             else 'from the side')
     return f'{where}\nyaw {yaw:g}°, elevation {elevation:g}°'
 
 
