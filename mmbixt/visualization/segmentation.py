@@ -155,7 +155,7 @@ def draw_assignment(axes, image: np.ndarray, maps: LayerAttention, colours: np.n
     pixels = blend(greyed(image), pale, 0.6)
     pixels[region_borders(winner)] = 0.1
     show(axes, pixels, ASSIGNMENT_TITLE, TILE_INCHES)
-    axes.set_xlabel('number: the latent; lines: borders between latents', fontsize=7)
+    axes.set_xlabel('numbers: latent ids\nlines: borders between them', fontsize=7)
     scale = np.array(image.shape[:2]) / np.array(winner_grid.shape)
     for latent, (row, column) in region_labels(winner_grid).items():
         axes.text((column + 0.5) * scale[1] - 0.5, (row + 0.5) * scale[0] - 0.5, str(latent),
