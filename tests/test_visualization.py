@@ -61,6 +61,8 @@ def test_segmentation_figure_panels_legend_and_size(size):
     assert len(bars) == 2 * (3 + 1)
     assert all([t.get_text() for t in bar.get_xticklabels()][1] == 'mean'
                for bar in bars if bar.get_xlabel().startswith('blue'))
+    assignments = [axes for axes in figure.axes if axes.get_title().startswith('latent each')]
+    assert all(any(text.get_text().isdigit() for text in axes.texts) for axes in assignments)
     rows = [axes.get_ylabel() for axes in figure.axes if axes.get_ylabel()]
     assert rows == ['layer 0\n(first)', 'layer 2\n(middle)']
     assert 'Red: the latent attends there more than the mean of all latents, blue: less' in \
