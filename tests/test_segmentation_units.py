@@ -28,6 +28,10 @@ def test_config_loads_and_builds(path: Path):
     backbone = cfg.model.backbone
     if path.name.startswith('demo'):
         assert backbone.get('init_cfg') is None
+    elif path.name.startswith('my_data'):  # the template for your own data
+        assert backbone.init_cfg.checkpoint == 'checkpoints/bixt_ti_l64_d13_p16.zip'
+        assert cfg.model.decode_head.num_classes == len(cfg.classes) == 3
+        assert cfg.param_scheduler[0].end == 50 and cfg.train_cfg.max_iters == 2000
     else:
         assert backbone.init_cfg.checkpoint == f'checkpoints/{backbone.arch}.zip'
         assert cfg.train_dataloader.dataset.data_root == 'data/ade/ADEChallengeData2016'
@@ -142,7 +146,7 @@ def test_missing_data_root_is_named(tmp_path: Path):
 def test_empty_split_is_named(data: Path):
     for folder in ('images', 'annotations'):
         (data / folder / 'empty').mkdir()
-    with pytest.raises(SegDataError, match=r'images/empty holds no \.jpg images'):
+    with pytest.raises(SegDataError, match=r'0 images with suffix \.jpg under \S*images/empty: set the dataset.s img_suffix'):
         synthetic_dataset(data, 'empty')
 
 

@@ -2,6 +2,7 @@
 figures have the panels, legends and sizes they promise."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +46,27 @@ def test_segmentation_figure_panels_legend_and_size(size):
     truth = np.where(rng.random(size) < 0.3, 255, 3)
     names, palette = ['sky', 'grass', 'water', 'sand', 'brick'], [[i * 50] * 3 for i in range(5)]
     figure = segmentation_figure(image, prediction, names, palette, truth,
-                                 {0: attention(8, size), 2: attention(8, size)}, num_latents=3)
+                                 {0: attention(8, size), 2: attention(8, size)}, num_latents=3,
+                                 num_layers=5)
     titles = [axes.get_title() for axes in figure.axes]
     assert titles[0].startswith(f'input ({size[1]}x{size[0]}')
     assert titles[1].startswith('prediction (') and 'labelled pixels right' in titles[1]
     assert titles[2] == 'ground truth'
-    assert titles.count('token → latent (argmax)') == 2 and titles.count('mean over latents') == 2
-    assert sum(title.startswith('latent ') for title in titles) == 6  # 3 per layer
+    assert titles.count('latent each token reads most\n(latent ids, not classes)') == 2
+    assert titles.count('mean over latents') == 2
+    assert sum(bool(re.fullmatch(r'latent \d+', title)) for title in titles) == 6  # 3 per layer
+    # every latent panel and every mean panel explains its colours with a colour bar
+    bars = [axes for axes in figure.axes if axes.get_xlabel().startswith(('blue: less',
+                                                                          'attention per token'))]
+    assert len(bars) == 2 * (3 + 1)
+    assert all([t.get_text() for t in bar.get_xticklabels()][1] == 'mean'
+               for bar in bars if bar.get_xlabel().startswith('blue'))
+    assignments = [axes for axes in figure.axes if axes.get_title().startswith('latent each')]
+    assert all(any(text.get_text().isdigit() for text in axes.texts) for axes in assignments)
+    rows = [axes.get_ylabel() for axes in figure.axes if axes.get_ylabel()]
+    assert rows == ['layer 0\n(first)', 'layer 2\n(middle)']
+    assert 'Red: the latent attends there more than the mean of all latents, blue: less' in \
+        figure.get_supxlabel()
     legend = [text.get_text() for text in figure.axes[3].get_legend().get_texts()]
     assert legend == ['0 sky', '1 grass', '3 sand', 'not labelled']  # only the classes present
     width, height = figure.get_size_inches() * figure.dpi
@@ -113,12 +128,14 @@ def test_part_figure_fills_its_frames_and_reports_the_shape_iou():
     assert len(panels) == 4  # truth and prediction, two views
     assert panels[1].get_title().startswith('prediction (30 of 300 points wrong')
     for axes, view in zip(panels, (0, 0, 1, 1)):
-        camera = project(xyz, *((-35.0, 20.0), (145.0, 40.0))[view])
+        camera = project(xyz, *((-35.0, 10.0), (-35.0, 75.0))[view])
         span = np.ptp(camera[:, :2], axis=0)
         shown = np.array([np.diff(axes.get_xlim())[0], np.diff(axes.get_ylim())[0]])
         assert np.all(shown <= span + 0.1 * span.max())  # the view is the shape, little else
     legend = [t.get_text() for t in figure.axes[-1].get_legend().get_texts()]
     assert legend == ['12 back', '13 seat', '14', '15 (absent)']
+    assert [panels[0].get_ylabel(), panels[2].get_ylabel()] == [
+        'from the side\nyaw -35°, elevation 10°', 'from above\nyaw -35°, elevation 75°']
 
 
 def test_recorder_maps_are_attention_distributions_also_under_autocast():

@@ -1,7 +1,12 @@
-"""Checks a whole ADE20K or ShapeNetPart folder before a long training and lists every bad file.
+"""Checks the data of a config, or a whole ADE20K or ShapeNetPart folder, before a long training
+and lists every bad file.
 
+    python tools/check_dataset.py CONFIG [--splits train val test] [--workers 2]
     python tools/check_dataset.py DATA_ROOT [--format ade20k|shapenetpart] [--splits ...]
         [--dataset-type BiXTADE20KDataset] [--workers 2]
+
+A config's train, val and test datasets are built as the config describes them (type, root,
+prefixes, suffixes, classes, ``reduce_zero_label``), with a loading-only pipeline.
 
 Runs the datasets' own checks (one implementation): for ADE20K the layout checks of
 ``BiXTADE20KDataset`` (images without label maps, label maps without images) and, on every
@@ -22,7 +27,8 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
-from mmbixt.datasets.ade20k import CHECK_PIPELINE
+from mmbixt.datasets.ade20k import CHECK_PIPELINE, CheckedSegFiles
+from mmbixt.datasets.sample_checks import check_sample_files
 from mmbixt.datasets.seg_files import SegDataError, exif_orientation
 from mmbixt.datasets.shapenet_part import (SPLITS as SHAPENET_SPLITS,
                                            ShapeNetPartDataError, ShapeNetPartDataset)
@@ -49,7 +55,10 @@ def guess_format(root: str) -> str:
 def check_seg_sample(index: int) -> Optional[tuple[str, str]]:
     """``('error', message)`` for a sample that fails to load or check, a note for an image that
     EXIF turns without changing its size, else None."""
+    info = dict(_dataset.get_data_info(index))
+    info.setdefault('num_classes', len(_dataset.metainfo['classes']))  # any BaseSegDataset
     try:
+        check_sample_files(info, _dataset.ignore_index)
         _dataset.prepare_data(index)
     except DATA_ERRORS as error:
         return 'error', str(error)
@@ -110,12 +119,68 @@ def shapenetpart_datasets(root: str, splits: Sequence[str]):
             yield split, None, [str(error)]
 
 
+CONFIG_SPLITS = ('train', 'val', 'test')
+
+
+def config_datasets(path: str, splits: Sequence[str]):
+    """``(split, dataset or None, layout problems, sample check)`` for each split of a config."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+    cfg = Config.fromfile(path)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    seen = []
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if loader is None:
+            yield split, None, [f'{path}: has no {split}_dataloader'], None
+            continue
+        for dataset_cfg in leaf_datasets(loader.dataset.to_dict()):
+            if dataset_cfg in seen:  # test_dataloader = val_dataloader
+                continue
+            seen.append(dataset_cfg)
+            yield (split, *build_checked(DATASETS, dataset_cfg))
+
+
+def leaf_datasets(dataset_cfg: dict) -> list[dict]:
+    """The datasets inside mmengine's dataset wrappers (ConcatDataset, RepeatDataset, ...)."""
+    if 'datasets' in dataset_cfg:
+        return [leaf for inner in dataset_cfg['datasets'] for leaf in leaf_datasets(inner)]
+    if 'dataset' in dataset_cfg:
+        return leaf_datasets(dataset_cfg['dataset'])
+    return [dataset_cfg]
+
+
+def build_checked(registry, dataset_cfg: dict):
+    """``(dataset or None, problems, sample check)``: point datasets as configured, image
+    datasets with the loading-only pipeline (and every layout problem listed when they can)."""
+    dataset_type = registry.get(dataset_cfg['type'])
+    if dataset_type is None:
+        return None, [f"dataset type {dataset_cfg['type']!r} is not registered"], check_seg_sample
+    if issubclass(dataset_type, ShapeNetPartDataset):
+        try:
+            return registry.build(dataset_cfg), [], check_shape
+        except DATA_ERRORS as error:
+            return None, [str(error)], check_shape
+    dataset_cfg = dict(dataset_cfg, pipeline=list(CHECK_PIPELINE), serialize_data=False)
+    if issubclass(dataset_type, CheckedSegFiles):
+        dataset_cfg['collect_layout_problems'] = True
+    try:
+        dataset = registry.build(dataset_cfg)
+    except DATA_ERRORS as error:
+        return None, [str(error)], check_seg_sample
+    return dataset, getattr(dataset, 'layout_problems', []), check_seg_sample
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='List every bad file of a dataset folder')
-    parser.add_argument('data_root')
+    parser = argparse.ArgumentParser(description='List every bad file of a config\'s data or of '
+                                     'a dataset folder')
+    parser.add_argument('data_root', metavar='CONFIG_OR_DATA_ROOT',
+                        help='a config (.py): its train/val/test datasets; or a dataset folder')
     parser.add_argument('--format', choices=['ade20k', 'shapenetpart'],
                         help='the layout (default: recognised from the folder)')
-    parser.add_argument('--splits', nargs='+', help='default: every split of the folder')
+    parser.add_argument('--splits', nargs='+', help='default: every split of the folder; '
+                        'for a config train, val and test')
     parser.add_argument('--dataset-type', help='the registered dataset class for ADE20K-style '
                         'folders (default: BiXTADE20KDataset; SyntheticADE20KDataset for the '
                         'procedural demo data)')
@@ -127,8 +192,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     root = args.data_root
+    if osp.isfile(root) and root.endswith('.py'):
+        splits = args.splits or CONFIG_SPLITS
+        return report(root, 'config', splits, config_datasets(root, splits), args.workers)
     if not osp.isdir(root):
-        raise SystemExit(f'error: {root} is not a folder')
+        raise SystemExit(f'error: {root} is neither a config (.py) nor a folder')
     layout = args.format or guess_format(root)
     if layout == 'ade20k':
         splits = args.splits or sorted(
@@ -140,12 +208,19 @@ def main(argv=None) -> int:
     else:
         splits = args.splits or SHAPENET_SPLITS
         datasets, check = shapenetpart_datasets(root, splits), check_shape
+    with_check = ((*found, check) for found in datasets)
+    return report(root, layout, splits, with_check, args.workers)
+
+
+def report(root: str, layout: str, splits: Sequence[str], datasets, workers: int) -> int:
+    """Prints every problem of ``datasets`` (``(split, dataset, problems, check)``) and a summary;
+    1 when there is any problem."""
     start = time.monotonic()
     errors = notes = samples = 0
-    for split, dataset, problems in datasets:
+    for split, dataset, problems, check in datasets:
         found = [('error', problem) for problem in problems]
         if dataset is not None:
-            found += check_samples(dataset, check, args.workers)
+            found += check_samples(dataset, check, workers)
             samples += len(dataset)
         for kind, message in found:
             print(f'{kind}: {message}', flush=True)

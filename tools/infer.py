@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         attention = {layer: recorder.over_image(layer, covered) for layer in layers}
         figure = segmentation_figure(
             image, result.pred_sem_seg.data[0].cpu().numpy(), class_names, palette, truth,
-            attention, title=path, opacity=args.opacity, num_latents=args.latents)
+            attention, title=path, opacity=args.opacity, num_latents=args.latents,
+            num_layers=num_layers)
         outputs[path].parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(outputs[path])
         written.append(outputs[path])

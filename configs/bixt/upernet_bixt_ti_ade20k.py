@@ -6,7 +6,9 @@ _base_ = [
     '../_base_/models/upernet_bixt.py', '../_base_/datasets/ade20k.py',
     '../_base_/default_runtime.py', '../_base_/schedules/schedule_160k.py'
 ]
-# The released ImageNet checkpoint, as downloaded (a zip); None trains from scratch.
+# The released ImageNet checkpoint, as downloaded (a zip), from the weights table of
+# https://github.com/mrkshllr/BiXT. None trains from scratch (tools/train.py; also in a child
+# config; with other tools set model.backbone.init_cfg=None).
 checkpoint = 'checkpoints/bixt_ti_l64_d13_p16.zip'
 model = dict(
     backbone=dict(

@@ -17,6 +17,7 @@ from mmcv.transforms import BaseTransform
 from mmseg.datasets import ADE20KDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 
+from .sample_checks import check_sample_files, empty_split_message
 from .seg_files import (SegDataError, check_label_file, check_training_labels,  # noqa: F401
                         size_mismatch_error)
 
@@ -75,27 +76,35 @@ def files_under(folder: str, suffix: str) -> set[str]:
     return found
 
 
-@DATASETS.register_module()
-class BiXTADE20KDataset(ADE20KDataset):
-    """ADE20K (``images/<split>/*.jpg``, ``annotations/<split>/*.png``, 0 = other) that fails
+class CheckedSegFiles:
+    """Mixin for an mmseg ``BaseSegDataset`` subclass (put it first among the bases) that fails
     early with the path and the problem: a missing data root, split folder or split list, an
-    empty split, an image without its label map or a label map without its image, and a sample
-    that cannot be loaded.
+    empty split, an image without its label map or a label map without its image (all when the
+    dataset is built), and a sample whose files are broken or whose label values exceed the
+    classes (when it is loaded, whatever the pipeline; with ``check_labels_at_build`` every
+    sample is checked when the dataset is built).
 
     Args:
         collect_layout_problems: instead of stopping at the first layout problem, list them all
             in ``layout_problems`` and keep the complete pairs (``tools/check_dataset.py``).
+        check_labels_at_build: decode every label map when the dataset is built, so a bad
+            label stops the run before the first iteration (default: the class's
+            ``CHECK_LABELS_AT_BUILD``).
     """
+    LAYOUT_HINT = 'expected the ADE20K layout images/<split>, annotations/<split>'
+    CHECK_LABELS_AT_BUILD = False
 
-    def __init__(self, *args, collect_layout_problems: bool = False, **kwargs) -> None:
+    def __init__(self, *args, collect_layout_problems: bool = False,
+                 check_labels_at_build: Optional[bool] = None, **kwargs) -> None:
         self.collect_layout_problems = collect_layout_problems
+        self.check_labels_at_build = (self.CHECK_LABELS_AT_BUILD if check_labels_at_build is None
+                                      else check_labels_at_build)
         self.layout_problems: list[str] = []
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> list[dict]:
         if self.data_root and not osp.isdir(self.data_root):
-            raise SegDataError(f'data root {self.data_root} does not exist (expected the ADE20K '
-                               'layout images/<split>, annotations/<split>)')
+            raise SegDataError(f'data root {self.data_root} does not exist ({self.LAYOUT_HINT})')
         img_dir = self.data_prefix.get('img_path', '')
         ann_dir = self.data_prefix.get('seg_map_path')
         for folder in (img_dir, ann_dir):
@@ -106,7 +115,7 @@ class BiXTADE20KDataset(ADE20KDataset):
         data_list = super().load_data_list()
         if not data_list:
             raise SegDataError(f'split list {self.ann_file} names no images' if self.ann_file
-                               else f'split folder {img_dir} holds no {self.img_suffix} images')
+                               else empty_split_message(img_dir, self.img_suffix))
         complete, problems = self.check_layout(data_list, img_dir, ann_dir)
         if problems and not self.collect_layout_problems:
             more = len(problems) - 1
@@ -116,7 +125,24 @@ class BiXTADE20KDataset(ADE20KDataset):
         num_classes = len(self.metainfo['classes'])
         for info in complete:
             info['num_classes'] = num_classes
+        if self.check_labels_at_build:
+            complete = self.check_all_labels(complete)
         return complete
+
+    def check_all_labels(self, data_list: list[dict]) -> list[dict]:
+        """``data_list`` after checking every sample's files; stops at the first bad one (or,
+        collecting, lists every bad one in ``layout_problems`` and leaves it out)."""
+        good = []
+        for info in data_list:
+            try:
+                check_sample_files(info, self.ignore_index)
+            except SegDataError as error:
+                if not self.collect_layout_problems:
+                    raise
+                self.layout_problems.append(str(error))
+            else:
+                good.append(info)
+        return good
 
     def check_layout(self, data_list: list[dict], img_dir: str, ann_dir: Optional[str]
                      ) -> tuple[list[dict], list[str]]:
@@ -138,6 +164,8 @@ class BiXTADE20KDataset(ADE20KDataset):
         return complete, problems
 
     def prepare_data(self, idx: int):
+        if not self.check_labels_at_build:  # else already checked
+            check_sample_files(self.get_data_info(idx), self.ignore_index)
         try:
             return super().prepare_data(idx)
         except SegDataError:
@@ -152,3 +180,9 @@ class BiXTADE20KDataset(ADE20KDataset):
                     raise reason from error
             raise SegDataError(f'{sample_files(info)}: cannot be loaded '
                                f'({type(error).__name__}: {error})') from error
+
+
+@DATASETS.register_module()
+class BiXTADE20KDataset(CheckedSegFiles, ADE20KDataset):
+    """ADE20K (``images/<split>/*.jpg``, ``annotations/<split>/*.png``, 0 = other) with the
+    early, file-naming checks of :class:`CheckedSegFiles`."""

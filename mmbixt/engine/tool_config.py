@@ -6,6 +6,7 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
 
 from ..tools_common import add_debug_arg
 
@@ -37,6 +38,20 @@ def load_tool_config(args: argparse.Namespace) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     cfg.merge_from_dict(args.cfg_options)
+    train_from_scratch_if_asked(cfg)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def train_from_scratch_if_asked(cfg: Config) -> None:
+    """A config whose top-level ``checkpoint`` is None (as the shipped configs' comment says, also
+    in a child config, where the base's model dict was built from the base's value) gets no
+    pretrained backbone: ``model.backbone.init_cfg`` of type Pretrained becomes None."""
+    backbone = cfg.get('model', {}).get('backbone', {})
+    init_cfg = backbone.get('init_cfg')
+    if ('checkpoint' in cfg and cfg.checkpoint is None and isinstance(init_cfg, dict)
+            and init_cfg.get('type') == 'Pretrained'):
+        backbone.init_cfg = None
+        print_log('checkpoint = None: the backbone trains from scratch '
+                  '(model.backbone.init_cfg=None)', logger='current')

@@ -1,5 +1,6 @@
-"""Part segmentation of one point cloud: truth and prediction side by side, from two viewpoints,
-each view filling its frame (orthographic projection, depth-sorted and depth-shaded points)."""
+"""Part segmentation of one point cloud: truth and prediction side by side, from two labelled
+viewpoints, each view filling its frame (orthographic projection, depth-sorted and depth-shaded
+points)."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -11,9 +12,9 @@ from matplotlib.patches import Patch
 from ..evaluation import shape_iou
 from .colours import distinct_colours
 
-# (yaw about the up axis, elevation) in degrees: front-left from slightly above, and back-right
-# from higher up, so the two views show different sides.
-VIEWS = ((-35.0, 20.0), (145.0, 40.0))
+# (yaw about the up axis, elevation) in degrees: from the front-left side, nearly level, and from
+# high above, so the two views differ even for shapes that look alike from every side (a lamp).
+VIEWS = ((-35.0, 10.0), (-35.0, 75.0))
 PANEL_INCHES = 3.4
 DPI = 100
 
@@ -64,7 +65,7 @@ def part_segmentation_figure(xyz: np.ndarray, truth: np.ndarray, prediction: np.
                                + (', ringed)' if wrong.any() else ')'),
                                fontsize=11)
             if column == 0:
-                axes.set_ylabel(f'view {row + 1}', fontsize=10)
+                axes.set_ylabel(view_label(*views[row]), fontsize=10)
     shown = set(truth.tolist()) | set(prediction.tolist())
     handles = [Patch(facecolor=colours[index], edgecolor='0.2',
                      label=' '.join(filter(None, (str(part), (part_names or {}).get(part),
@@ -77,6 +78,13 @@ def part_segmentation_figure(xyz: np.ndarray, truth: np.ndarray, prediction: np.
     iou = shape_iou(prediction, truth, parts)
     figure.suptitle(f'{title}{": " if title else ""}shape IoU {100 * iou:.1f}%', fontsize=13)
     return figure
+
+
+def view_label(yaw: float, elevation: float) -> str:
+    """``from the side`` / ``from above`` with the camera's angles."""
+    where = ('from above' if elevation >= 45 else 'from below' if elevation <= -45
+             else 'from the side')
+    return f'{where}\nyaw {yaw:g}°, elevation {elevation:g}°'
 
 
 def point_size(count: int) -> float:

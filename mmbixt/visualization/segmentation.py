@@ -7,6 +7,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -21,6 +23,13 @@ MIN_WIDTH_INCHES = 12.0  # 1200 px whatever the image's size
 ASPECTS = (0.2, 1.8)     # height / width of the panels; images beyond are shown stretched
 LEGEND_BESIDE = 14       # up to this many classes the legend sits beside the images
 LEGEND_COLUMNS = 6
+ASSIGNMENT_TITLE = 'latent each token reads most\n(latent ids, not classes)'
+MEAN_TITLE = 'mean over latents'
+LATENT_PANELS_NOTE = (
+    'Latent panels: the {count} most distinct latents (farthest-point selection). Red: the latent '
+    'attends there more than the mean of all latents, blue: less; the colour bar gives the ratio '
+    "(log scale, stretched per latent). A panel's frame has the latent's colour in the first "
+    'column.')
 
 
 def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
@@ -28,7 +37,7 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
                         truth: Optional[np.ndarray] = None,
                         attention: Optional[Mapping[int, LayerAttention]] = None,
                         title: str = '', opacity: float = 0.5, num_latents: int = 4,
-                        ignore_index: int = 255) -> Figure:
+                        ignore_index: int = 255, num_layers: Optional[int] = None) -> Figure:
     """The figure for one image.
 
     Args:
@@ -39,6 +48,7 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
         attention: per layer index, its :class:`LayerAttention` on the tokens that cover the
             image (stretched over it).
         num_latents: how many of the most distinct latents each layer shows.
+        num_layers: the backbone's depth, to label the rows first / middle / last.
     """
     attention = attention or {}
     palette = np.asarray(palette, np.uint8)
@@ -53,7 +63,7 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
     width = max(MIN_WIDTH_INCHES, columns * TILE_INCHES, on_top * TOP_PANEL_INCHES + 2.2)
     heights = ([TOP_PANEL_INCHES * aspect + 0.6] + ([0.25 * legend_rows + 0.4] if legend_rows
                                                       else [])
-               + [TILE_INCHES * aspect + 0.7] * len(attention))
+               + [TILE_INCHES * aspect + 1.2] * len(attention))
     figure = Figure(figsize=(width, sum(heights) + 0.5), dpi=DPI, layout='constrained')
     grid = figure.add_gridspec(len(heights), 1, height_ratios=heights)
     row = grid[0].subgridspec(1, on_top + beside,
@@ -67,12 +77,10 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
                        handlelength=1.6, handleheight=1.2)
     for index, (layer, maps) in enumerate(attention.items()):
         draw_attention_row(figure, grid[len(heights) - len(attention) + index].subgridspec(
-            1, columns), image, layer, maps, num_latents)
+            1, columns), image, layer_label(layer, num_layers), maps, num_latents)
     if attention:
-        figure.supxlabel(f'latent panels: the {num_latents} most distinct latents '
-                         '(farthest-point selection); colour = log2 of the latent\'s attention '
-                         'over the mean of all latents (red: looks more, blue: less), stretched '
-                         'per latent', fontsize=8, color='0.3')
+        figure.supxlabel(LATENT_PANELS_NOTE.format(count=num_latents), fontsize=9, color='0.15',
+                         wrap=True)
     if title:
         figure.suptitle(title, fontsize=12)
     return figure
@@ -116,27 +124,91 @@ def prediction_title(prediction: np.ndarray, truth: Optional[np.ndarray],
     return f'prediction ({100 * right:.1f}% of labelled pixels right)'
 
 
-def draw_attention_row(figure: Figure, row, image: np.ndarray, layer: int, maps: LayerAttention,
+def layer_label(layer: int, num_layers: Optional[int]) -> str:
+    """``layer 5 (middle)``: where the row's layer sits in the backbone."""
+    if num_layers is None:
+        return f'layer {layer}'
+    place = {0: 'first', num_layers // 2: 'middle', num_layers - 1: 'last'}.get(
+        layer, f'of 0..{num_layers - 1}')
+    return f'layer {layer}\n({place})'
+
+
+def draw_attention_row(figure: Figure, row, image: np.ndarray, label: str, maps: LayerAttention,
                        num_latents: int) -> None:
     """Computed on the token grid (small whatever the image), drawn at the image's pixels."""
-    size = image.shape[:2]
     colours = distinct_colours(len(maps.latent_to_tokens))
-    winner = to_pixels(maps.token_to_latents.argmax(0).numpy(), size)
-    axes = show(figure.add_subplot(row[0]), blend(greyed(image), colours[winner], 0.65),
-                'token → latent (argmax)', TILE_INCHES)
-    axes.set_ylabel(f'layer {layer}', fontsize=12, fontweight='bold')
-    mean = to_pixels(stretch(maps.latent_to_tokens.mean(0).numpy()), size)
-    show(figure.add_subplot(row[1]), heat(image, mean, 'inferno', 0.75), 'mean over latents',
-         TILE_INCHES)
+    axes = draw_assignment(figure.add_subplot(row[0]), image, maps, colours)
+    axes.set_ylabel(label, fontsize=12, fontweight='bold')
+    draw_mean(figure, figure.add_subplot(row[1]), image, maps)
     relative = relative_attention(maps.latent_to_tokens)
     for slot, latent in enumerate(most_distinct(relative, num_latents)):
-        values = relative[latent].numpy()
-        limit = max(float(np.percentile(np.abs(values), 99)), 1e-6)
-        values = to_pixels(np.clip(values / limit, -1, 1), size)
-        coloured = heat(image, 0.5 + 0.5 * values, 'RdBu_r', 0.85 * np.abs(values) ** 0.7)
-        axes = show(figure.add_subplot(row[2 + slot]), coloured, f'latent {latent}', TILE_INCHES)
-        axes.set_xlabel(ratio_range(limit), fontsize=8)
-        frame(axes, colours[latent] / 255)  # the latent's colour in the assignment map
+        draw_latent(figure, figure.add_subplot(row[2 + slot]), image, relative[latent].numpy(),
+                    latent, colours[latent] / 255)
+
+
+def draw_assignment(axes, image: np.ndarray, maps: LayerAttention, colours: np.ndarray):
+    """Which latent each token reads most: pale latent colours with the latent's id written on
+    its region and dark borders between regions, so it does not read as a class map."""
+    winner_grid = maps.token_to_latents.argmax(0).numpy()
+    winner = to_pixels(winner_grid, image.shape[:2])
+    pale = blend(colours[winner], np.ones(3, np.float32), 0.35)
+    pixels = blend(greyed(image), pale, 0.6)
+    pixels[region_borders(winner)] = 0.1
+    show(axes, pixels, ASSIGNMENT_TITLE, TILE_INCHES)
+    axes.set_xlabel('numbers: latent ids\nlines: borders between them', fontsize=7)
+    scale = np.array(image.shape[:2]) / np.array(winner_grid.shape)
+    for latent, (row, column) in region_labels(winner_grid).items():
+        axes.text((column + 0.5) * scale[1] - 0.5, (row + 0.5) * scale[0] - 0.5, str(latent),
+                  ha='center', va='center', fontsize=7, fontweight='bold', color='black',
+                  bbox=dict(boxstyle='round,pad=0.1', facecolor='white', alpha=0.7, lw=0))
+    return axes
+
+
+def region_borders(labels: np.ndarray) -> np.ndarray:
+    """Pixels whose right or lower neighbour has another label."""
+    border = np.zeros(labels.shape, bool)
+    border[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    border[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    return border
+
+
+def region_labels(grid: np.ndarray, max_labels: int = 12) -> dict[int, tuple[int, int]]:
+    """Per latent that wins tokens (the largest ``max_labels``), its token nearest the mean
+    position of its tokens: where its id is written."""
+    latents, counts = np.unique(grid, return_counts=True)
+    places = {}
+    for latent in latents[np.argsort(-counts)][:max_labels]:
+        cells = np.argwhere(grid == latent)
+        places[int(latent)] = tuple(cells[np.argmin(((cells - cells.mean(0)) ** 2).sum(1))])
+    return places
+
+
+def draw_mean(figure: Figure, axes, image: np.ndarray, maps: LayerAttention) -> None:
+    """The latents' mean attention per token, with a colour bar in multiples of an even spread."""
+    mean = maps.latent_to_tokens.mean(0).numpy() * maps.latent_to_tokens[0].numel()
+    low, high = np.percentile(mean, [1, 99])
+    shown = np.clip((mean - low) / max(high - low, 1e-12), 0, 1)
+    show(axes, heat(image, to_pixels(shown, image.shape[:2]), 'inferno', 0.75), MEAN_TITLE,
+         TILE_INCHES)
+    bar = figure.colorbar(ScalarMappable(Normalize(low, high), 'inferno'), ax=axes,
+                          location='bottom', fraction=0.07, pad=0.02, ticks=[low, high])
+    bar.ax.set_xticklabels([f'×{low:.2g}', f'×{high:.2g}'], fontsize=7)
+    bar.set_label('attention per token, × an even spread', fontsize=7)
+
+
+def draw_latent(figure: Figure, axes, image: np.ndarray, relative: np.ndarray, latent: int,
+                colour: np.ndarray) -> None:
+    """One latent's attention relative to the mean of all latents (log2; red more, blue less),
+    with a colour bar of the ratio."""
+    limit = max(float(np.percentile(np.abs(relative), 99)), 1e-6)
+    values = to_pixels(np.clip(relative / limit, -1, 1), image.shape[:2])
+    coloured = heat(image, 0.5 + 0.5 * values, 'RdBu_r', 0.85 * np.abs(values) ** 0.7)
+    show(axes, coloured, f'latent {latent}', TILE_INCHES)
+    frame(axes, colour)  # the latent's colour in the assignment map
+    bar = figure.colorbar(ScalarMappable(Normalize(-limit, limit), 'RdBu_r'), ax=axes,
+                          location='bottom', fraction=0.07, pad=0.02, ticks=[-limit, 0, limit])
+    bar.ax.set_xticklabels([ratio_text(-limit), 'mean', ratio_text(limit)], fontsize=7)
+    bar.set_label('blue: less · vs all latents · red: more', fontsize=7)
 
 
 def to_pixels(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -147,17 +219,10 @@ def to_pixels(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return grid[rows[:, None], columns[None, :]]
 
 
-def ratio_range(limit: float) -> str:
-    """The range a relative map's colours span, in words a reader takes in at a glance."""
-    if 2 ** limit < 1.1:
-        return f'mean ± {100 * (2 ** limit - 1):.2g}%'
-    return f'×{2 ** -limit:.2g} … ×{2 ** limit:.2g} of mean'
-
-
-def stretch(values: np.ndarray, low: float = 1, high: float = 99) -> np.ndarray:
-    """Percentile contrast stretch to 0..1."""
-    lo, hi = np.percentile(values, [low, high])
-    return np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1)
+def ratio_text(log2_ratio: float) -> str:
+    """A ratio given as log2, as ``×0.45`` (two decimals near 1, where they matter)."""
+    ratio = 2 ** log2_ratio
+    return f'×{ratio:.2f}' if 0.9 < ratio < 1.1 else f'×{ratio:.2g}'
 
 
 def heat(image: np.ndarray, values: np.ndarray, cmap: str, opacity) -> np.ndarray:

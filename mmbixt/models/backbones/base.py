@@ -2,17 +2,33 @@
 loading of pretrained weights."""
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence, Union
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
 
-from ...checkpoint import CLASSIFIER_ONLY, BiXTWeights, LoadReport, load_weights
+from ...checkpoint import CLASSIFIER_ONLY, BiXTWeights, CheckpointError, LoadReport, load_weights
 from ..core import BiXTEncoder, build_core, layer_norm, take_indices
+from ..quiet_init import QuietInitWeights
 
 
-class BiXTPretrainedBackbone(BiXTEncoder, BaseModule):
+WEIGHTS_HELP = ('Download the zip from the weights table of https://github.com/mrkshllr/BiXT '
+                'and set model.backbone.init_cfg.checkpoint=PATH, or train from scratch with '
+                "model.backbone.init_cfg=None (a child config's `checkpoint = None` reaches the "
+                'model only through tools/train.py)')
+
+
+def check_local_checkpoint(path) -> None:
+    """Refuses a local pretrained path that does not exist, naming where the weights come from
+    and how to train from scratch instead (a URL is left to mmengine's file backends)."""
+    shown = os.fspath(path)
+    if '://' not in shown and not os.path.exists(os.path.expanduser(shown)):
+        raise CheckpointError(shown, 'does not exist', WEIGHTS_HELP)
+
+
+class BiXTPretrainedBackbone(BiXTEncoder, QuietInitWeights, BaseModule):
     """Base of the BiXT backbones: a ``BiXTEncoder`` whose ``out_indices`` layers are returned
     (each through an optional LayerNorm), with checked pretrained loading.
 
@@ -70,6 +86,7 @@ class BiXTPretrainedBackbone(BiXTEncoder, BaseModule):
     def load_pretrained(self, path: str, use_ema: bool = False, strict: bool = True) -> LoadReport:
         """Loads a BiXT checkpoint (``state_dict_ema`` with ``use_ema``) under the loading policy
         (see the class); logs one summary line."""
+        check_local_checkpoint(path)
         weights = BiXTWeights.from_file(path, use_ema=use_ema)
         self.check_weights(weights, strict=strict)
         report = load_weights(self, weights, strict=strict,

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ...datasets.shapenet_part import CATEGORY_PARTS, NUM_PARTS
 from ..backbones.bixt_point import PointBackboneOutput, gather_points, knn, point_mlp
+from ..quiet_init import QuietInitWeights
 
 
 def interpolate_features(dst_xyz: Tensor, src_xyz: Tensor, src_feats: Tensor, k: int = 3,
@@ -30,7 +31,7 @@ def interpolate_features(dst_xyz: Tensor, src_xyz: Tensor, src_feats: Tensor, k:
 
 
 @MODELS.register_module()
-class PartSegHead(BaseModule):
+class PartSegHead(QuietInitWeights, BaseModule):
     """Part segmentation from the tokens of several BiXT layers.
 
     The tokens of the chosen layers are concatenated and fused, then carried to every point by

@@ -11,6 +11,7 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ..derive import derive_setting
+from ..quiet_init import QuietInitWeights
 
 DEFAULT_OUT_STRIDES = (4, 8, 16, 32)
 
@@ -84,7 +85,7 @@ def scale_factor(in_stride: int, out_stride: int) -> float:
 
 
 @MODELS.register_module()
-class BiXTFeaturePyramid(BaseModule):
+class BiXTFeaturePyramid(QuietInitWeights, BaseModule):
     """Turns the maps of several BiXT layers, all at the token stride, into a multi-scale pyramid.
 
     Input ``i`` is rescaled from ``in_stride`` to ``out_strides[i]``: learnable 2x upsampling

@@ -8,6 +8,7 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 
 from ..derive import BackboneGeometry, backbone_geometry, derive_setting
+from ..quiet_init import QuietInitWeights
 from ..necks.feature_pyramid import derive_neck_settings, pyramid_channels
 
 HeadCfg = Union[dict, Sequence[dict], None]
@@ -45,7 +46,7 @@ def derive_from_backbone(geometry: BackboneGeometry, neck: Optional[dict],
 
 
 @MODELS.register_module()
-class BiXTEncoderDecoder(EncoderDecoder):
+class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
     """mmseg's ``EncoderDecoder`` for BiXT backbones: the ``BiXTFeaturePyramid`` neck's
     ``in_channels`` / ``in_stride`` (and its ``fpn``'s ``in_channels``) and the heads'
     ``in_channels`` are derived from the backbone's width, token stride and outputs. Leave them

@@ -10,6 +10,7 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ..derive import derive_setting
+from ..quiet_init import QuietInitWeights
 
 
 def derive_part_head_settings(head: dict, backbone: nn.Module) -> dict:
@@ -27,7 +28,7 @@ def derive_part_head_settings(head: dict, backbone: nn.Module) -> dict:
 
 
 @MODELS.register_module()
-class PointPartSegmentor(BaseModel):
+class PointPartSegmentor(QuietInitWeights, BaseModel):
     """Part segmentation of point clouds.
 
     ``mode='loss'`` returns the losses; ``'predict'`` returns the data samples with ``pred_parts
