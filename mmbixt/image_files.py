@@ -28,6 +28,11 @@ class InputFileError(ValueError):
     """A file the tool cannot use; the message names it and says what is wrong."""
 
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (``a FIFO (named pipe)``, ...)."""
+    return next((name for test, name in FILE_KINDS if test(mode)), 'not a regular file')
+
+
 def check_regular_file(path: str, what: str) -> None:
     """Refuses anything but an existing regular file (symbolic links followed) without opening
     it, so a FIFO or a device cannot block the run."""
@@ -36,9 +41,22 @@ def check_regular_file(path: str, what: str) -> None:
     except OSError as err:
         raise InputFileError(f'{path} is not a readable {what} ({err.strerror})') from None
     if not stat.S_ISREG(mode):
-        kind = next((name for test, name in FILE_KINDS if test(mode)), 'not a regular file')
-        raise InputFileError(f'{path} is {kind}, not a regular file: give the path of a {what} '
-                             'file')
+        raise InputFileError(f'{path} is {file_kind(mode)}, not a regular file: give the path of '
+                             f'a {what} file')
+
+
+def not_a_regular_file(path: str) -> str | None:
+    """Why ``path`` is no regular file a loader can read (``does not exist``, ``is a FIFO (named
+    pipe)``, ``is a symbolic link to X, which does not exist``), or None; nothing is opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f'is a symbolic link to {os.readlink(path)}, which does not exist'
+        return 'does not exist'
+    except OSError as err:
+        return f'cannot be read ({err.strerror})'
+    return None if stat.S_ISREG(mode) else f'is {file_kind(mode)}, not a file'
 
 
 def max_image_pixels() -> int | None:

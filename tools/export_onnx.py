@@ -76,7 +76,11 @@ def main(argv=None) -> int:
     print(f'wrote {path} (opset {args.opset}): {inputs}')
     if not args.verify:
         return 0
-    checks = verify_export(loaded, path, shape=args.shape, num_points=points)
+    try:
+        checks = verify_export(loaded, path, shape=args.shape, num_points=points)
+    except ExportError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     for check in checks:
         size = 'x'.join(map(str, check.size))
         print(f'  {size:>9}: largest relative difference {check.max_rel_diff:.2e}, '

@@ -105,6 +105,16 @@ def plan_resume(work_dir: str, load_from: Optional[str], randomness: dict
     return path, randomness, notes
 
 
+def check_training_length(train_cfg: dict) -> None:
+    """Refuses a training of no iterations or epochs (mmengine would train nothing and exit 0)."""
+    for key in ('max_iters', 'max_epochs'):
+        value = train_cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f'train_cfg.{key}={value!r}: a training needs at least 1 '
+                             f'{key[4:-1]}; set a positive whole number')
+
+
 @RUNNERS.register_module()
 class BiXTRunner(Runner):
     """mmengine's Runner with atomic checkpoint writes, a ``--resume`` that skips incomplete
@@ -159,6 +169,7 @@ class BiXTRunner(Runner):
         super().register_default_hooks(hooks)
 
     def train(self) -> torch.nn.Module:
+        check_training_length(self.cfg.get('train_cfg') or {})
         lock = WorkDirLock(self.work_dir)
         self.lock_work_dir(lock)
         try:

@@ -8,6 +8,7 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ...sizes import check_positive_size
 from ..derive import BackboneGeometry, backbone_geometry, derive_setting
 from ..necks.feature_pyramid import derive_neck_settings, pyramid_channels
 from .postprocess import MAX_FULL_LOGITS, full_size_elements, postprocess_in_tiles
@@ -46,6 +47,15 @@ def derive_from_backbone(geometry: BackboneGeometry, neck: Optional[dict],
     derive_head_settings(auxiliary_head, channels, 'model.auxiliary_head', source)
 
 
+def check_sizes(settings: dict) -> None:
+    """Refuses an input or window size with a side below 1, naming the setting."""
+    named = (('data_preprocessor', 'size'), ('test_cfg', 'crop_size'), ('test_cfg', 'stride'))
+    for group, key in named:
+        value = (settings.get(group) or {}).get(key)
+        if value is not None:
+            check_positive_size(value, f'model.{group}.{key}')
+
+
 @MODELS.register_module()
 class BiXTEncoderDecoder(EncoderDecoder):
     """mmseg's ``EncoderDecoder`` for BiXT backbones: the ``BiXTFeaturePyramid`` neck's
@@ -62,6 +72,7 @@ class BiXTEncoderDecoder(EncoderDecoder):
                  auxiliary_head: HeadCfg = None, **kwargs) -> None:
         neck, decode_head, auxiliary_head = (copy.deepcopy(c) for c in
                                              (neck, decode_head, auxiliary_head))
+        check_sizes(kwargs)
         geometry = backbone_geometry(backbone)
         if geometry is not None:
             derive_from_backbone(geometry, neck, decode_head, auxiliary_head)
