@@ -120,12 +120,6 @@ def read_points_file(path: str, category: int) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         raise ShapeNetPartDataError(path, f'{bad.sum()} rows hold NaN or inf values (first at row '
                                     f'{int(np.argmax(bad)) + 1})')
-    spread = np.ptp(rows[:, :3], axis=0).max()
-    if spread == 0:
-        x, y, z = rows[0, :3]
-        raise ShapeNetPartDataError(path, f'all {len(rows)} points lie at one position '
-                                    f'({x:g}, {y:g}, {z:g}): the shape has no extent to learn from '
-                                    '(and cannot be normalised); fix or drop the file')
     labels = rows[:, 6]
     allowed = CATEGORY_PARTS[category]
     outside = ~np.isin(labels, allowed)
@@ -133,6 +127,11 @@ def read_points_file(path: str, category: int) -> tuple[np.ndarray, np.ndarray]:
         raise ShapeNetPartDataError(
             path, f'part id {labels[outside][0]:g} (row {int(np.argmax(outside)) + 1}) is outside '
             f'its category {CATEGORY_NAMES[category]} (parts {allowed[0]}-{allowed[-1]})')
+    if np.ptp(rows[:, :3], axis=0).max() == 0:
+        x, y, z = rows[0, :3]
+        raise ShapeNetPartDataError(path, f'all {len(rows)} points lie at one position '
+                                    f'({x:g}, {y:g}, {z:g}): the shape has no extent to learn from '
+                                    '(and cannot be normalised); fix or drop the file')
     return rows[:, :6].astype(np.float32), labels.astype(np.int64)
 
 
