@@ -60,7 +60,7 @@ def not_a_regular_file(path: str) -> str | None:
 
 
 def max_image_pixels() -> int | None:
-    """PIL's decompression-bomb limit, raised (or, with 0, lifted) by ``MMBIXT_MAX_IMAGE_PIXELS``."""
+    """PIL's decompression-bomb limit, raised (0: lifted) by ``MMBIXT_MAX_IMAGE_PIXELS``."""
     given = os.environ.get(MAX_PIXELS_VARIABLE)
     if not given:
         return Image.MAX_IMAGE_PIXELS

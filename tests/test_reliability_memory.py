@@ -74,7 +74,8 @@ def test_test_tool_writes_the_same_predictions_in_tiles(checkpoint, tmp_path):
         proc = subprocess.run(
             [sys.executable, str(REPO / 'tools' / 'test.py'), CONFIG, str(checkpoint),
              '--work-dir', str(tmp_path / 'work'), '--out', str(out), '--cfg-options',
-             f'test_dataloader.dataset.data_root={data}', f'model.test_cfg.max_full_logits={limit}'],
+             f'test_dataloader.dataset.data_root={data}',
+             f'model.test_cfg.max_full_logits={limit}'],
             capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         outputs.append({p.name: np.asarray(Image.open(p)) for p in sorted(out.glob('*.png'))})

@@ -128,8 +128,8 @@ def test_a_model_size_below_one_is_refused_naming_it(setting, value, named):
 
 def test_a_pipeline_crop_size_below_one_is_refused_naming_it(pristine):
     pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomCrop', crop_size=(0, 0))]
-    with pytest.raises(ValueError, match=r'^dataset pipeline\[1\] \(RandomCrop\) crop_size=\(0, 0\):'
-                       ' every side must be a positive number of pixels$'):
+    with pytest.raises(ValueError, match=r'^dataset pipeline\[1\] \(RandomCrop\) '
+                       r'crop_size=\(0, 0\): every side must be a positive number of pixels$'):
         build_split(pristine, pipeline=pipeline)
 
 
@@ -147,8 +147,8 @@ def test_zero_groups_are_refused_when_the_model_is_built():
 
 def test_groups_larger_than_the_cloud_are_refused_naming_the_setting():
     model = point_model(num_groups=8, group_size=40)
-    with pytest.raises(ValueError, match=r'^model\.backbone\.tokenizer\.group_size=40 is larger than '
-                       r'the 32 points of each cloud: lower it'):
+    with pytest.raises(ValueError, match=r'^model\.backbone\.tokenizer\.group_size=40 is larger '
+                       r'than the 32 points of each cloud: lower it'):
         model.backbone(torch.rand(1, 32, model.backbone.in_channels))
 
 

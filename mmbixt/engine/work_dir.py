@@ -177,7 +177,7 @@ class WorkDirLock:
 
     @staticmethod
     def is_stale(record: dict) -> bool:
-        """Without flock: a holder on this host whose pid is gone (another host's cannot be told)."""
+        """Without flock: a holder on this host whose pid is gone (another host's is unknown)."""
         pid = record.get('pid')
         return (record.get('host') == socket.gethostname() and isinstance(pid, int)
                 and pid != os.getpid() and not _process_exists(pid))
