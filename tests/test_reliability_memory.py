@@ -124,3 +124,11 @@ def test_an_image_beyond_the_bomb_limit_is_named_with_the_way_to_raise_it(tmp_pa
     monkeypatch.setenv('MMBIXT_MAX_IMAGE_PIXELS', '0')
     assert read_image(str(tmp_path / 'wide.png')).shape == (200, 300, 3)
     assert Image.MAX_IMAGE_PIXELS == 20000  # restored
+
+
+def test_tta_keeps_full_size_logits_for_merging(checkpoint):
+    """SegTTAModel averages each augmentation's full-size seg_logits: --tta turns tiling off."""
+    tool = load_tool('test')
+    cfg = tool.build_config(tool.parse_args([CONFIG, str(checkpoint), '--tta', '--cfg-options',
+                                             'model.test_cfg.max_full_logits=0']))
+    assert cfg.model.type == 'SegTTAModel' and cfg.model.module.test_cfg.max_full_logits is None

@@ -85,7 +85,7 @@ class BiXTEncoderDecoder(EncoderDecoder):
             return super().postprocess_result(seg_logits, data_samples)
         limit = (self.test_cfg or {}).get('max_full_logits', MAX_FULL_LOGITS)
         for i, sample in enumerate(data_samples):
-            if full_size_elements(seg_logits.shape[1], sample.metainfo) <= limit:
+            if limit is None or full_size_elements(seg_logits.shape[1], sample.metainfo) <= limit:
                 super().postprocess_result(seg_logits[i:i + 1], [sample])
             else:
                 postprocess_in_tiles(seg_logits[i], sample, self.align_corners,

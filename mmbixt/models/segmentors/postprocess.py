@@ -6,8 +6,9 @@ mmseg's ``postprocess_result`` resizes each image's logits to its original size 
 one-channel head) tile by tile, so at most ``TILE_ELEMENTS`` resized logits exist at any time; the
 prediction is then the only full-size array. Used by
 :class:`~mmbixt.models.segmentors.BiXTEncoderDecoder` for every image whose full-size logits would
-exceed ``test_cfg.max_full_logits`` elements (default :data:`MAX_FULL_LOGITS`); smaller images keep
-mmseg's path, which also keeps their full-size ``seg_logits`` (``SegTTAModel`` averages them).
+exceed ``test_cfg.max_full_logits`` elements (default :data:`MAX_FULL_LOGITS`; None: never); smaller
+images keep mmseg's path, which also keeps their full-size ``seg_logits``. ``SegTTAModel`` averages
+those over its augmentations, so ``tools/test.py --tta`` sets ``max_full_logits=None``.
 """
 from __future__ import annotations
 
