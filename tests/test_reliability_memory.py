@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from PIL import Image
 

@@ -4,7 +4,6 @@ impossible sizes, a training of 0 iterations, config syntax errors, output folde
 files, and an ONNX check against a PyTorch model that itself produces NaN."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
