@@ -207,3 +207,16 @@ def test_export_verify_blames_a_model_that_itself_outputs_nan(tmp_path, capsys):
     assert error.startswith(f'error: the PyTorch model of {DEMO} itself produces NaN or infinite '
                             'outputs (on a ')
     assert 'mismatch' not in error and 'FAIL' not in error
+
+
+def test_train_refuses_groups_larger_than_the_clouds_before_the_first_iteration(tmp_path, capsys):
+    from mmbixt.datasets.synthetic_shapes import make_synthetic_shapenetpart
+    root = make_synthetic_shapenetpart(str(tmp_path / 'shapes'), {'train': 1, 'val': 1, 'test': 1},
+                                       points_per_shape=300)
+    error = tool_error('train', [POINT_DEMO, '--work-dir', tmp_path / 'work', '--cfg-options',
+                                 f'train_dataloader.dataset.data_root={root}',
+                                 f'val_dataloader.dataset.data_root={root}',
+                                 'model.backbone.tokenizer.group_size=257'], capsys)
+    assert error.startswith('error: model.backbone.tokenizer.group_size=257 is larger than the 256 '
+                            'points of each cloud')
+    assert not list((tmp_path / 'work').glob('*.pth'))
