@@ -122,3 +122,29 @@ def test_train_tool_refuses_a_work_dir_another_training_holds(tiny, tmp_path):
     log = process.log_path.read_text()
     assert f'error: work dir {work} is in use by another training (pid {os.getpid()}' in log
     assert 'Iter(train)' not in log and not list(work.glob('*.pth'))
+
+
+def test_a_failed_rewrite_of_last_checkpoint_is_repaired(tiny, tmp_path, monkeypatch):
+    """mmengine rewrites last_checkpoint in place after each save: a full disk can leave it
+    empty. It names the newest complete checkpoint again before the error goes on."""
+    import builtins
+
+    import mmengine.hooks.checkpoint_hook as mmengine_hook
+    writes = []
+
+    def disk_full_at_third_pointer(path, mode='r', *args, **kwargs):
+        if str(path).endswith('last_checkpoint') and 'w' in mode:
+            writes.append(path)
+            if len(writes) == 3:
+                open(path, 'w').close()  # truncated, then the write fails
+                raise OSError(errno.ENOSPC, 'No space left on device')
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(mmengine_hook, 'open', disk_full_at_third_pointer, raising=False)
+    cfg = Config.fromfile(str(tiny))
+    cfg.work_dir = str(tmp_path / 'work')
+    with pytest.raises(OSError, match='No space left'):
+        BiXTRunner.from_cfg(cfg).train()
+    work = tmp_path / 'work'
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_3.pth')
+    assert is_complete_checkpoint(str(work / 'iter_3.pth'))

@@ -5,21 +5,23 @@ that save fails (disk full, quota), the work dir can hold no checkpoint at all w
 ``last_checkpoint`` names a deleted file. :class:`KeepCompleteCheckpointHook` turns mmengine's
 deletion off for local folders and deletes old checkpoints itself, after the new file is complete.
 A failed save raises before any deletion, so the previous checkpoint and the ``last_checkpoint``
-naming it survive. :class:`~mmbixt.engine.runner.BiXTRunner` puts it in place of every
+naming it survive; should mmengine's in-place rewrite of ``last_checkpoint`` itself fail, it is
+made to name the newest complete checkpoint again before the error goes on. :class:`~mmbixt.engine.runner.BiXTRunner` puts it in place of every
 ``CheckpointHook`` a config names.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmseg.registry import HOOKS
 
-from .work_dir import is_complete_checkpoint
+from .work_dir import is_complete_checkpoint, repair_last_checkpoint
 
 
 def checkpoint_steps(folder: str, filename_tmpl: str) -> dict[int, str]:
@@ -49,16 +51,30 @@ class KeepCompleteCheckpointHook(CheckpointHook):
         self.pruned_for: Optional[str] = self.last_ckpt
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+        with self.last_checkpoint_kept(runner):
+            super().after_train_iter(runner, batch_idx, data_batch, outputs)
         self.delete_old_checkpoints()
 
     def after_train_epoch(self, runner) -> None:
-        super().after_train_epoch(runner)
+        with self.last_checkpoint_kept(runner):
+            super().after_train_epoch(runner)
         self.delete_old_checkpoints()
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        super().after_val_epoch(runner, metrics)
+        with self.last_checkpoint_kept(runner):
+            super().after_val_epoch(runner, metrics)
         self.delete_old_checkpoints()
+
+    @contextlib.contextmanager
+    def last_checkpoint_kept(self, runner) -> Iterator[None]:
+        """On a failed save, ``last_checkpoint`` still names a complete file before the error
+        goes on."""
+        try:
+            yield
+        except BaseException:
+            if is_main_process() and isinstance(self.file_backend, LocalBackend):
+                repair_last_checkpoint(runner.work_dir)
+            raise
 
     def delete_old_checkpoints(self) -> None:
         """After a complete save: deletes the checkpoints older than the ``keep_newest`` newest

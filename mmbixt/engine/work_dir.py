@@ -25,7 +25,7 @@ import zipfile
 from typing import Optional
 
 from ..checkpoint import CheckpointError, read_checkpoint
-from ..fileio import TEMPORARY_NAME
+from ..fileio import TEMPORARY_NAME, atomic_write
 
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 BEST_NAME = re.compile(r'^best_.+\.pth$')  # CheckpointHook(save_best=...)
@@ -82,6 +82,21 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     candidates = ([named] if named else []) + [
         path for folder in folders for path in numbered_checkpoints(folder)]
     return next((path for path in candidates if is_complete_checkpoint(path)), None)
+
+
+def repair_last_checkpoint(work_dir: str) -> None:
+    """Makes ``last_checkpoint`` name the newest complete checkpoint when it names none that is
+    complete (mmengine rewrites it in place: a full disk can leave it empty). Written atomically;
+    left as it is when even that fails."""
+    named = named_in_last_checkpoint(work_dir)
+    if named and is_complete_checkpoint(named):
+        return
+    newest = find_resumable_checkpoint(work_dir)
+    if newest is None:
+        return
+    with contextlib.suppress(OSError), atomic_write(osp.join(work_dir, LAST_CHECKPOINT)) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(newest)
 
 
 def _process_exists(pid: int) -> bool:
