@@ -176,6 +176,17 @@ def test_a_config_syntax_error_names_the_config_and_line(tmp_path, capsys):
     assert tool_error('test', [broken, checkpoint], capsys).startswith(
         f'error: config {broken}, line 2: syntax error: ')
     assert f'(inherited by {child})' in tool_error('train', [child], capsys)
+    failing = tmp_path / 'failing.py'
+    failing.write_text('a = 1\nb = undefined_name + 1\n')
+    assert tool_error('test', [failing, checkpoint], capsys) == (
+        f"error: config {failing} (or a file it inherits) fails (line 2): NameError: name "
+        "'undefined_name' is not defined (--debug shows the traceback)")
+    orphan = tmp_path / 'orphan.py'
+    orphan.write_text(f"_base_ = [{str(tmp_path / 'gone.py')!r}]\n")
+    assert tool_error('train', [orphan], capsys).startswith(
+        f"error: config {orphan}: {tmp_path / 'gone.py'}, a file it inherits, does not exist")
+    assert tool_error('train', [tmp_path / 'nothere.py'], capsys).startswith(
+        f"error: config {tmp_path / 'nothere.py'} does not exist")
 
 
 def test_an_output_folder_that_is_a_file_says_so(tmp_path, capsys):

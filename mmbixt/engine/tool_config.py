@@ -5,6 +5,8 @@ import argparse
 import ast
 import os
 import os.path as osp
+import tempfile
+import traceback
 from typing import Optional
 
 from mmengine.config import Config, DictAction
@@ -43,13 +45,29 @@ def syntax_error_in(path: str, seen: Optional[set] = None) -> Optional[str]:
     return None
 
 
+def executed_line(err: BaseException) -> str:
+    """`` (line N)`` of the config line that raised ``err`` (mmengine runs a temporary copy of
+    the config, line for line), else nothing."""
+    frames = [frame for frame in traceback.extract_tb(err.__traceback__)
+              if frame.filename.startswith(tempfile.gettempdir())]
+    return f' (line {frames[-1].lineno})' if frames else ''
+
+
 def read_config(path: str) -> Config:
-    """``Config.fromfile``, with a syntax error naming the config file (or the inherited file)
-    and the line."""
+    """``Config.fromfile``, with an error that names the config file: a syntax error with the
+    file (itself or one it inherits) and line, a missing file, a failing line."""
+    if not osp.isfile(path):
+        raise ConfigFileError(f'config {path} does not exist')
     try:
         return Config.fromfile(path)
     except SyntaxError as err:
         raise ConfigFileError(syntax_error_in(path) or f'config {path}: {err}') from None
+    except FileNotFoundError as err:
+        raise ConfigFileError(f'config {path}: {err.filename or err}, a file it inherits, does '
+                              'not exist') from None
+    except (NameError, TypeError, ValueError, KeyError, AttributeError, ImportError) as err:
+        raise ConfigFileError(f'config {path} (or a file it inherits) fails{executed_line(err)}: '
+                              f'{type(err).__name__}: {err}') from None
 
 
 def tool_parser(description: str) -> argparse.ArgumentParser:
