@@ -32,7 +32,7 @@ def dead_pid() -> int:
 
 
 # ------------------------------------------------------------ a save that fails
-@pytest.mark.parametrize('max_keep', [1, 2])
+@pytest.mark.parametrize('max_keep', [1, 2])  # 1: mmengine would have deleted the only one
 def test_a_failed_save_keeps_the_last_complete_checkpoint(tiny, tmp_path, monkeypatch, max_keep):
     import mmengine.runner.runner as mmengine_runner
     real_save = mmengine_runner.save_checkpoint
