@@ -42,8 +42,8 @@ import torch
 from mmengine.config import Config
 from mmengine.device import get_device
 from mmengine.dist import barrier, broadcast_object_list, is_distributed, is_main_process
-from mmengine.hooks import CheckpointHook
 from mmengine.fileio import LocalBackend, get_file_backend
+from mmengine.hooks import CheckpointHook
 from mmengine.model import BaseTTAModel, is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import CheckpointLoader, Runner
 from mmseg.registry import RUNNERS
@@ -57,8 +57,8 @@ from .checkpoint_hook import KeepCompleteCheckpointHook
 from .iteration_seed import IterationSeedHook
 from .non_finite import NonFiniteLossHook
 from .sample_seed import seed_samples_by_position
-from .work_dir import (WorkDirError, WorkDirLock, earlier_run_files, find_resumable_checkpoint,  # noqa: F401
-                       is_complete_checkpoint, named_in_last_checkpoint,
+from .work_dir import (WorkDirError, WorkDirLock, earlier_run_files,  # noqa: F401
+                       find_resumable_checkpoint, is_complete_checkpoint, named_in_last_checkpoint,
                        remove_orphaned_temporaries, set_aside_earlier_run)
 
 TRAINING_CHECKPOINT_KEYS = ('meta', 'message_hub', 'optimizer')  # what resuming restores
