@@ -7,6 +7,22 @@ import os.path as osp
 import re
 from typing import Iterator
 
+class OutputPathError(ValueError):
+    """An output folder that cannot be one; the message names the setting and the path."""
+
+
+def check_output_dir(path: str, setting: str) -> None:
+    """Refuses an output folder that is a file, or lies below one (``os.makedirs`` would say
+    only "File exists" or "Not a directory"), naming ``setting`` (e.g. ``--out-dir``)."""
+    current = osp.abspath(path)
+    while not osp.exists(current) and osp.dirname(current) != current:
+        current = osp.dirname(current)
+    if not osp.isdir(current):
+        where = '' if current == osp.abspath(path) else f' ({path} would lie inside it)'
+        raise OutputPathError(f'{setting} {path}: {current} is a file, not a folder{where}; '
+                              f'choose another {setting} or move the file away')
+
+
 # The temporary beside the target: ``.<name>.<pid of the writer>.tmp``.
 TEMPORARY_NAME = re.compile(r'^\..+\.(\d+)\.tmp$')
 

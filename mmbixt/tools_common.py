@@ -15,6 +15,10 @@ from typing import Any, Callable, Optional, Sequence, Union
 DEBUG_FLAG = '--debug'
 # mmengine's registry prefixes a build error with the class it was building, once per nesting level.
 REGISTRY_PREFIX = re.compile(r'class `\w+` in [^:]+: ')
+# torch re-raises a DataLoader worker's error with the worker's traceback as its message; the
+# error itself (naming the file) is the traceback's last line, after the exception's name.
+WORKER_ERROR = re.compile(r'^Caught \w+ in DataLoader worker process \d+\.\s*\nOriginal Traceback')
+EXCEPTION_NAME = re.compile(r'^[\w.]+: ')
 
 
 def add_debug_arg(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +31,8 @@ def error_summary(err: BaseException) -> str:
     """One line saying what went wrong: the error's message without mmengine's registry prefixes
     (its first line), or the error's type when it has no message."""
     text = REGISTRY_PREFIX.sub('', str(err)).strip()
+    if WORKER_ERROR.match(text):
+        text = EXCEPTION_NAME.sub('', text.splitlines()[-1].strip())
     first = text.splitlines()[0].strip() if text else ''
     return first or type(err).__name__
 

@@ -513,7 +513,9 @@ def main(argv=None) -> None:
     if args.child:
         return child_main(args.child)
     import torch
+    from mmbixt.fileio import check_output_dir
     from mmbixt.models.core.fast_ops import cpu_bf16_capability
+    check_output_dir(str(args.out), '--out')
     args.out.mkdir(parents=True, exist_ok=True)
     machine = (f'{os.cpu_count()}-core CPU ({torch.backends.cpu.get_cpu_capability()}, bf16: '
                f'{cpu_bf16_capability().kind}), {args.threads} threads, torch {torch.__version__}')

@@ -13,12 +13,11 @@ import sys
 from typing import Optional, Sequence
 
 import torch
-from PIL import Image
 from timm.data import ImageNetInfo, create_transform
 
+from mmbixt.image_files import open_rgb_image
 from mmbixt.models.classifiers import BiXTClassifier
 from mmbixt.tools_common import add_classifier_args, build_classifier, run_cli
-from mmbixt.visualization.files import read_image
 
 
 @torch.no_grad()
@@ -27,7 +26,7 @@ def classify(model: BiXTClassifier, transform, paths: Sequence[str], device: str
     """The ``topk`` (class index, probability) pairs of each image."""
     results = []
     for path in paths:
-        image = transform(Image.fromarray(read_image(path))).unsqueeze(0).to(device)
+        image = transform(open_rgb_image(path)).unsqueeze(0).to(device)
         probs = model(image).softmax(dim=-1)[0]
         values, indices = probs.topk(min(topk, probs.numel()))
         results.append(list(zip(indices.tolist(), values.tolist())))

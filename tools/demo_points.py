@@ -42,16 +42,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
     """Truth vs prediction of the first test shape of each category, one figure per category."""
     import torch
-    from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
     from mmseg.registry import DATASETS, MODELS
 
     import mmbixt  # noqa: F401  (registers)
     from mmbixt.checkpoint.model_match import load_model_checkpoint
     from mmbixt.datasets.shapenet_part import CATEGORY_NAMES, CATEGORY_PARTS
+    from mmbixt.engine.tool_config import read_config
+    from mmbixt.fileio import check_output_dir
     from mmbixt.visualization import part_segmentation_figure
 
-    cfg = Config.fromfile(config)
+    cfg = read_config(config)
+    check_output_dir(out_dir, 'the output folder')
     model = MODELS.build(cfg.model)
     load_model_checkpoint(model, checkpoint, strict=cfg.get('load_strict', True))
     model.eval()

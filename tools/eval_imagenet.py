@@ -20,12 +20,14 @@ from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
 from mmbixt.archs import PUBLISHED_ACCURACY
+from mmbixt.image_files import open_rgb_image
 from mmbixt.tools_common import add_classifier_args, build_classifier, run_cli
 
 
 def imagenet_folder(root: str, transform) -> ImageFolder:
     """The ImageFolder at ``root`` with targets mapped to ImageNet-1k indices."""
-    dataset = ImageFolder(root, transform=transform)
+    # The tools' shared reader: 16-bit files scaled, a truncated or bad file named.
+    dataset = ImageFolder(root, transform=transform, loader=open_rgb_image)
     index_of = {synset: i for i, synset in enumerate(ImageNetInfo().label_names())}
     unknown = [name for name in dataset.classes if name not in index_of]
     if unknown:
@@ -36,9 +38,17 @@ def imagenet_folder(root: str, transform) -> ImageFolder:
     return dataset
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value}: give at least 1 image (leave --limit out to '
+                                         'evaluate them all)')
+    return value
+
+
 def evenly_spaced(dataset, limit: Optional[int]):
     """At most ``limit`` samples, spread over the (class-sorted) set so that every class can appear."""
-    if not limit or limit >= len(dataset):
+    if limit is None or limit >= len(dataset):
         return dataset
     return Subset(dataset, torch.linspace(0, len(dataset) - 1, limit).round().long().tolist())
 
@@ -65,7 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> tuple[float, float]:
     parser.add_argument('--data', required=True, help='validation folder, one sub-folder per synset')
     parser.add_argument('--batch-size', type=int, default=128)
     parser.add_argument('--workers', type=int, default=4)
-    parser.add_argument('--limit', type=int, help='evaluate at most this many images')
+    parser.add_argument('--limit', type=positive, help='evaluate at most this many images')
     args = parser.parse_args(argv)
 
     model, data_config = build_classifier(args)

@@ -20,12 +20,14 @@ when the difference is above 1e-4.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import mmbixt  # noqa: F401,I001  (first: registers modules, quiets mmseg's and mmcv's import notices)
 from mmengine.config import DictAction
 
 from mmbixt.checkpoint import CheckpointError
+from mmbixt.fileio import check_output_dir
 from mmbixt.tools_common import run_cli
 from mmbixt.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,
                                 export_segmentor, load_segmentor, verify_export)
@@ -62,6 +64,7 @@ def num_points_of(cfg_path: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_output_dir(os.path.dirname(os.path.abspath(args.out)), '--out')  # its folder
     try:
         loaded = load_segmentor(args.config, args.checkpoint, args.cfg_options)
         points = args.points or (num_points_of(args.config) if loaded.kind == 'point' else 0)
@@ -76,7 +79,11 @@ def main(argv=None) -> int:
     print(f'wrote {path} (opset {args.opset}): {inputs}')
     if not args.verify:
         return 0
-    checks = verify_export(loaded, path, shape=args.shape, num_points=points)
+    try:
+        checks = verify_export(loaded, path, shape=args.shape, num_points=points)
+    except ExportError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     for check in checks:
         size = 'x'.join(map(str, check.size))
         print(f'  {size:>9}: largest relative difference {check.max_rel_diff:.2e}, '

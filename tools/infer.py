@@ -28,6 +28,8 @@ from mmseg.registry import DATASETS
 
 from mmbixt.checkpoint import CheckpointError
 from mmbixt.checkpoint.model_match import load_model_checkpoint
+from mmbixt.engine.tool_config import read_config
+from mmbixt.fileio import check_output_dir
 from mmbixt.tools_common import run_cli
 from mmbixt.visualization import (
     AttentionRecorder, InputFileError, check_regular_file, figure_paths, label_paths, read_image,
@@ -143,8 +145,9 @@ def load_model(config: Config, checkpoint: str, device: str):
 
 
 def run(args: argparse.Namespace) -> list[Path]:
-    config = Config.fromfile(args.config)
+    config = read_config(args.config)
     config.merge_from_dict(args.cfg_options)
+    check_output_dir(args.out_dir, '--out-dir')
     inputs = read_inputs(args, config)
     outputs = figure_paths([path for path, _, _ in inputs], Path(args.out_dir))
     if '://' not in args.checkpoint:  # remote checkpoints are mmengine's to fetch

@@ -21,6 +21,7 @@ from mmengine.config import Config
 
 from mmbixt.engine import build_runner
 from mmbixt.engine.tool_config import load_tool_config, parse_tool_args, tool_parser
+from mmbixt.fileio import check_output_dir
 from mmbixt.tools_common import run_cli
 
 
@@ -63,6 +64,8 @@ def enable_tta(cfg: Config, config_path: str) -> None:
         raise ToolError(f'--tta needs {" and ".join(missing)} in {config_path} (the ADE20K configs '
                         'inherit both; see configs/_base_/datasets/ade20k.py)')
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    # SegTTAModel averages every augmentation's full-size seg_logits: no tiled post-processing.
+    cfg.model.setdefault('test_cfg', {})['max_full_logits'] = None
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
 
@@ -83,6 +86,9 @@ def build_config(args: argparse.Namespace) -> Config:
         raise ToolError(f'--show-dir and --out write image label maps, but {args.config} does not '
                         'evaluate images (for point clouds, tools/demo_points.py renders '
                         'predictions)')
+    for setting, folder in (('--show-dir', args.show_dir), ('--out', args.out)):
+        if folder:
+            check_output_dir(folder, setting)
     if args.show_dir:
         enable_overlays(cfg, osp.abspath(args.show_dir))
     if args.out:

@@ -18,8 +18,10 @@ from mmseg.datasets import ADE20KDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 
 from .sample_checks import check_sample_files, empty_split_message
+from ..image_files import not_a_regular_file
+from ..sizes import check_pipeline_crop_sizes
 from .seg_files import (SegDataError, check_label_file, check_training_labels,  # noqa: F401
-                        size_mismatch_error)
+                        size_mismatch_error, unlabelled_split_problem)
 
 # What tools/check_dataset.py runs on every sample: loading and the checks, no augmentation.
 CHECK_PIPELINE = (dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
@@ -96,6 +98,7 @@ class CheckedSegFiles:
 
     def __init__(self, *args, collect_layout_problems: bool = False,
                  check_labels_at_build: Optional[bool] = None, **kwargs) -> None:
+        check_pipeline_crop_sizes(kwargs.get('pipeline'), 'dataset pipeline')
         self.collect_layout_problems = collect_layout_problems
         self.check_labels_at_build = (self.CHECK_LABELS_AT_BUILD if check_labels_at_build is None
                                       else check_labels_at_build)
@@ -117,6 +120,11 @@ class CheckedSegFiles:
             raise SegDataError(f'split list {self.ann_file} names no images' if self.ann_file
                                else empty_split_message(img_dir, self.img_suffix))
         complete, problems = self.check_layout(data_list, img_dir, ann_dir)
+        unlabelled = unlabelled_split_problem(
+            ann_dir or self.ann_file, [info['seg_map_path'] for info in complete
+                                       if info.get('seg_map_path')],
+            bool(self.reduce_zero_label), self.ignore_index)
+        problems += [unlabelled] if unlabelled else []
         if problems and not self.collect_layout_problems:
             more = len(problems) - 1
             raise SegDataError(problems[0] + (f' (and {more} more problems: tools/check_dataset.py '
@@ -146,18 +154,30 @@ class CheckedSegFiles:
 
     def check_layout(self, data_list: list[dict], img_dir: str, ann_dir: Optional[str]
                      ) -> tuple[list[dict], list[str]]:
-        """The samples whose image and label map both exist, and a line per missing file."""
+        """The samples whose image and label map are both readable files, and a line per
+        missing one: absent, a FIFO, a dangling symbolic link (mmseg's folder listing passes
+        over the last two in silence, and their label maps with them)."""
         problems, complete = [], []
         for info in data_list:
-            if not osp.isfile(info['img_path']):  # only possible with a split list
-                problems.append(f'{info["img_path"]}: listed in {self.ann_file} but does not exist')
-            elif 'seg_map_path' in info and not osp.isfile(info['seg_map_path']):
+            image_reason = not_a_regular_file(info['img_path'])  # only with a split list
+            label_reason = info.get('seg_map_path') and not_a_regular_file(info['seg_map_path'])
+            if image_reason:
+                problems.append(f'{info["img_path"]}: listed in {self.ann_file} but '
+                                f'{image_reason}')
+            elif label_reason:
                 problems.append(f'{info["img_path"]}: its label map {info["seg_map_path"]} '
-                                'does not exist')
+                                f'{label_reason}')
             else:
                 complete.append(info)
         if ann_dir and not self.ann_file:  # a split list may name a subset: then not checked
             images = files_under(img_dir, self.img_suffix)
+            listed = {info['img_path'] for info in data_list}
+            for stem in sorted(images):
+                path = osp.join(img_dir, stem + self.img_suffix)
+                reason = path not in listed and not_a_regular_file(path)
+                if reason:
+                    problems.append(f'{path}: {reason}; the sample is missing (with its label '
+                                    f'map {osp.join(ann_dir, stem + self.seg_map_suffix)})')
             for stem in sorted(files_under(ann_dir, self.seg_map_suffix) - images):
                 problems.append(f'{osp.join(ann_dir, stem + self.seg_map_suffix)}: label map '
                                 f'without its image {osp.join(img_dir, stem + self.img_suffix)}')

@@ -107,3 +107,35 @@ def size_mismatch_error(files: str, image_path: Optional[str], image_hw: tuple[i
                     "stored pixels: load images with LoadImageFromFile(color_type="
                     "'color_ignore_orientation') or remove the image's orientation tag")
     return SegDataError(message)
+
+
+def has_labelled_pixel(path: str, reduce_zero_label: bool, ignore_index: int = 255) -> bool:
+    """Whether the label map ``path`` gives any pixel a class (a value that is neither
+    ``ignore_index`` nor, under ``reduce_zero_label``, 0)."""
+    with Image.open(path) as image:
+        values = np.asarray(image)
+    unlabelled = [ignore_index] + ([0] if reduce_zero_label else [])
+    return bool(np.isin(values, unlabelled, invert=True).any())
+
+
+def unlabelled_split_problem(where: str, label_paths: Sequence[str], reduce_zero_label: bool,
+                             ignore_index: int = 255, shown: int = 3) -> Optional[str]:
+    """The problem of a split none of whose label maps labels a pixel (it would train with loss 0
+    and evaluate at 100%), naming a few of them; None otherwise. Reads label maps only until the
+    first labelled one (the first file, in a sound split); unreadable ones are left to their own
+    checks."""
+    readable = []
+    for path in label_paths:
+        try:
+            if has_labelled_pixel(path, reduce_zero_label, ignore_index):
+                return None
+        except (OSError, ValueError):
+            continue
+        readable.append(path)
+    if not readable:
+        return None
+    values = f'0 (other) or {ignore_index}' if reduce_zero_label else f'{ignore_index}'
+    more = f' and {len(readable) - shown} more' if len(readable) > shown else ''
+    return (f'{where}: none of its {len(readable)} label maps gives any pixel a class (every value '
+            f'is {values}, ignored), e.g. {", ".join(readable[:shown])}{more}; training would see '
+            'loss 0 and evaluation 100%: check the label files (and reduce_zero_label)')

@@ -101,7 +101,8 @@ def read_split_file(path: str) -> list[tuple[str, str]]:
 def read_points_file(path: str, category: int) -> tuple[np.ndarray, np.ndarray]:
     """Points ``[N, 6]`` (xyz, normals; float32) and global part labels ``[N]`` (int64) of one shape.
 
-    Refuses malformed rows, non-finite values and part ids outside the shape's category.
+    Refuses malformed rows, non-finite values, points that all coincide and part ids outside the
+    shape's category.
     """
     try:
         rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
@@ -126,6 +127,11 @@ def read_points_file(path: str, category: int) -> tuple[np.ndarray, np.ndarray]:
         raise ShapeNetPartDataError(
             path, f'part id {labels[outside][0]:g} (row {int(np.argmax(outside)) + 1}) is outside '
             f'its category {CATEGORY_NAMES[category]} (parts {allowed[0]}-{allowed[-1]})')
+    if np.ptp(rows[:, :3], axis=0).max() == 0:
+        x, y, z = rows[0, :3]
+        raise ShapeNetPartDataError(path, f'all {len(rows)} points lie at one position '
+                                    f'({x:g}, {y:g}, {z:g}): the shape has no extent to learn from '
+                                    '(and cannot be normalised); fix or drop the file')
     return rows[:, :6].astype(np.float32), labels.astype(np.int64)
 
 

@@ -223,7 +223,6 @@ def load_segmentor(config: PathLike, checkpoint: Optional[PathLike] = None,
                    cfg_options: Optional[dict] = None) -> LoadedSegmentor:
     """Builds the segmentor of ``config`` (eval mode, SyncBN as BN) and loads ``checkpoint``
     strictly; refuses a config that is not a segmentor and a checkpoint of another model."""
-    from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
     from mmseg.models.segmentors import CascadeEncoderDecoder, EncoderDecoder
@@ -232,8 +231,10 @@ def load_segmentor(config: PathLike, checkpoint: Optional[PathLike] = None,
     import mmbixt  # noqa: F401  (registers the modules)
     from mmbixt.models.segmentors import PointPartSegmentor
 
+    from mmbixt.engine.tool_config import read_config
+
     config = str(config)
-    cfg = Config.fromfile(config)
+    cfg = read_config(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     model_cfg = cfg.get('model')
@@ -458,6 +459,17 @@ def verify_sizes(shape: Sequence[int]) -> list[tuple[int, int]]:
     return [(h // 2 + 7, w // 2 + 13), (h + 19, w - 5), (h * 3 // 4, w * 5 // 4)]
 
 
+def check_finite_reference(loaded: LoadedSegmentor, logits: Tensor, size: Sequence[int]) -> None:
+    """Refuses to compare against PyTorch outputs that are not finite: the model itself (its
+    weights) produces them, so no export could match."""
+    if not torch.isfinite(logits).all():
+        shown = 'x'.join(map(str, size))
+        raise ExportError(
+            f'the PyTorch model of {loaded.config} itself produces NaN or infinite outputs (on a '
+            f'{shown} input), so the export cannot be verified: its weights are not usable '
+            '(check the checkpoint, e.g. with tools/test.py)')
+
+
 def relative_difference(ours: np.ndarray, reference: Tensor) -> float:
     """Largest absolute difference over the largest magnitude of the reference."""
     reference = reference.detach().float().numpy()
@@ -534,6 +546,7 @@ def verify_export(loaded: LoadedSegmentor, path: PathLike, shape: Sequence[int] 
         for size in sizes or verify_sizes(shape):
             img = torch.rand(3, *size, generator=gen) * 255
             ref_logits, ref_classes = image_test_step(loaded.model, img)
+            check_finite_reference(loaded, ref_logits, size)
             logits, classes = run_session(session, img[None])
             checks.append(Check(tuple(size), relative_difference(logits[0], ref_logits),
                                 int((classes[0] != ref_classes.numpy()).sum()), ref_classes.numel(),
@@ -546,6 +559,7 @@ def verify_export(loaded: LoadedSegmentor, path: PathLike, shape: Sequence[int] 
         category = (i * 5 + 1) % num_categories
         cat = torch.tensor([category])
         ref_logits, ref_parts = point_test_step(loaded.model, points[0], category)
+        check_finite_reference(loaded, ref_logits, (num_points, loaded.point_channels))
         logits, parts = run_session(session, points, cat)
         checks.append(Check((num_points, loaded.point_channels),
                             relative_difference(logits[0], ref_logits),

@@ -1,4 +1,5 @@
-"""``ConfigConsistencyHook``: the model predicts as many classes as the dataset has."""
+"""``ConfigConsistencyHook``: the model predicts as many classes as the dataset has, and a point
+model's groups fit in the dataset's clouds."""
 from __future__ import annotations
 
 from typing import Iterator, Optional
@@ -8,6 +9,9 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 from torch.utils.data import Dataset
+
+from ..datasets.point_transforms import SamplePoints
+from ..models.backbones.bixt_point import GroupedPointTokenizer
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -41,11 +45,36 @@ def dataset_label_count(dataset) -> Optional[tuple[int, str]]:
     return None
 
 
-def dataset_name(dataset) -> str:
-    """The class name of the dataset inside wrappers that keep it as ``dataset``."""
+def innermost(dataset):
+    """The dataset inside wrappers that keep it as ``dataset``."""
     while isinstance(getattr(dataset, 'dataset', None), Dataset):
         dataset = dataset.dataset
-    return type(dataset).__name__
+    return dataset
+
+
+def dataset_name(dataset) -> str:
+    return type(innermost(dataset)).__name__
+
+
+def points_per_cloud(dataset) -> Optional[int]:
+    """The points of each cloud a point dataset yields: its pipeline's ``SamplePoints``
+    ``num_points``, else the dataset's; None for other datasets."""
+    dataset = innermost(dataset)
+    count = getattr(dataset, 'num_points', None)
+    for transform in getattr(getattr(dataset, 'pipeline', None), 'transforms', None) or []:
+        if isinstance(transform, SamplePoints) and transform.num_points:
+            count = transform.num_points
+    return count
+
+
+def check_points(model: nn.Module, dataset) -> None:
+    """Refuses point groups larger than the dataset's clouds (``num_groups``, ``group_size``)."""
+    count = points_per_cloud(dataset)
+    if count is None:
+        return
+    for module in unwrap(model).modules():
+        if isinstance(module, GroupedPointTokenizer):
+            module.check_enough_points(count)
 
 
 def check_classes(model: nn.Module, dataset, loader_name: str) -> None:
@@ -66,14 +95,17 @@ def check_classes(model: nn.Module, dataset, loader_name: str) -> None:
 class ConfigConsistencyHook(Hook):
     """Checks, before the first training, validation or test iteration, that the model's heads
     predict as many classes as the dataset of that loop has (mmseg would train and score a
-    mismatched pair without a word)."""
+    mismatched pair without a word), and that a point model's groups fit in its clouds."""
     priority = 'VERY_HIGH'
 
     def before_train(self, runner) -> None:
         check_classes(runner.model, runner.train_dataloader.dataset, 'train_dataloader')
+        check_points(runner.model, runner.train_dataloader.dataset)
 
     def before_val(self, runner) -> None:
         check_classes(runner.model, runner.val_dataloader.dataset, 'val_dataloader')
+        check_points(runner.model, runner.val_dataloader.dataset)
 
     def before_test(self, runner) -> None:
         check_classes(runner.model, runner.test_dataloader.dataset, 'test_dataloader')
+        check_points(runner.model, runner.test_dataloader.dataset)

@@ -18,6 +18,12 @@ exactly where they stopped, and whose trainings never write into another run's w
 - ``load_from``, ``--resume`` and ``tools/test.py`` load a checkpoint only when it matches the
   model: every tensor in name and shape (:mod:`~mmbixt.checkpoint.model_match`); the config
   setting ``load_strict=False`` loads what matches and logs the rest (mmengine's behaviour).
+- a failed save (disk full, quota) never costs the last complete checkpoint, whatever
+  ``max_keep_ckpts`` is: every ``CheckpointHook`` becomes a
+  :class:`~mmbixt.engine.checkpoint_hook.KeepCompleteCheckpointHook`, which deletes old checkpoints
+  only after the new one is complete.
+- a training holds its work dir's lock (:class:`~mmbixt.engine.work_dir.WorkDirLock`) from start to
+  end: a second training on the same work dir is refused, a killed run's lock is taken over.
 - ``--launcher pytorch`` works without GPUs (gloo; mmengine's ``init_dist`` and DDP wrapping
   assume a CUDA device per process).
 
@@ -35,8 +41,9 @@ from typing import Any, Optional
 import torch
 from mmengine.config import Config
 from mmengine.device import get_device
-from mmengine.dist import barrier, is_distributed, is_main_process
+from mmengine.dist import barrier, broadcast_object_list, is_distributed, is_main_process
 from mmengine.fileio import LocalBackend, get_file_backend
+from mmengine.hooks import CheckpointHook
 from mmengine.model import BaseTTAModel, is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import CheckpointLoader, Runner
 from mmseg.registry import RUNNERS
@@ -46,11 +53,12 @@ from ..checkpoint import CheckpointError, read_checkpoint
 from ..fileio import atomic_write
 from ..checkpoint.model_match import (MMENGINE_REVISE_KEYS, check_model_checkpoint,
                                       checkpoint_state_dict)
+from .checkpoint_hook import KeepCompleteCheckpointHook
 from .iteration_seed import IterationSeedHook
 from .non_finite import NonFiniteLossHook
 from .sample_seed import seed_samples_by_position
-from .work_dir import (WorkDirError, earlier_run_files, find_resumable_checkpoint,  # noqa: F401
-                       is_complete_checkpoint, named_in_last_checkpoint,
+from .work_dir import (WorkDirError, WorkDirLock, earlier_run_files,  # noqa: F401
+                       find_resumable_checkpoint, is_complete_checkpoint, named_in_last_checkpoint,
                        remove_orphaned_temporaries, set_aside_earlier_run)
 
 TRAINING_CHECKPOINT_KEYS = ('meta', 'message_hub', 'optimizer')  # what resuming restores
@@ -95,6 +103,16 @@ def plan_resume(work_dir: str, load_from: Optional[str], randomness: dict
         notes.append(f'--resume: the config names no randomness.seed; using seed {stored_seed} '
                      f'of {path}, the seed the run it continues used')
     return path, randomness, notes
+
+
+def check_training_length(train_cfg: dict) -> None:
+    """Refuses a training of no iterations or epochs (mmengine would train nothing and exit 0)."""
+    for key in ('max_iters', 'max_epochs'):
+        value = train_cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f'train_cfg.{key}={value!r}: a training needs at least 1 '
+                             f'{key[4:-1]}; set a positive whole number')
 
 
 @RUNNERS.register_module()
@@ -142,9 +160,39 @@ class BiXTRunner(Runner):
         return super().load_checkpoint(filename, map_location, strict=False,
                                        revise_keys=revise_keys)
 
+    def register_default_hooks(self, hooks: Optional[dict] = None) -> None:
+        hooks = dict(hooks or {})
+        checkpoint = hooks.get('checkpoint', dict(type='CheckpointHook', interval=1))
+        if isinstance(checkpoint, dict) and checkpoint.get('type') in ('CheckpointHook',
+                                                                      CheckpointHook):
+            hooks['checkpoint'] = {**checkpoint, 'type': KeepCompleteCheckpointHook}
+        super().register_default_hooks(hooks)
+
     def train(self) -> torch.nn.Module:
-        self.check_work_dir()
-        return super().train()
+        check_training_length(self.cfg.get('train_cfg') or {})
+        lock = WorkDirLock(self.work_dir)
+        self.lock_work_dir(lock)
+        try:
+            self.check_work_dir()
+            return super().train()
+        finally:
+            if is_main_process():
+                lock.release()
+
+    def lock_work_dir(self, lock: WorkDirLock) -> None:
+        """The main process takes the work dir's lock; every rank stops if it could not."""
+        outcome = [None]
+        if is_main_process():
+            try:
+                outcome = [('note', lock.acquire())]
+            except WorkDirError as err:
+                outcome = [('error', str(err))]
+        broadcast_object_list(outcome)
+        kind, text = outcome[0]
+        if kind == 'error':
+            raise WorkDirError(text)
+        if text:
+            self.logger.warning(text)
 
     def check_work_dir(self) -> None:
         """Refuses to start a new training in a work dir holding another run's checkpoints,

@@ -2,13 +2,73 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import os.path as osp
+import tempfile
+import traceback
+from typing import Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
+from ..fileio import check_output_dir
 from ..tools_common import add_debug_arg
+
+
+class ConfigFileError(ValueError):
+    """A config file that does not parse; the message names the file and the line."""
+
+
+def syntax_error_in(path: str, seen: Optional[set] = None) -> Optional[str]:
+    """Where the config ``path`` or a ``_base_`` file it inherits fails to parse, in words
+    (mmengine parses them without their names); None when they all parse."""
+    seen = set() if seen is None else seen
+    if path in seen or not osp.isfile(path):
+        return None
+    seen.add(path)
+    with open(path, encoding='utf-8') as f:
+        source = f.read()
+    try:
+        tree = ast.parse(source, filename=path)
+    except SyntaxError as err:
+        return f'config {path}, line {err.lineno}: syntax error: {err.msg}'
+    bases = [node.value for node in tree.body if isinstance(node, ast.Assign)
+             and any(getattr(t, 'id', None) == '_base_' for t in node.targets)]
+    try:
+        names = ast.literal_eval(bases[0]) if bases else []
+    except ValueError:
+        return None
+    for name in [names] if isinstance(names, str) else names:
+        found = syntax_error_in(osp.join(osp.dirname(path), name), seen)
+        if found:
+            return f'{found} (inherited by {path})'
+    return None
+
+
+def executed_line(err: BaseException) -> str:
+    """`` (line N)`` of the config line that raised ``err`` (mmengine runs a temporary copy of
+    the config, line for line), else nothing."""
+    frames = [frame for frame in traceback.extract_tb(err.__traceback__)
+              if frame.filename.startswith(tempfile.gettempdir())]
+    return f' (line {frames[-1].lineno})' if frames else ''
+
+
+def read_config(path: str) -> Config:
+    """``Config.fromfile``, with an error that names the config file: a syntax error with the
+    file (itself or one it inherits) and line, a missing file, a failing line."""
+    if not osp.isfile(path):
+        raise ConfigFileError(f'config {path} does not exist')
+    try:
+        return Config.fromfile(path)
+    except SyntaxError as err:
+        raise ConfigFileError(syntax_error_in(path) or f'config {path}: {err}') from None
+    except FileNotFoundError as err:
+        raise ConfigFileError(f'config {path}: {err.filename or err}, a file it inherits, does '
+                              'not exist') from None
+    except (NameError, TypeError, ValueError, KeyError, AttributeError, ImportError) as err:
+        raise ConfigFileError(f'config {path} (or a file it inherits) fails{executed_line(err)}: '
+                              f'{type(err).__name__}: {err}') from None
 
 
 def tool_parser(description: str) -> argparse.ArgumentParser:
@@ -35,12 +95,13 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
 
 def load_tool_config(args: argparse.Namespace) -> Config:
     """The config with the launcher, the ``--cfg-options`` overrides and the work dir applied."""
-    cfg = Config.fromfile(args.config)
+    cfg = read_config(args.config)
     cfg.launcher = args.launcher
     cfg.merge_from_dict(args.cfg_options)
     train_from_scratch_if_asked(cfg)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_output_dir(cfg.work_dir, '--work-dir')
     return cfg
 
 

@@ -3,7 +3,6 @@ refused with its name before any work, and no two inputs share an output file.""
 from __future__ import annotations
 
 import os
-import stat
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -11,38 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-
-class InputFileError(ValueError):
-    """A file the tool cannot use; the message names it and says what is wrong."""
-
-
-FILE_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
-              (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
-              (stat.S_ISBLK, 'a block device'))
-
-
-def check_regular_file(path: str, what: str) -> None:
-    """Refuses anything but an existing regular file (symbolic links followed) without opening
-    it, so a FIFO or a device cannot block the run."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        raise InputFileError(f'{path} is not a readable {what} ({err.strerror})') from None
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in FILE_KINDS if test(mode)), 'not a regular file')
-        raise InputFileError(f'{path} is {kind}, not a regular file: give the path of a {what} '
-                             'file')
-
-
-def read_image(path: str) -> np.ndarray:
-    """The image as RGB ``uint8`` ``[H, W, 3]`` (grayscale, palette and RGBA files become RGB)."""
-    check_regular_file(path, 'image')
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert('RGB'))
-    except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-        raise InputFileError(f'{path} is not a readable image ({type(err).__name__}: {err})'
-                             ) from None
+from ..image_files import InputFileError, check_regular_file, read_image  # noqa: F401  (shared)
 
 
 def read_label_map(path: str, num_classes: int, reduce_zero_label: bool,

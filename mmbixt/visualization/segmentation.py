@@ -11,6 +11,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from PIL import Image
 
 from .attention import LayerAttention, most_distinct, relative_attention
 from .colours import blend, distinct_colours, greyed
@@ -20,6 +21,7 @@ TOP_PANEL_INCHES = 3.6   # width of the input / prediction / truth panels
 TILE_INCHES = 2.0        # width of each attention panel
 DPI = 100
 MIN_WIDTH_INCHES = 12.0  # 1200 px whatever the image's size
+DRAW_MAX_SIDE = 1600     # images are drawn from at most this many pixels a side (bounded memory)
 ASPECTS = (0.2, 1.8)     # height / width of the panels; images beyond are shown stretched
 LEGEND_BESIDE = 14       # up to this many classes the legend sits beside the images
 LEGEND_COLUMNS = 6
@@ -52,12 +54,16 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
     """
     attention = attention or {}
     palette = np.asarray(palette, np.uint8)
+    # Named from the full-size arrays, drawn from shrunk ones: a panel is a few hundred pixels
+    # wide, and matplotlib holds several float copies of every array it draws.
+    titles = (input_title(image), prediction_title(prediction, truth, ignore_index))
+    handles = class_legend(prediction, truth, class_names, palette, ignore_index)
+    image, prediction, truth = shrunk_for_drawing(image, prediction, truth)
     aspect = float(np.clip(image.shape[0] / image.shape[1], *ASPECTS))  # panel height / width
     on_top = 2 if truth is None else 3  # input, prediction, ground truth
     if attention:
         num_latents = min([num_latents] + [len(m.latent_to_tokens) for m in attention.values()])
     columns = 2 + num_latents
-    handles = class_legend(prediction, truth, class_names, palette, ignore_index)
     beside = len(handles) <= LEGEND_BESIDE  # else in a row of its own under the images
     legend_rows = 0 if beside else -(-len(handles) // LEGEND_COLUMNS)
     width = max(MIN_WIDTH_INCHES, columns * TILE_INCHES, on_top * TOP_PANEL_INCHES + 2.2)
@@ -68,7 +74,7 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
     grid = figure.add_gridspec(len(heights), 1, height_ratios=heights)
     row = grid[0].subgridspec(1, on_top + beside,
                               width_ratios=[TOP_PANEL_INCHES] * on_top + [2.2] * beside)
-    draw_images(figure, row, image, prediction, truth, palette, opacity, ignore_index)
+    draw_images(figure, row, titles, image, prediction, truth, palette, opacity, ignore_index)
     legend_axes = figure.add_subplot(row[on_top] if beside else grid[1])
     legend_axes.axis('off')
     legend_axes.legend(handles=handles, loc='center left' if beside else 'center',
@@ -86,14 +92,33 @@ def segmentation_figure(image: np.ndarray, prediction: np.ndarray,
     return figure
 
 
-def draw_images(figure: Figure, row, image, prediction, truth, palette, opacity: float,
-                ignore_index: int) -> None:
-    """Input, prediction and (when given) ground truth, side by side."""
+def shrunk_for_drawing(image: np.ndarray, prediction: np.ndarray, truth: Optional[np.ndarray],
+                       max_side: int = DRAW_MAX_SIDE) -> tuple:
+    """The arrays at most ``max_side`` pixels a side: the image averaged over boxes (PIL), the
+    label maps by nearest pixel."""
+    height, width = image.shape[:2]
+    factor = max(height, width) / max_side
+    if factor <= 1:
+        return image, prediction, truth
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    shrunk = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    rows = (np.arange(size[1]) + 0.5) * height // size[1]
+    columns = (np.arange(size[0]) + 0.5) * width // size[0]
+    pick = np.ix_(rows.astype(np.int64), columns.astype(np.int64))
+    return shrunk, prediction[pick], None if truth is None else truth[pick]
+
+
+def input_title(image: np.ndarray) -> str:
     height, width = image.shape[:2]
     stretched = ', shown stretched' if stretched_aspect(image) else ''
-    panels = [(f'input ({width}x{height}{stretched})', image.astype(np.float32) / 255),
-              (prediction_title(prediction, truth, ignore_index),
-               label_overlay(image, prediction, palette, opacity, ignore_index))]
+    return f'input ({width}x{height}{stretched})'
+
+
+def draw_images(figure: Figure, row, titles: tuple[str, str], image, prediction, truth, palette,
+                opacity: float, ignore_index: int) -> None:
+    """Input, prediction and (when given) ground truth, side by side."""
+    panels = [(titles[0], image.astype(np.float32) / 255),
+              (titles[1], label_overlay(image, prediction, palette, opacity, ignore_index))]
     if truth is not None:
         panels.append(('ground truth', label_overlay(image, truth, palette, opacity,
                                                      ignore_index)))
@@ -104,7 +129,8 @@ def draw_images(figure: Figure, row, image, prediction, truth, palette, opacity:
 def class_legend(prediction, truth, class_names, palette, ignore_index: int) -> list[Patch]:
     """A swatch per class in the prediction or the truth (and one for unlabelled pixels)."""
     shown = [prediction] + ([truth] if truth is not None else [])
-    present = sorted(set(np.unique(np.concatenate([m.ravel() for m in shown]))) - {ignore_index})
+    present = sorted(set().union(*(np.flatnonzero(np.bincount(m.ravel())).tolist() for m in shown))
+                     - {ignore_index})
     handles = [Patch(facecolor=palette[c % len(palette)] / 255, edgecolor='0.2',
                      label=f'{c} {class_names[c] if c < len(class_names) else "?"}')
                for c in present]

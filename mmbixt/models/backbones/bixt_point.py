@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ...archs import resolve_arch
 from ...checkpoint import IMAGE_TOKENIZER_PREFIXES
+from ...sizes import check_positive_size
 from ..core import PointEmbedding
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 from .base import BiXTPretrainedBackbone
@@ -116,6 +117,8 @@ class GroupedPointTokenizer(nn.Module):
     def __init__(self, in_channels: int, embed_dims: int, num_groups: int = 128,
                  group_size: int = 32, hidden_dims: int = 128, num_freqs: int = 8):
         super().__init__()
+        check_positive_size(num_groups, 'model.backbone.tokenizer.num_groups', 'groups')
+        check_positive_size(group_size, 'model.backbone.tokenizer.group_size', 'points')
         self.num_groups = num_groups
         self.group_size = group_size
         self.first = point_mlp((in_channels, hidden_dims, hidden_dims))
@@ -124,6 +127,7 @@ class GroupedPointTokenizer(nn.Module):
 
     def group(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Centres ``[B, G, 3]`` and neighbourhoods ``[B, G, K, C]`` in coordinates local to the centre."""
+        self.check_enough_points(points.shape[-2])
         xyz = points[..., :3].float()  # the geometry in fp32 whatever the model's dtype
         centres = gather_points(xyz, farthest_point_sample(xyz, self.num_groups))
         _, index = knn(centres, xyz, self.group_size)
@@ -131,6 +135,14 @@ class GroupedPointTokenizer(nn.Module):
         local_xyz = groups[..., :3] - centres.unsqueeze(2)
         dtype = self.first[0].weight.dtype
         return centres, torch.cat([local_xyz, groups[..., 3:]], dim=-1).to(dtype)
+
+    def check_enough_points(self, num_points: int) -> None:
+        for setting, value in (('num_groups', self.num_groups), ('group_size', self.group_size)):
+            if value > num_points:
+                raise ValueError(
+                    f'model.backbone.tokenizer.{setting}={value} is larger than the {num_points} '
+                    f'points of each cloud: lower it, or sample more points (the dataset\'s '
+                    'num_points / SamplePoints)')
 
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointTokens:
         if point_mask is not None:

@@ -6,10 +6,13 @@ from typing import Optional, Sequence, Union
 
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
+from torch import Tensor
 
+from ...sizes import check_positive_size
 from ..derive import BackboneGeometry, backbone_geometry, derive_setting
 from ..quiet_init import QuietInitWeights
 from ..necks.feature_pyramid import derive_neck_settings, pyramid_channels
+from .postprocess import MAX_FULL_LOGITS, full_size_elements, postprocess_in_tiles
 
 HeadCfg = Union[dict, Sequence[dict], None]
 
@@ -45,22 +48,47 @@ def derive_from_backbone(geometry: BackboneGeometry, neck: Optional[dict],
     derive_head_settings(auxiliary_head, channels, 'model.auxiliary_head', source)
 
 
+def check_sizes(settings: dict) -> None:
+    """Refuses an input or window size with a side below 1, naming the setting."""
+    named = (('data_preprocessor', 'size'), ('test_cfg', 'crop_size'), ('test_cfg', 'stride'))
+    for group, key in named:
+        value = (settings.get(group) or {}).get(key)
+        if value is not None:
+            check_positive_size(value, f'model.{group}.{key}')
+
+
 @MODELS.register_module()
 class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
     """mmseg's ``EncoderDecoder`` for BiXT backbones: the ``BiXTFeaturePyramid`` neck's
     ``in_channels`` / ``in_stride`` (and its ``fpn``'s ``in_channels``) and the heads'
     ``in_channels`` are derived from the backbone's width, token stride and outputs. Leave them
     out of a config; a value given that disagrees is refused here, at build time, naming both
-    settings. Everything else is mmseg's ``EncoderDecoder`` (``test_cfg`` modes ``whole`` and
-    ``slide``, ``SegTTAModel``, ``MMSegInferencer``).
+    settings. An image whose full-size logits would exceed ``test_cfg.max_full_logits`` elements
+    is post-processed in tiles (:mod:`~mmbixt.models.segmentors.postprocess`). Everything else is
+    mmseg's ``EncoderDecoder`` (``test_cfg`` modes ``whole`` and ``slide``, ``SegTTAModel``,
+    ``MMSegInferencer``).
     """
 
     def __init__(self, backbone: dict, decode_head: HeadCfg, neck: Optional[dict] = None,
                  auxiliary_head: HeadCfg = None, **kwargs) -> None:
         neck, decode_head, auxiliary_head = (copy.deepcopy(c) for c in
                                              (neck, decode_head, auxiliary_head))
+        check_sizes(kwargs)
         geometry = backbone_geometry(backbone)
         if geometry is not None:
             derive_from_backbone(geometry, neck, decode_head, auxiliary_head)
         super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                          auxiliary_head=auxiliary_head, **kwargs)
+
+    def postprocess_result(self, seg_logits: Tensor, data_samples: Optional[list] = None) -> list:
+        """mmseg's, per image; a large image's logits are resized and classified in tiles."""
+        if data_samples is None:
+            return super().postprocess_result(seg_logits, data_samples)
+        limit = (self.test_cfg or {}).get('max_full_logits', MAX_FULL_LOGITS)
+        for i, sample in enumerate(data_samples):
+            if limit is None or full_size_elements(seg_logits.shape[1], sample.metainfo) <= limit:
+                super().postprocess_result(seg_logits[i:i + 1], [sample])
+            else:
+                postprocess_in_tiles(seg_logits[i], sample, self.align_corners,
+                                     self.decode_head.threshold)
+        return data_samples
