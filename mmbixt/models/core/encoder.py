@@ -20,15 +20,21 @@ from torch import Tensor, nn
 
 from ...archs import BiXTArch, resolve_arch
 from .layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS, BiXTCore
+from .tracing import concrete
 from .tokenizers import FourierPositionalEncoding2d, build_tokenizer, embed_image
 
 IMAGE_TOKENIZER = 'image'
 
 
 def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
-    """Zero-pads the bottom and right of ``img`` so both sides are multiples of ``multiple``."""
+    """Zero-pads the bottom and right of ``img`` so both sides are multiples of ``multiple``.
+
+    Eager skips the pad when there is none; a traced graph (symbolic sizes) always pads, by zero
+    rows where the size is a multiple already, so it serves every size."""
     pad_h, pad_w = -img.shape[-2] % multiple, -img.shape[-1] % multiple
-    return F.pad(img, (0, pad_w, 0, pad_h)) if pad_h or pad_w else img
+    if concrete(pad_h, pad_w) and not (pad_h or pad_w):
+        return img
+    return F.pad(img, (0, pad_w, 0, pad_h))
 
 
 def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_layers: int) -> tuple[int, ...]:

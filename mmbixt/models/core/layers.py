@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
+from .tracing import concrete
 from .fast_ops import linear, linear_gelu, linear_residual
 
 LAYER_NORM_EPS = 1e-6
@@ -280,9 +281,11 @@ class CrossAttentionBlock(nn.Module):
         return self.train_chunk_size if torch.is_grad_enabled() else self.stream_chunk_size
 
     def uses_chunks(self, tokens: Tensor) -> bool:
-        """Whether this call runs the token stream in chunks (more tokens than the chunk size)."""
+        """Whether this call runs the token stream in chunks (more tokens than the chunk size).
+        Never for a symbolic token count (torch.export): the chunk loop would pin the graph to it."""
         size = self.chunk_size()
-        return not self.one_sided and bool(size) and tokens.shape[1] > size
+        return (not self.one_sided and bool(size) and concrete(tokens.shape[1])
+                and tokens.shape[1] > size)
 
     def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         if self.one_sided:

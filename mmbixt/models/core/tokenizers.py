@@ -9,6 +9,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .tracing import concrete
+
 CONV_TOKENIZER_STAGES = {16: 4, 8: 3, 4: 2}
 
 
@@ -113,6 +115,8 @@ class FourierPositionalEncoding2d(nn.Module):
         self._cache: dict[tuple, Tensor] = {}
 
     def features(self, height: int, width: int, device: torch.device) -> Tensor:
+        if not concrete(height, width):  # symbolic sizes (torch.export) cannot key the cache
+            return fourier_features_2d(height, width, self.hidden_dims, self.temperature, device)
         key = (height, width, str(device))
         if key not in self._cache:
             self._cache = {key: fourier_features_2d(height, width, self.hidden_dims,
