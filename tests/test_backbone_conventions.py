@@ -176,5 +176,5 @@ def test_out_indices_variants_return_those_layers(out_indices, layers):
 
 @pytest.mark.parametrize('out_indices', [(3,), (-4,), ()])
 def test_out_indices_outside_the_layers_are_refused(out_indices):
-    with pytest.raises(ValueError, match='out_indices'):
+    with pytest.raises(ValueError, match='indices'):
         BiXTBackbone(arch=tiny_arch(), out_indices=out_indices)

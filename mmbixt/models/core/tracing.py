@@ -3,8 +3,9 @@
 Eager runs key caches and shortcuts on Python ``int`` sizes (the positional-encoding cache, the
 no-op pad, the chunked token stream). Under ``torch.export`` with dynamic shapes
 (``torch.export.Dim``) those sizes are symbolic (``SymInt``): they cannot key a dict, and a branch
-on them would pin the exported graph to the example size. ``concrete`` tells the two apart, so the traced graph takes the
-one general path (compute, always pad, no chunks) and eager keeps its shortcuts.
+on them would pin the exported graph to the example size. ``concrete`` tells the two apart, so the
+traced graph takes the one general path (compute, always pad, no chunks) and eager keeps its
+shortcuts.
 """
 from __future__ import annotations
 
