@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -25,9 +26,10 @@ def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
     Eager skips the pad when there is none; a traced graph (symbolic sizes) always pads, by zero
     rows where the size is a multiple already, so it serves every size."""
     pad_h, pad_w = -img.shape[-2] % multiple, -img.shape[-1] % multiple
-    if concrete(pad_h, pad_w) and not (pad_h or pad_w):
-        return img
-    return F.pad(img, (0, pad_w, 0, pad_h))
+    if not torch.jit.is_scripting():  # (TorchScript always pads)
+        if concrete(pad_h, pad_w) and not (pad_h or pad_w):
+            return img
+    return F.pad(img, [0, pad_w, 0, pad_h])
 
 
 class ImageEmbedding(nn.Module):
@@ -56,10 +58,7 @@ class ImageEmbedding(nn.Module):
         fp32 images of mmseg's data preprocessor."""
         feats = self.patch_embed(pad_to_multiple(img, self.stride).to(parameter_dtype(self.patch_embed)))
         height, width = feats.shape[-2:]
-        tokens = feats.flatten(2).transpose(1, 2) + self.fourier_pos_encode(height, width)
-        # One copy here: a channels-first layout would otherwise propagate through every residual
-        # add and cost a copy in each LayerNorm and Linear downstream.
-        return Embedded(tokens.contiguous(), (height, width))
+        return Embedded(self.fourier_pos_encode.tokens_of(feats), (height, width))
 
 
 class PointEmbedding(nn.Module):

@@ -76,6 +76,7 @@ class BiXTEncoder(nn.Module):
             messages).
         **kwargs: passed to the next base class (``init_cfg`` of mmengine's ``BaseModule``).
     """
+    __jit_unused_properties__ = ['arch_description']  # eager only: TorchScript skips it
 
     def __init__(self, embedding: nn.Module, core: BiXTCore, arch: ArchSetting, **kwargs):
         super().__init__(**kwargs)
@@ -130,8 +131,13 @@ class BiXTEncoder(nn.Module):
         Returns:
             the list of intermediates, or ``(final latents [B, L, D], intermediates)``.
         """
-        return self.intermediates_of(self.embedding(x), indices, norm, stop_early, output_fmt,
+        return self.intermediates_of(self.embed(x), indices, norm, stop_early, output_fmt,
                                      intermediates_only, with_latents)
+
+    def embed(self, x: Tensor) -> Embedded:
+        """The embedding of ``x``. Its modules are this model's own; the embedding itself is no
+        submodule, so it is run through ``forward`` (torch.fx records its modules' calls)."""
+        return self.embedding.forward(x)
 
     def intermediates_of(self, embedded: Embedded, indices: Indices = None, norm: bool = False,
                          stop_early: bool = False, output_fmt: str = 'NCHW',
