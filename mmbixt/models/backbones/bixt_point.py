@@ -89,6 +89,7 @@ def point_mlp(channels: Sequence[int]) -> nn.Sequential:
 class PointTokens(NamedTuple):
     tokens: Tensor  # [B, T, D]
     xyz: Tensor  # [B, T, 3]: where each token sits (a point, or the centre of a group)
+    token_mask: Optional[Tensor] = None  # bool [B, T], True = a valid token; None: all valid
 
 
 class PerPointTokenizer(nn.Module):
@@ -100,10 +101,11 @@ class PerPointTokenizer(nn.Module):
         self.embed = point_mlp((in_channels, hidden_dims, embed_dims))
         self.pos_encode = FourierPointEncoding(embed_dims, num_freqs)
 
-    def forward(self, points: Tensor) -> PointTokens:
+    def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointTokens:
+        """``point_mask [B, N]`` (True = a real point): each point's token is valid with it."""
         xyz = points[..., :3]
         feats = self.embed(points.to(self.embed[0].weight.dtype))
-        return PointTokens(feats + self.pos_encode(xyz), xyz)
+        return PointTokens(feats + self.pos_encode(xyz), xyz, point_mask)
 
 
 class GroupedPointTokenizer(nn.Module):
@@ -130,7 +132,11 @@ class GroupedPointTokenizer(nn.Module):
         dtype = self.first[0].weight.dtype
         return centres, torch.cat([local_xyz, groups[..., 3:]], dim=-1).to(dtype)
 
-    def forward(self, points: Tensor) -> PointTokens:
+    def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointTokens:
+        if point_mask is not None:
+            raise NotImplementedError('the grouped point tokenizer does not take point_mask yet '
+                                      '(its FPS and kNN would see the padding): batch clouds of '
+                                      'one size, or use tokenizer=dict(type=\'per_point\')')
         centres, groups = self.group(points)
         feats = self.first(groups)
         pooled = feats.max(dim=2, keepdim=True).values.expand_as(feats)
@@ -202,11 +208,13 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
                          stream_chunk_size=stream_chunk_size)
         self.in_channels = in_channels
 
-    def forward(self, points: Tensor) -> PointBackboneOutput:
+    def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointBackboneOutput:
+        """``point_mask [B, N]`` (True = a real point, padding at the end of each row): tokens
+        of padding are invalid (the latents ignore them; their features are zeros)."""
         if points.shape[-1] != self.in_channels:
             raise ValueError(f'expected points with {self.in_channels} channels, got '
                              f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
-        embedded = self.embed(points)
+        embedded = self.embed(points, point_mask)
         latents, feats = self.intermediates_of(embedded, self.out_indices, norm=True,
                                                stop_early=True, output_fmt='NLC')
         return PointBackboneOutput(tuple(feats), embedded.positions,

@@ -18,34 +18,35 @@ negative ones counted from the end. ``forward_intermediates`` returns them in th
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from torch import Tensor, nn
 
 from ...archs import ArchSetting, resolve_arch
 from .embeddings import Embedded
-from .layers import BiXTCore
+from .layers import BiXTCore, ExecutionSettings
 
 Indices = Union[int, Sequence[int], None]
 OUTPUT_FORMATS = ('NCHW', 'NLC')
 
 
-def take_indices(num_layers: int, indices: Indices) -> list[int]:
+def take_indices(num_layers: int, indices: Indices, setting: str = 'indices') -> list[int]:
     """Absolute layer indices: None -> every layer, ``n`` -> the last ``n``, a sequence -> its
     layers in the order given (duplicates kept; negative ones count from the end). Refuses an
-    empty selection and layers outside ``num_layers``."""
+    empty selection and layers outside ``num_layers``, naming ``setting`` in the message."""
     if indices is None:
         indices = num_layers
     if isinstance(indices, int):
         if not 0 < indices <= num_layers:
-            raise ValueError(f'indices={indices}: take the last 1..{num_layers} layers')
+            raise ValueError(f'{setting}={indices}: take the last 1..{num_layers} layers')
         return list(range(num_layers - indices, num_layers))
     indices = list(indices)
     if not indices:
-        raise ValueError('indices must name at least one layer')
+        raise ValueError(f'{setting} must name at least one layer')
     for index in indices:
         if not -num_layers <= index < num_layers:
-            raise ValueError(f'indices {indices} out of range for {num_layers} layers')
+            raise ValueError(f'{setting} {tuple(indices)} out of range for {num_layers} layers: '
+                             f'use 0..{num_layers - 1} (or -{num_layers}..-1 from the end)')
     return [index % num_layers for index in indices]
 
 
@@ -101,7 +102,7 @@ class BiXTEncoder(nn.Module):
                     'layers')
         return f'a {self.num_layers}-layer {type(self).__name__}'
 
-    def set_execution(self, **settings):
+    def set_execution(self, **settings) -> ExecutionSettings:
         """Sets the core's execution settings (``with_cp``, ``train_chunk_size``,
         ``stream_chunk_size``, ``fused``); returns those now held."""
         return self.core.set_execution(**settings)
@@ -113,7 +114,8 @@ class BiXTEncoder(nn.Module):
 
     def forward_intermediates(self, x: Tensor, indices: Indices = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False, with_latents: bool = False):
+                              intermediates_only: bool = False, with_latents: bool = False,
+                              valid: Any = None):
         """The refined tokens of token layers, as timm 1.x models return intermediates.
 
         Args:
@@ -127,12 +129,21 @@ class BiXTEncoder(nn.Module):
             intermediates_only: return only the list of intermediates (and stop early).
             with_latents: each intermediate becomes ``[tokens, latents of that layer]`` (as
                 mmseg's ViT returns its class token with ``output_cls_token``).
+            valid: what is real in a padded batch, passed to the embedding: each sample's
+                ``(h, w)`` of real pixels (images) or ``point_mask [B, N]`` (points). The latents
+                then ignore the tokens of padding, and their intermediates are zeros.
 
         Returns:
             the list of intermediates, or ``(final latents [B, L, D], intermediates)``.
         """
-        return self.intermediates_of(self.embed(x), indices, norm, stop_early, output_fmt,
+        return self.intermediates_of(self.embed(x, valid), indices, norm, stop_early, output_fmt,
                                      intermediates_only, with_latents)
+
+    def embed(self, x: Tensor, valid: Any = None) -> Embedded:
+        """The embedding of ``x`` (``valid``: its ``valid_shapes`` or ``point_mask``). Its modules
+        are this model's own; the embedding itself is no submodule, so it is run through
+        ``forward`` (torch.fx records its modules' calls)."""
+        return self.embedding.forward(x, valid)
 
     def embed(self, x: Tensor) -> Embedded:
         """The embedding of ``x``. Its modules are this model's own; the embedding itself is no
@@ -157,6 +168,8 @@ class BiXTEncoder(nn.Module):
         for index, out_norm in zip(taken, norms):
             layer_latents, tokens = states[index]
             out = out_norm(tokens)
+            if embedded.token_mask is not None:
+                out = out.masked_fill(~embedded.token_mask[..., None], 0)
             if output_fmt == 'NCHW':
                 out = out.transpose(1, 2).reshape(out.shape[0], -1, *embedded.positions)
             intermediates.append([out, layer_latents] if with_latents else out)
