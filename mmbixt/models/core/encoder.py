@@ -145,11 +145,6 @@ class BiXTEncoder(nn.Module):
         ``forward`` (torch.fx records its modules' calls)."""
         return self.embedding.forward(x, valid)
 
-    def embed(self, x: Tensor) -> Embedded:
-        """The embedding of ``x``. Its modules are this model's own; the embedding itself is no
-        submodule, so it is run through ``forward`` (torch.fx records its modules' calls)."""
-        return self.embedding.forward(x)
-
     def intermediates_of(self, embedded: Embedded, indices: Indices = None, norm: bool = False,
                          stop_early: bool = False, output_fmt: str = 'NCHW',
                          intermediates_only: bool = False, with_latents: bool = False):
