@@ -95,13 +95,17 @@ def test_image_graph_does_the_preprocessing(image_export):
     assert relative_difference(logits[0], image_test_step(loaded.model, img)[0]) > 1e-2
 
 
-def test_export_tool_verify_passes(image_export, tmp_path, capsys):
+@pytest.mark.parametrize('exporter', [
+    'torchscript', pytest.param('dynamo', marks=pytest.mark.slow)])
+def test_export_tool_verify_passes(image_export, tmp_path, capsys, exporter):
     _, _, checkpoint = image_export
     out = tmp_path / 'm.onnx'
+    flags = ['--dynamo'] if exporter == 'dynamo' else []
     code = export_tool().main([str(IMAGE_CONFIG), str(checkpoint), '--out', str(out),
-                               '--shape', '64', '48', '--verify'])
+                               '--shape', '64', '48', '--verify'] + flags)
     printed = capsys.readouterr().out
     assert code == 0, printed
+    assert f'({exporter} exporter, opset' in printed
     assert out.is_file() and 'PASS: largest relative difference' in printed
     assert 'ORT/PyTorch time' in printed and printed.count('labels differ') == 3
 
@@ -168,6 +172,25 @@ def test_point_graph_takes_a_batch_of_categories(point_export):
         ref_logits, ref_parts = point_test_step(loaded.model, points[i], int(categories[i]))
         assert relative_difference(logits[i], ref_logits) < TOLERANCE
         assert (parts[i] == ref_parts.numpy()).all()
+
+
+@pytest.mark.slow
+def test_dynamo_point_graph_takes_any_number_of_points(point_export, tmp_path):
+    loaded, _, _ = point_export
+    path = export_segmentor(loaded, tmp_path / 'p.onnx', num_points=NUM_POINTS, exporter='dynamo')
+    for num_points in (NUM_POINTS // 2 + 3, NUM_POINTS + 77):
+        for check in verify_export(loaded, path, num_points=num_points, repeats=1):
+            assert check.labels_total == num_points
+            assert check.max_rel_diff < TOLERANCE and check.labels_differ == 0
+
+
+def test_dynamo_exporter_needs_onnxscript(image_export, tmp_path, monkeypatch):
+    loaded, _, _ = image_export
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: None if name == 'onnxscript' else real_find_spec(name, *a))
+    with pytest.raises(ExportError, match='needs onnxscript.*requirements/runtime.txt'):
+        export_segmentor(loaded, tmp_path / 'm.onnx', exporter='dynamo')
 
 
 # ---------------------------------------------------------------- the stand-ins

@@ -1,7 +1,7 @@
 """Export a segmentor to ONNX (and check it in ONNX Runtime).
 
     python tools/export_onnx.py CONFIG CHECKPOINT --out FILE.onnx [--shape H W] [--points P]
-        [--opset N] [--verify] [--cfg-options key=value ...]
+        [--opset N] [--dynamo] [--verify] [--cfg-options key=value ...]
 
 Image segmentors (UPerNet, Semantic FPN): input ``img [N, 3, H, W]`` float32, 0..255 in the
 channel order of ``LoadImageFromFile`` (BGR), any ``H`` and ``W``; the graph normalises as the
@@ -10,7 +10,10 @@ whole-image mode) and ``classes [N, H, W]``. ``--shape`` is the example size use
 
 Point part segmentors: inputs ``points [N, P, C]`` and ``categories [N]`` (int64), outputs
 ``logits [N, P, parts]`` and ``parts [N, P]`` (restricted to the category); ``P`` (``--points``) is
-fixed in the graph.
+fixed in the graph, except with ``--dynamo``.
+
+``--dynamo`` writes the graph with ``torch.onnx.export(dynamo=True)`` (the exporter built on
+``torch.export``; needs ``onnxscript``) instead of the TorchScript exporter.
 
 ``--verify`` runs the file in ONNX Runtime and the model's own ``test_step`` in PyTorch on three
 random inputs (images of sizes other than ``--shape``), prints the largest relative difference
@@ -45,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='points per shape of a point model (default: the config\'s num_points '
                              'or 2048); fixed in the graph')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
+    parser.add_argument('--dynamo', action='store_true',
+                        help='export with torch.onnx.export(dynamo=True) (torch.export based; '
+                             'needs onnxscript; the number of points is dynamic too)')
     parser.add_argument('--verify', action='store_true',
                         help='compare with PyTorch in ONNX Runtime; exit 1 above 1e-4')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -65,18 +71,20 @@ def num_points_of(cfg_path: str) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     check_output_dir(os.path.dirname(os.path.abspath(args.out)), '--out')  # its folder
+    exporter = 'dynamo' if args.dynamo else 'torchscript'
     try:
         loaded = load_segmentor(args.config, args.checkpoint, args.cfg_options)
         points = args.points or (num_points_of(args.config) if loaded.kind == 'point' else 0)
         path = export_segmentor(loaded, args.out, shape=args.shape, num_points=points,
-                                opset=args.opset)
+                                opset=args.opset, exporter=exporter)
     except (ExportError, CheckpointError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    point_axis = 'P' if args.dynamo else points
     inputs = (f'img [N, 3, H, W] (traced at {args.shape[0]}x{args.shape[1]})'
-              if loaded.kind == 'image' else f'points [N, {points}, {loaded.point_channels}], '
+              if loaded.kind == 'image' else f'points [N, {point_axis}, {loaded.point_channels}], '
               'categories [N]')
-    print(f'wrote {path} (opset {args.opset}): {inputs}')
+    print(f'wrote {path} ({exporter} exporter, opset {args.opset}): {inputs}')
     if not args.verify:
         return 0
     try:

@@ -20,11 +20,16 @@ the model, never on the model itself:
   loop the tracer would unroll for the export size only: chunking is turned off (same values);
 - ``BiXTBackbone`` pads the image to its token stride only when needed, a branch the tracer would
   freeze: the graph always pads (by zero rows where the size is a multiple already).
+
+Two exporters write the same graphs: the TorchScript one (``torch.onnx.export(dynamo=False)``, the
+default) and the dynamo one (``dynamo=True``, built on ``torch.export``; it needs ``onnxscript``),
+whose point graph also takes any number of points.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import os
 import sys
 import tempfile
@@ -38,9 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.export import Dim
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_OPSET = 18
+EXPORTERS = ('torchscript', 'dynamo')  # torch.onnx.export(dynamo=False) / (dynamo=True)
 TOLERANCE = 1e-4  # largest relative difference --verify accepts
 
 
@@ -306,6 +313,11 @@ class GraphSpec:
     output_names: list[str]
     dynamic_axes: dict[str, dict[int, str]]
 
+    def dynamic_shapes(self) -> tuple[dict[int, Dim], ...]:
+        """The free axes of each input as ``torch.export`` takes them (the dynamo exporter)."""
+        return tuple({axis: Dim.DYNAMIC for axis in self.dynamic_axes.get(name, {})}
+                     for name in self.input_names)
+
 
 def image_graph(graph: ImageSegmentorGraph, shape: Sequence[int], batch: int = 1) -> GraphSpec:
     example = (torch.rand(batch, 3, *shape) * 255,)
@@ -315,13 +327,17 @@ def image_graph(graph: ImageSegmentorGraph, shape: Sequence[int], batch: int = 1
                       'classes': {0: 'batch', 1: 'height', 2: 'width'}})
 
 
-def point_graph(loaded: LoadedSegmentor, num_points: int, batch: int = 1) -> GraphSpec:
+def point_graph(loaded: LoadedSegmentor, num_points: int, batch: int = 1,
+                dynamic_points: bool = False) -> GraphSpec:
+    """The point graph; ``dynamic_points`` frees the number of points (the dynamo exporter: the
+    TorchScript one unrolls farthest point sampling for the example's count)."""
     graph = PointSegmentorGraph(exportable_copy(loaded.model)).eval()
     example = (random_points(batch, num_points, loaded.point_channels),
                torch.zeros(batch, dtype=torch.long))
+    per_point = {0: 'batch', 1: 'points'} if dynamic_points else {0: 'batch'}
     return GraphSpec(graph, example, ['points', 'categories'], ['logits', 'parts'],
-                     {'points': {0: 'batch'}, 'categories': {0: 'batch'},
-                      'logits': {0: 'batch'}, 'parts': {0: 'batch'}})
+                     {'points': per_point, 'categories': {0: 'batch'},
+                      'logits': per_point, 'parts': per_point})
 
 
 class TensorGraph(nn.Module):
@@ -371,19 +387,32 @@ def stdout_discarded():
         os.close(saved)
 
 
+def check_exporter(exporter: str) -> None:
+    """Refuses an unknown exporter, and the dynamo one where ``onnxscript`` is missing."""
+    if exporter not in EXPORTERS:
+        raise ExportError(f'exporter {exporter!r} is unknown; choose one of {", ".join(EXPORTERS)}')
+    if exporter == 'dynamo' and importlib.util.find_spec('onnxscript') is None:
+        raise ExportError('the dynamo exporter needs onnxscript, which is not installed; '
+                          'pip install -r requirements/runtime.txt')
+
+
 def export_graph(spec: GraphSpec, out: PathLike, opset: int = DEFAULT_OPSET,
-                 source: str = 'the model') -> Path:
-    """Writes ``spec`` as an ONNX file (TorchScript exporter, dynamic axes); raises
-    ``ExportError`` naming the operator or step the exporter refused."""
+                 source: str = 'the model', exporter: str = 'torchscript') -> Path:
+    """Writes ``spec`` as an ONNX file with dynamic axes, through the TorchScript exporter
+    (``torch.onnx.export(dynamo=False)``) or the dynamo one (``dynamo=True``: ``torch.export``
+    with ``spec.dynamic_shapes()``); raises ``ExportError`` naming the operator or step the
+    exporter refused."""
+    check_exporter(exporter)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    axes = (dict(dynamic_shapes=spec.dynamic_shapes()) if exporter == 'dynamo'
+            else dict(dynamic_axes=spec.dynamic_axes))
     try:
         with torch.no_grad(), warnings.catch_warnings(), stdout_discarded():
             warnings.simplefilter('ignore')  # tracer warnings: the check in ONNX Runtime decides
-            torch.onnx.export(spec.module, spec.example, str(out), dynamo=False,
+            torch.onnx.export(spec.module, spec.example, str(out), dynamo=exporter == 'dynamo',
                               opset_version=opset, input_names=spec.input_names,
-                              output_names=spec.output_names, dynamic_axes=spec.dynamic_axes,
-                              do_constant_folding=True)
+                              output_names=spec.output_names, do_constant_folding=True, **axes)
         import onnx
         onnx.checker.check_model(str(out), full_check=True)
     except Exception as err:  # the exporter raises many types; one clear line for all
@@ -395,13 +424,19 @@ def export_graph(spec: GraphSpec, out: PathLike, opset: int = DEFAULT_OPSET,
 
 
 def export_segmentor(loaded: LoadedSegmentor, out: PathLike, shape: Sequence[int] = (512, 512),
-                     num_points: int = 2048, opset: int = DEFAULT_OPSET) -> Path:
-    """Exports an image segmentor (example input ``shape``) or a point segmentor
-    (``num_points`` points, fixed in the graph)."""
-    spec = (image_graph(ImageSegmentorGraph(loaded.model, loaded.preprocessing), shape)
+                     num_points: int = 2048, opset: int = DEFAULT_OPSET,
+                     exporter: str = 'torchscript') -> Path:
+    """Exports an image segmentor (example input ``shape``) or a point segmentor (``num_points``
+    points: fixed in the graph of the TorchScript exporter, dynamic in the dynamo one's)."""
+    check_exporter(exporter)
+    dynamo = exporter == 'dynamo'
+    # torch.export specialises an axis of size 1: the dynamo exporter traces a batch of two.
+    batch = 2 if dynamo else 1
+    spec = (image_graph(ImageSegmentorGraph(loaded.model, loaded.preprocessing), shape, batch)
             if loaded.kind == 'image'
-            else point_graph(loaded, num_points))
-    return export_graph(spec, out, opset, source=f'the model of {loaded.config}')
+            else point_graph(loaded, num_points, batch, dynamic_points=dynamo))
+    return export_graph(spec, out, opset, source=f'the model of {loaded.config}',
+                        exporter=exporter)
 
 
 # ---------------------------------------------------------------- ONNX Runtime

@@ -226,7 +226,7 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
         if points.shape[-1] != self.in_channels:
             raise ValueError(f'expected points with {self.in_channels} channels, got '
                              f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
-        embedded = self.embedding(points, point_mask)
+        embedded = self.embed(points, point_mask)
         latents, feats = self.intermediates_of(embedded, self.out_indices, norm=True,
                                                stop_early=True, output_fmt='NLC')
         return PointBackboneOutput(tuple(feats), embedded.positions,

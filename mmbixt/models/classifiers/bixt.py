@@ -18,12 +18,12 @@ model once ``mmbixt`` is imported. The loading routes timm documents, and how ea
 The fixed ``pos`` buffer of 224px files is dropped (the positional encoding is computed for the grid of
 every input); it still tells the token stride of a file read without its stored name.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: torch.fx reads ``forward``'s annotations as types.
 import logging
 from typing import Optional, Sequence, Union
 
 import timm
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
                          resolve_pretrained_cfg)
@@ -33,7 +33,8 @@ from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name
 from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights,
                            to_core_layout)
 from ...checkpoint.weights import WRAPPER_PREFIXES, strip_wrappers
-from ..core import BiXTEncoder, ImageEmbedding, build_core, layer_norm, take_indices
+from ..core import (BiXTEncoder, ImageEmbedding, build_core, layer_norm, pad_to_multiple,
+                    take_indices)
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 
 __all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'checkpoint_filter_fn', 'create_classifier']
@@ -86,6 +87,8 @@ class BiXTClassifier(BiXTEncoder):
         with_cp / train_chunk_size / stream_chunk_size: the core's ``ExecutionSettings``, as for
             ``BiXTBackbone`` (change them later with ``set_execution``).
     """
+    # Eager-only properties: TorchScript skips them.
+    __jit_unused_properties__ = BiXTEncoder.__jit_unused_properties__ + ['grad_checkpointing']
 
     def __init__(self, arch: Union[str, dict, BiXTArch] = 'bixt_ti_l64_p16', num_classes: int = 1000,
                  in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.0,
@@ -151,7 +154,12 @@ class BiXTClassifier(BiXTEncoder):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The final latents ``[B, L, D]``."""
-        latents, _ = self.core(self.embedding(x).tokens)
+        if torch.jit.is_scripting():  # the image embedding of fp32 images, from its modules
+            tokens = self.fourier_pos_encode.tokens_of(
+                self.patch_embed(pad_to_multiple(x, self.stride)))
+        else:
+            tokens = self.embed(x).tokens
+        latents, _ = self.core(tokens)
         return latents
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ...archs import ArchSetting, resolve_arch
 from .tokenizers import (FourierPositionalEncoding2d, build_tokenizer, grid_mask,
                          parameter_dtype)
+from .tracing import concrete
 
 
 class Embedded(NamedTuple):
@@ -21,9 +22,15 @@ class Embedded(NamedTuple):
 
 
 def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
-    """Zero-pads the bottom and right of ``img`` so both sides are multiples of ``multiple``."""
+    """Zero-pads the bottom and right of ``img`` so both sides are multiples of ``multiple``.
+
+    Eager skips the pad when there is none; a traced graph (symbolic sizes) always pads, by zero
+    rows where the size is a multiple already, so it serves every size."""
     pad_h, pad_w = -img.shape[-2] % multiple, -img.shape[-1] % multiple
-    return F.pad(img, (0, pad_w, 0, pad_h)) if pad_h or pad_w else img
+    if not torch.jit.is_scripting():  # (TorchScript always pads)
+        if concrete(pad_h, pad_w) and not (pad_h or pad_w):
+            return img
+    return F.pad(img, [0, pad_w, 0, pad_h])
 
 
 ValidShapes = Optional[Sequence[Sequence[int]]]
@@ -95,15 +102,10 @@ class ImageEmbedding(nn.Module):
         feats = self.patch_embed(img)
         height, width = feats.shape[-2:]
         if grids is None:
-            token_mask, pos = None, self.fourier_pos_encode(height, width)
-        else:
-            token_mask = grid_mask(grids, height, width).flatten(1)
-            pos = self.fourier_pos_encode.per_sample([tuple(g) for g in grids.tolist()],
-                                                     height, width)
-        tokens = feats.flatten(2).transpose(1, 2) + pos
-        # One copy here: a channels-first layout would otherwise propagate through every residual
-        # add and cost a copy in each LayerNorm and Linear downstream.
-        return Embedded(tokens.contiguous(), (height, width), token_mask)
+            return Embedded(self.fourier_pos_encode.tokens_of(feats), (height, width))
+        token_mask = grid_mask(grids, height, width).flatten(1)
+        pos = self.fourier_pos_encode.per_sample([tuple(g) for g in grids.tolist()], height, width)
+        return Embedded(self.fourier_pos_encode.tokens_of(feats, pos), (height, width), token_mask)
 
 
 class PointEmbedding(nn.Module):

@@ -77,6 +77,7 @@ class BiXTEncoder(nn.Module):
             messages).
         **kwargs: passed to the next base class (``init_cfg`` of mmengine's ``BaseModule``).
     """
+    __jit_unused_properties__ = ['arch_description']  # eager only: TorchScript skips it
 
     def __init__(self, embedding: nn.Module, core: BiXTCore, arch: ArchSetting, **kwargs):
         super().__init__(**kwargs)
@@ -135,8 +136,14 @@ class BiXTEncoder(nn.Module):
         Returns:
             the list of intermediates, or ``(final latents [B, L, D], intermediates)``.
         """
-        return self.intermediates_of(self.embedding(x, valid), indices, norm, stop_early,
-                                     output_fmt, intermediates_only, with_latents)
+        return self.intermediates_of(self.embed(x, valid), indices, norm, stop_early, output_fmt,
+                                     intermediates_only, with_latents)
+
+    def embed(self, x: Tensor, valid: Any = None) -> Embedded:
+        """The embedding of ``x`` (``valid``: its ``valid_shapes`` or ``point_mask``). Its modules
+        are this model's own; the embedding itself is no submodule, so it is run through
+        ``forward`` (torch.fx records its modules' calls)."""
+        return self.embedding.forward(x, valid)
 
     def intermediates_of(self, embedded: Embedded, indices: Indices = None, norm: bool = False,
                          stop_early: bool = False, output_fmt: str = 'NCHW',

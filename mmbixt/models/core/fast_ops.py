@@ -54,7 +54,8 @@ def fused_kernels(enabled: bool):
 def fused_linear_applies(x: Tensor, layer: nn.Linear) -> bool:
     """Whether oneDNN's fused linear serves ``layer(x)``: eager CPU inference (no gradients, no
     autocast, no tracing), fp32 (or bf16 where this CPU has bf16 instructions) input in the layer's dtype, with a bias."""
-    return (ONEDNN_LINEAR is not None and x.device.type == 'cpu'
+    # An FX Proxy (symbolic tracing) is no Tensor: it records the standard ops.
+    return (ONEDNN_LINEAR is not None and isinstance(x, Tensor) and x.device.type == 'cpu'
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
             and not graph_capture() and getattr(_FUSED_SWITCH, 'enabled', True)
             and x.dtype == layer.weight.dtype and layer.bias is not None

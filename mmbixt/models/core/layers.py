@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
 from .fast_ops import fused_kernels, linear, linear_gelu, linear_residual
+from .tracing import concrete
 
 LAYER_NORM_EPS = 1e-6
 # The chunk sizes of the token stream (see CrossAttentionBlock), each defined here only.
@@ -70,7 +71,7 @@ def layer_norm(dims: int) -> nn.LayerNorm:
     return nn.LayerNorm(dims, eps=LAYER_NORM_EPS)
 
 
-def split_heads(x: Tensor, parts: int, num_heads: int) -> tuple[Tensor, ...]:
+def split_heads(x: Tensor, parts: int, num_heads: int) -> list[Tensor]:
     """``[B, N, parts*A]`` -> ``parts`` tensors ``[B, heads, N, A/heads]`` (the released split order)."""
     batch, length, width = x.shape
     x = x.reshape(batch, length, parts, num_heads, width // (parts * num_heads))
@@ -101,7 +102,7 @@ class DropPath(nn.Module):
         if self.drop_prob == 0.0 or not self.training:
             return None
         keep = 1.0 - self.drop_prob
-        return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+        return x.new_empty([x.shape[0]] + [1] * (x.ndim - 1)).bernoulli_(keep).div_(keep)
 
     def forward(self, x: Tensor) -> Tensor:
         return apply_mask(x, self.keep_mask(x))
@@ -149,6 +150,8 @@ class Mlp(nn.Module):
 
     def hidden(self, x: Tensor) -> Tensor:
         """``GELU(fc1(x))``, one fused kernel in CPU inference."""
+        if torch.jit.is_scripting():  # (fast_ops takes modules as arguments: eager only)
+            return F.gelu(self.fc1(x))
         return linear_gelu(x, self.fc1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -166,7 +169,9 @@ class SelfAttention(nn.Module):
 
     def read(self, x: Tensor) -> Tensor:
         """The attention's merged heads before the output projection ``proj``."""
-        q, k, v = split_heads(linear(x, self.qkv), 3, self.num_heads)
+        # Scripted: the standard op (fast_ops takes modules as arguments: eager only).
+        qkv = self.qkv(x) if torch.jit.is_scripting() else linear(x, self.qkv)
+        q, k, v = split_heads(qkv, 3, self.num_heads)
         return merge_heads(F.scaled_dot_product_attention(q, k, v))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -194,11 +199,17 @@ class BiCrossAttention(nn.Module):
 
     def latent_refs(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         """``(r_lat, v_lat)``, each ``[B, heads, L, a]`` (views into one projection)."""
-        return split_heads(linear(latents, self.rv_latents), 2, self.num_heads)
+        refs = (self.rv_latents(latents) if torch.jit.is_scripting()  # (as in SelfAttention)
+                else linear(latents, self.rv_latents))
+        r_lat, v_lat = split_heads(refs, 2, self.num_heads)
+        return r_lat, v_lat
 
     def token_refs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """``(r_tok, v_tok)``, each ``[B, heads, N, a]`` (views into one projection)."""
-        return split_heads(linear(tokens, self.rv_patches), 2, self.num_heads)
+        refs = (self.rv_patches(tokens) if torch.jit.is_scripting()  # (as in SelfAttention)
+                else linear(tokens, self.rv_patches))
+        r_tok, v_tok = split_heads(refs, 2, self.num_heads)
+        return r_tok, v_tok
 
     def token_read(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
         """What each token reads from the latents (softmax over latents), before ``proj_pat``:
@@ -287,8 +298,12 @@ class LatentCrossAttention(nn.Module):
     def latent_read(self, latents: Tensor, tokens: Tensor,
                     token_mask: Optional[Tensor] = None) -> Tensor:
         """What each latent reads from the valid tokens, before ``proj_lat``: ``[B, L, A]``."""
-        (r_lat,) = split_heads(linear(latents, self.r_latents), 1, self.num_heads)
-        r_tok, v_tok = split_heads(linear(tokens, self.rv_patches), 2, self.num_heads)
+        lat_refs = (self.r_latents(latents) if torch.jit.is_scripting()  # (as in SelfAttention)
+                    else linear(latents, self.r_latents))
+        tok_refs = (self.rv_patches(tokens) if torch.jit.is_scripting()
+                    else linear(tokens, self.rv_patches))
+        r_lat = split_heads(lat_refs, 1, self.num_heads)[0]
+        r_tok, v_tok = split_heads(tok_refs, 2, self.num_heads)
         return merge_heads(F.scaled_dot_product_attention(
             r_lat, r_tok, v_tok, attn_mask=token_attention_mask(token_mask)))
 
@@ -312,6 +327,7 @@ class CrossAttentionBlock(nn.Module):
     recomputing that side once in backward. ``stream_chunk_size`` (without gradients, inference
     streaming): each chunk's activations stay in the CPU caches. None or 0 never chunks.
     """
+    __constants__ = ['one_sided']  # TorchScript compiles only the branch of this block
 
     def __init__(self, dims: int, attn_dims: int, num_heads: int, mlp_ratio: float = 4.0,
                  one_sided: bool = False, layer_scale_init: Optional[float] = None,
@@ -334,31 +350,40 @@ class CrossAttentionBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, latents: Tensor, tokens: Tensor, token_mask: Optional[Tensor] = None,
-                execution: ExecutionSettings = ExecutionSettings()
-                ) -> tuple[Tensor, Optional[Tensor]]:
+                chunk_size: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
         """``token_mask`` (bool ``[B, N]``, True = valid; None: all valid): the latents read only
-        valid tokens. Every token is updated (invalid ones stay finite)."""
-        if self.one_sided:
+        valid tokens. Every token is updated (invalid ones stay finite). ``chunk_size``: more
+        tokens than this run the token stream in chunks (the core's
+        ``ExecutionSettings.chunk_size()``); None never chunks."""
+        if self.one_sided:  # a constant: TorchScript compiles only the branch of this block
             lat_read = self.attn.latent_read(self.norm1_lat(latents), self.norm1_pat(tokens),
                                              token_mask)
             return self._latent_residuals(latents, lat_read), None
         r_lat, v_lat = self.attn.latent_refs(self.norm1_lat(latents))
         # One draw per branch for the whole block, shared by all chunks.
         keep_attn, keep_mlp = self.drop_path.keep_mask(tokens), self.drop_path.keep_mask(tokens)
-        chunk = execution.chunk_size()
-        if chunk and tokens.shape[1] > chunk:
-            stream = (self._chunked_token_stream if torch.is_grad_enabled()
-                      else self._streamed_token_side)
-            lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp, chunk, token_mask)
-        else:
-            r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
-            lat_read = self.attn.latent_read(r_lat, r_tok, v_tok, token_mask)
-            tokens = self._token_residuals(tokens, self.attn.token_read(r_tok, r_lat, v_lat),
-                                           keep_attn, keep_mlp)
+        # Chunks run as a Python loop: eager only, and never for a symbolic token count
+        # (torch.export, FX), where the loop would pin the graph to the example's.
+        if not torch.jit.is_scripting():
+            if chunk_size and concrete(tokens.shape[1]) and tokens.shape[1] > chunk_size:
+                stream = (self._chunked_token_stream if torch.is_grad_enabled()
+                          else self._streamed_token_side)
+                lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp, chunk_size,
+                                          token_mask)
+                return self._latent_residuals(latents, lat_read), tokens
+        r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
+        lat_read = self.attn.latent_read(r_lat, r_tok, v_tok, token_mask)
+        tokens = self._token_residuals(tokens, self.attn.token_read(r_tok, r_lat, v_lat),
+                                       keep_attn, keep_mlp)
         return self._latent_residuals(latents, lat_read), tokens
 
     def _latent_residuals(self, latents: Tensor, lat_read: Tensor) -> Tensor:
         """Both residual branches of the latents, from their read of the tokens (unprojected)."""
+        if torch.jit.is_scripting():  # the standard ops (fast_ops takes modules: eager only)
+            latents = latents + apply_mask(self.ls1_lat(self.attn.proj_lat(lat_read)),
+                                           self.drop_path.keep_mask(latents))
+            return latents + apply_mask(self.ls2_lat(self.mlp_lat(self.norm2_lat(latents))),
+                                        self.drop_path.keep_mask(latents))
         latents = linear_residual(lat_read, self.attn.proj_lat, latents, self.ls1_lat,
                                   self.drop_path.keep_mask(latents))
         return linear_residual(self.mlp_lat.hidden(self.norm2_lat(latents)), self.mlp_lat.fc2,
@@ -367,6 +392,9 @@ class CrossAttentionBlock(nn.Module):
     def _token_residuals(self, tokens: Tensor, tok_read: Tensor, keep_attn: Optional[Tensor],
                          keep_mlp: Optional[Tensor]) -> Tensor:
         """Both residual branches of the tokens, from their read of the latents (unprojected)."""
+        if torch.jit.is_scripting():  # as in _latent_residuals
+            tokens = tokens + apply_mask(self.ls1_pat(self.attn.proj_pat(tok_read)), keep_attn)
+            return tokens + apply_mask(self.ls2_pat(self.mlp_pat(self.norm2_pat(tokens))), keep_mlp)
         tokens = linear_residual(tok_read, self.attn.proj_pat, tokens, self.ls1_pat, keep_attn)
         return linear_residual(self.mlp_pat.hidden(self.norm2_pat(tokens)), self.mlp_pat.fc2,
                                tokens, self.ls2_pat, keep_mlp)
@@ -427,6 +455,9 @@ class LatentSelfAttentionBlock(nn.Module):
         self.drop_path = drop_path(drop_path_rate)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # the standard ops (fast_ops takes modules: eager only)
+            x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+            return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
         x = linear_residual(self.attn.read(self.norm1(x)), self.attn.proj, x, self.ls1,
                             branch_mask(self.drop_path, x))
         return linear_residual(self.mlp.hidden(self.norm2(x)), self.mlp.fc2, x, self.ls2,
@@ -448,11 +479,10 @@ class BiXTLayer(nn.Module):
             dims, num_heads, mlp_ratio, layer_scale_init, self_drop_path)
 
     def forward(self, latents: Tensor, tokens: Tensor, token_mask: Optional[Tensor] = None,
-                execution: ExecutionSettings = ExecutionSettings()
-                ) -> tuple[Tensor, Optional[Tensor]]:
-        latents, tokens = self.cross_attention_latents_token(latents, tokens, token_mask,
-                                                             execution)
-        return self.self_attention_latents(latents), tokens
+                chunk_size: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
+        latents, out_tokens = self.cross_attention_latents_token(latents, tokens, token_mask,
+                                                                 chunk_size)
+        return self.self_attention_latents(latents), out_tokens
 
 
 class BiXTCore(nn.Module):
@@ -472,6 +502,7 @@ class BiXTCore(nn.Module):
             (held once in ``execution``, changed with ``set_execution``). Chunk sizes of None or
             0 never chunk.
     """
+    __jit_unused_properties__ = ['num_token_layers']  # eager only: TorchScript skips it
 
     def __init__(self, embed_dims: int, num_heads: int, num_latents: int, num_layers: int,
                  one_sided_last: bool = False, attn_dims: Optional[int] = None,
@@ -531,12 +562,13 @@ class BiXTCore(nn.Module):
                    token_mask: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
         """One layer under the execution settings."""
         execution = self.execution
+        chunk_size = execution.chunk_size()
         if execution.with_cp and self.training and torch.is_grad_enabled():
-            return checkpoint(layer, latents, tokens, token_mask, execution, use_reentrant=False)
+            return checkpoint(layer, latents, tokens, token_mask, chunk_size, use_reentrant=False)
         if not execution.fused:  # (the fused kernels only ever serve forwards without gradients)
             with fused_kernels(False):
-                return layer(latents, tokens, token_mask, execution)
-        return layer(latents, tokens, token_mask, execution)
+                return layer(latents, tokens, token_mask, chunk_size)
+        return layer(latents, tokens, token_mask, chunk_size)
 
     def forward_until(self, tokens: Tensor, indices: Sequence[int],
                       token_mask: Optional[Tensor] = None
@@ -569,8 +601,15 @@ class BiXTCore(nn.Module):
         return names
 
     def forward(self, tokens: Tensor, token_mask: Optional[Tensor] = None
-                ) -> tuple[Tensor, Optional[Tensor]]:
+                ) -> tuple[Tensor, Tensor]:
         """Final ``(latents, tokens)``."""
+        if torch.jit.is_scripting():  # a plain loop: no generator, checkpointing or settings
+            latents = self.latents.expand(tokens.shape[0], -1, -1)
+            for layer in self.blocks:
+                latents, out_tokens = layer(latents, tokens, token_mask)
+                if out_tokens is not None:
+                    tokens = out_tokens
+            return latents, tokens
         for latents, out_tokens in self.forward_layers(tokens, token_mask):
             if out_tokens is not None:
                 tokens = out_tokens

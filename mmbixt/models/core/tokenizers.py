@@ -5,9 +5,12 @@ Attribute names (``proj``, ``token_projection``) follow the released checkpoints
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
+
+from .tracing import concrete
 
 CONV_TOKENIZER_STAGES = {16: 4, 8: 3, 4: 2}
 
@@ -88,8 +91,15 @@ def parameter_dtype(module: nn.Module) -> torch.dtype:
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
 
 
+def sin_cos(positions: Tensor, dim_t: Tensor) -> Tensor:
+    """``[n]`` positions -> ``[n, len(dim_t)]`` features, sin and cos interleaved."""
+    angles = positions[:, None] / dim_t
+    return torch.stack((angles[:, 0::2].sin(), angles[:, 1::2].cos()), dim=2).flatten(1)
+
+
 def fourier_features_2d(height: int, width: int, hidden_dims: int = 32,
-                        temperature: float = 10000.0, device=None) -> Tensor:
+                        temperature: float = 10000.0,
+                        device: Optional[torch.device] = None) -> Tensor:
     """The un-projected DETR/XCiT encoding of an ``height x width`` grid: ``[2*hidden_dims, h, w]``.
 
     Rows and columns are numbered from 1 and scaled to (0, 2*pi]; each axis gets ``hidden_dims``
@@ -99,14 +109,9 @@ def fourier_features_2d(height: int, width: int, hidden_dims: int = 32,
     y = torch.arange(1, height + 1, dtype=torch.float32, device=device) / (height + eps) * (2 * math.pi)
     x = torch.arange(1, width + 1, dtype=torch.float32, device=device) / (width + eps) * (2 * math.pi)
     dim_t = torch.arange(hidden_dims, dtype=torch.float32, device=device)
-    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode='floor') / hidden_dims)
-
-    def encode(positions: Tensor) -> Tensor:  # [n] -> [n, hidden_dims], sin/cos interleaved
-        angles = positions[:, None] / dim_t
-        return torch.stack((angles[:, 0::2].sin(), angles[:, 1::2].cos()), dim=2).flatten(1)
-
-    pos_y = encode(y)[:, None, :].expand(height, width, hidden_dims)
-    pos_x = encode(x)[None, :, :].expand(height, width, hidden_dims)
+    dim_t = torch.pow(temperature, 2 * torch.div(dim_t, 2, rounding_mode='floor') / hidden_dims)
+    pos_y = sin_cos(y, dim_t)[:, None, :].expand(height, width, hidden_dims)
+    pos_x = sin_cos(x, dim_t)[None, :, :].expand(height, width, hidden_dims)
     return torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1)
 
 
@@ -125,6 +130,8 @@ class FourierPositionalEncoding2d(nn.Module):
         self._cache: dict[tuple, Tensor] = {}
 
     def features(self, height: int, width: int, device: torch.device) -> Tensor:
+        if not concrete(height, width):  # symbolic sizes (torch.export) cannot key the cache
+            return fourier_features_2d(height, width, self.hidden_dims, self.temperature, device)
         key = (height, width, str(device))
         if key not in self._cache:
             self._cache = {key: fourier_features_2d(height, width, self.hidden_dims,
@@ -136,8 +143,23 @@ class FourierPositionalEncoding2d(nn.Module):
         (the sin/cos features are computed in fp32, then cast: a bf16 or fp16 model gets them in
         its own dtype)."""
         weight = self.token_projection.weight
-        features = self.features(height, width, weight.device).to(weight.dtype)
-        return self.token_projection(features).flatten(1).transpose(0, 1).unsqueeze(0)
+        if torch.jit.is_scripting():  # no cache (a dict on sizes) in TorchScript
+            features = fourier_features_2d(height, width, self.hidden_dims, self.temperature,
+                                           weight.device)
+        else:
+            features = self.features(height, width, weight.device)
+        encoding = self.token_projection(features.to(weight.dtype))
+        return encoding.flatten(1).transpose(0, 1).unsqueeze(0)
+
+    def tokens_of(self, feats: Tensor, encoding: Optional[Tensor] = None) -> Tensor:
+        """A tokenizer's map ``[B, D, h, w]`` as tokens ``[B, h*w, D]`` (row-major) with the
+        encoding of its grid added (``encoding``: another one, e.g. ``per_sample``'s)."""
+        if encoding is None:
+            encoding = self.forward(feats.shape[-2], feats.shape[-1])
+        tokens = feats.flatten(2).transpose(1, 2) + encoding
+        # One copy here: a channels-first layout would otherwise propagate through every residual
+        # add and cost a copy in each LayerNorm and Linear downstream.
+        return tokens.contiguous()
 
     def per_sample(self, grids: list[tuple[int, int]], height: int, width: int) -> Tensor:
         """``[B, height*width, D]``: each sample's encoding computed for its own grid (the
