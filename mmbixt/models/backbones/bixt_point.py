@@ -16,44 +16,9 @@ from torch import Tensor, nn
 from ...archs import resolve_arch
 from ...checkpoint import IMAGE_TOKENIZER_PREFIXES
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
+from ..core.point_features import PointBackboneOutput, point_mlp
+from ..core.point_geometry import farthest_point_sample, gather_points, knn
 from .base import BiXTPretrainedBackbone
-
-
-# ---------------------------------------------------------------- point operations (pure torch)
-def gather_points(values: Tensor, index: Tensor) -> Tensor:
-    """``values [B, N, C]`` picked by ``index [B, ...]`` -> ``[B, ..., C]``."""
-    batch = torch.arange(values.shape[0], device=values.device).view(-1, *[1] * (index.ndim - 1))
-    return values[batch, index]
-
-
-def farthest_point_sample(xyz: Tensor, num_samples: int, start: Optional[Tensor] = None) -> Tensor:
-    """Indices ``[B, num_samples]`` of farthest point sampling on ``xyz [B, N, 3]``.
-
-    Batched over shapes; the loop over samples is inherent to FPS. Starts from point 0 unless
-    ``start [B]`` is given, so results are deterministic.
-    """
-    batch, num_points, _ = xyz.shape
-    if num_samples > num_points:
-        raise ValueError(f'cannot sample {num_samples} of {num_points} points')
-    index = torch.zeros(batch, num_samples, dtype=torch.long, device=xyz.device)
-    nearest = torch.full((batch, num_points), float('inf'), device=xyz.device, dtype=xyz.dtype)
-    current = (torch.zeros(batch, dtype=torch.long, device=xyz.device) if start is None
-               else start.to(xyz.device))
-    rows = torch.arange(batch, device=xyz.device)
-    for i in range(num_samples):  # one step samples every shape of the batch
-        index[:, i] = current
-        dist = (xyz - xyz[rows, current].unsqueeze(1)).square().sum(-1)
-        nearest = torch.minimum(nearest, dist)  # out-of-place: the ONNX export traces this loop
-        current = nearest.argmax(-1)
-    return index
-
-
-def knn(query: Tensor, ref: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The ``k`` nearest ``ref [B, N, 3]`` points of each ``query [B, M, 3]`` point: squared
-    distances and indices ``[B, M, k]``, nearest first."""
-    dist = torch.cdist(query, ref).square()
-    dist, index = dist.topk(k, dim=-1, largest=False, sorted=True)
-    return dist, index
 
 
 # ---------------------------------------------------------------- positional encoding
@@ -74,20 +39,11 @@ class FourierPointEncoding(nn.Module):
         return self.proj(feats.to(self.proj.weight.dtype))
 
 
-def point_mlp(channels: Sequence[int]) -> nn.Sequential:
-    """Shared per-point MLP: Linear -> LayerNorm -> GELU between the given widths, plain Linear last."""
-    layers: list[nn.Module] = []
-    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-        layers.append(nn.Linear(c_in, c_out))
-        if i < len(channels) - 2:
-            layers += [nn.LayerNorm(c_out), nn.GELU()]
-    return nn.Sequential(*layers)
-
-
 # ---------------------------------------------------------------- tokenizers
 class PointTokens(NamedTuple):
     tokens: Tensor  # [B, T, D]
     xyz: Tensor  # [B, T, 3]: where each token sits (a point, or the centre of a group)
+    mask: Optional[Tensor] = None  # [B, T] bool, True = a token of real points; None = all real
 
 
 class PerPointTokenizer(nn.Module):
@@ -99,10 +55,11 @@ class PerPointTokenizer(nn.Module):
         self.embed = point_mlp((in_channels, hidden_dims, embed_dims))
         self.pos_encode = FourierPointEncoding(embed_dims, num_freqs)
 
-    def forward(self, points: Tensor) -> PointTokens:
+    def forward(self, points: Tensor, mask: Optional[Tensor] = None) -> PointTokens:
+        """Tokens of ``points [B, N, C]``; the tokens of padding (outside ``mask``) are invalid."""
         xyz = points[..., :3]
         feats = self.embed(points.to(self.embed[0].weight.dtype))
-        return PointTokens(feats + self.pos_encode(xyz), xyz)
+        return PointTokens(feats + self.pos_encode(xyz), xyz, mask)
 
 
 class GroupedPointTokenizer(nn.Module):
@@ -119,22 +76,41 @@ class GroupedPointTokenizer(nn.Module):
         self.second = point_mlp((2 * hidden_dims, 2 * hidden_dims, embed_dims))
         self.pos_encode = FourierPointEncoding(embed_dims, num_freqs)
 
-    def group(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        """Centres ``[B, G, 3]`` and neighbourhoods ``[B, G, K, C]`` in coordinates local to the centre."""
+    def group(self, points: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Centres ``[B, G, 3]`` and neighbourhoods ``[B, G, K, C]`` in coordinates local to the
+        centre, both drawn from the real points (``mask``) only."""
         xyz = points[..., :3].float()  # the geometry in fp32 whatever the model's dtype
-        centres = gather_points(xyz, farthest_point_sample(xyz, self.num_groups))
-        _, index = knn(centres, xyz, self.group_size)
+        centres = gather_points(xyz, farthest_point_sample(xyz, self.num_groups, mask=mask))
+        _, index = knn(centres, xyz, self.group_size, ref_mask=mask)
         groups = gather_points(points.float(), index)
         local_xyz = groups[..., :3] - centres.unsqueeze(2)
         dtype = self.first[0].weight.dtype
         return centres, torch.cat([local_xyz, groups[..., 3:]], dim=-1).to(dtype)
 
-    def forward(self, points: Tensor) -> PointTokens:
-        centres, groups = self.group(points)
+    def forward(self, points: Tensor, mask: Optional[Tensor] = None) -> PointTokens:
+        """Tokens of ``points [B, N, C]``: every group is made of real points (``mask``), so every
+        token is valid."""
+        centres, groups = self.group(points, mask)
         feats = self.first(groups)
         pooled = feats.max(dim=2, keepdim=True).values.expand_as(feats)
         tokens = self.second(torch.cat([feats, pooled], dim=-1)).max(dim=2).values
         return PointTokens(tokens + self.pos_encode(centres), centres)
+
+
+def checked_point_mask(points: Tensor, mask: Optional[Tensor]) -> Optional[Tensor]:
+    """``mask`` checked against ``points [B, N, C]``; None when every point is real (in eager
+    mode: an exported graph keeps its mask input)."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool or mask.shape != points.shape[:2]:
+        raise ValueError(f'point_mask must be a bool tensor of shape {tuple(points.shape[:2])} '
+                         f'(the points\' [B, N]), got {mask.dtype} {tuple(mask.shape)}')
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return mask
+    if not bool(mask[:, 0].all()) or bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        raise ValueError('point_mask must mark each cloud\'s real points first and its padding '
+                         'at the end of the row (at least one real point per cloud)')
+    return None if bool(mask.all()) else mask
 
 
 POINT_TOKENIZERS = {'per_point': PerPointTokenizer, 'grouped': GroupedPointTokenizer}
@@ -149,12 +125,6 @@ def build_point_tokenizer(cfg: dict, in_channels: int, embed_dims: int) -> nn.Mo
 
 
 # ---------------------------------------------------------------- backbone
-class PointBackboneOutput(NamedTuple):
-    feats: tuple[Tensor, ...]  # the tokens [B, T, D] of each layer in out_indices, in that order
-    xyz: Tensor  # [B, T, 3] token positions
-    latents: Optional[Tensor] = None  # [B, L, D] after the last returned layer, if with_latents
-
-
 @MODELS.register_module()
 class PointBiXTBackbone(BiXTPretrainedBackbone):
     """BiXT on point clouds: a point tokenizer feeding the same ``BiXTEncoder`` as the images.
@@ -201,11 +171,17 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
                          stream_chunk_size=stream_chunk_size)
         self.in_channels = in_channels
 
-    def forward(self, points: Tensor) -> PointBackboneOutput:
+    def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointBackboneOutput:
+        """``points [B, N, C]``; ``point_mask [B, N]`` (bool, True = a real point, padding at the
+        end of each row) for a batch of clouds of different sizes: each cloud then gets what it
+        gets alone."""
         if points.shape[-1] != self.in_channels:
             raise ValueError(f'expected points with {self.in_channels} channels, got '
                              f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
-        states, xyz = self.encode(points, self.out_indices)
+        tokens, xyz, token_mask = self.tokenizer(points, checked_point_mask(points, point_mask))
+        # Without padding the core runs unmasked, exactly as before masks existed.
+        masked = {} if token_mask is None else dict(token_mask=token_mask)
+        states = self.core.forward_until(tokens, self.out_indices, **masked)
         feats = tuple(norm(states[index][1]) for norm, index in zip(self.out_norms, self.out_indices))
         latents = states[max(self.out_indices)][0] if self.with_latents else None
-        return PointBackboneOutput(feats, xyz, latents)
+        return PointBackboneOutput(feats, xyz, latents, token_mask)
