@@ -129,6 +129,11 @@ def exportable_copy(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------- what the graphs compute
+# Both normalise as mmseg does (BiXT's only adds the batching of mixed sizes, which a graph of one
+# image size does not need).
+EXPORTED_IMAGE_PREPROCESSORS = ('SegDataPreProcessor', 'BiXTSegDataPreProcessor')
+
+
 @dataclass(frozen=True)
 class ImagePreprocessing:
     """The channel conversion and normalisation of mmseg's ``SegDataPreProcessor`` config."""
@@ -140,10 +145,10 @@ class ImagePreprocessing:
     def from_config(cls, cfg: Optional[dict], source: str) -> 'ImagePreprocessing':
         cfg = dict(cfg or {})
         kind = cfg.get('type', 'SegDataPreProcessor')
-        if kind != 'SegDataPreProcessor':
+        if kind not in EXPORTED_IMAGE_PREPROCESSORS:
             raise ExportError(f'{source}: data_preprocessor {kind!r} is not exported (only '
-                              "mmseg's SegDataPreProcessor); the graph could not normalise the "
-                              'image')
+                              f'{" and ".join(EXPORTED_IMAGE_PREPROCESSORS)}); the graph could not '
+                              'normalise the image')
         if cfg.get('test_cfg'):
             raise ExportError(f'{source}: data_preprocessor.test_cfg pads test images '
                               f'({cfg["test_cfg"]}), which the export does not reproduce; '
