@@ -80,6 +80,8 @@ def test_preprocessor_pads_mixed_test_batches_and_records_the_padding():
     preprocessor = model.data_preprocessor
     items = [image(*ALONE, seed=0), image(*LARGER[0], seed=1)]
     data = preprocessor(batch(items), False)
+    data = preprocessor(dict(inputs=batch(items)['inputs'], data_samples=data['data_samples']),
+                        False)  # samples seen before: the padding is recorded afresh
     assert data['inputs'].shape == (2, 3, 100, 122)
     first = data['data_samples'][0]
     assert first.img_shape == ALONE and first.img_padding_size == [0, 32, 0, 30]

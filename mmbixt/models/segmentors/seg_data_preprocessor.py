@@ -18,25 +18,22 @@ def same_size(images: Any) -> bool:
     return isinstance(images, Tensor) or len({tuple(img.shape[-2:]) for img in images}) <= 1
 
 
-def pad_bottom_right(images: Sequence[Tensor], value: float) -> tuple[Tensor, list[tuple[int, int]]]:
+def pad_bottom_right(images: Sequence[Tensor], value: float) -> Tensor:
     """``[1, C, h_i, w_i]`` images padded at the bottom and right to the largest ``(H, W)`` and
-    stacked; also each image's added ``(pad_h, pad_w)``."""
+    stacked."""
     height = max(img.shape[-2] for img in images)
     width = max(img.shape[-1] for img in images)
-    added = [(height - img.shape[-2], width - img.shape[-1]) for img in images]
-    padded = [F.pad(img, (0, pad_w, 0, pad_h), value=value) for img, (pad_h, pad_w) in
-              zip(images, added)]
-    return torch.cat(padded), added
+    return torch.cat([F.pad(img, (0, width - img.shape[-1], 0, height - img.shape[-2]),
+                            value=value) for img in images])
 
 
-def record_padding(sample, added: tuple[int, int], batch_shape: tuple[int, int]) -> None:
-    """Adds ``added`` to the sample's recorded padding (mmseg's ``img_padding_size``, which its
-    post-processing crops off) and records the batch's ``pad_shape``; ``img_shape`` (the real
-    pixels, top-left) is left as the pipeline set it."""
-    meta = sample.metainfo
-    left, right, top, bottom = meta.get('img_padding_size', meta.get('padding_size', (0, 0, 0, 0)))
-    pad_h, pad_w = added
-    sample.set_metainfo(dict(img_padding_size=[left, right + pad_w, top, bottom + pad_h],
+def record_padding(sample, image: Tensor, batch_shape: tuple[int, int]) -> None:
+    """Records how ``image`` (as the pipeline gave it) sits in the batch: mmseg's
+    ``img_padding_size`` (its post-processing crops it off) and the batch's ``pad_shape``;
+    ``img_shape`` (the real pixels, top-left) stays as the pipeline set it."""
+    height, width = batch_shape
+    sample.set_metainfo(dict(img_padding_size=[0, width - image.shape[-1], 0,
+                                                height - image.shape[-2]],
                              pad_shape=batch_shape))
 
 
@@ -62,7 +59,7 @@ class BiXTSegDataPreProcessor(SegDataPreProcessor):
             raise ValueError('a test batch of images of different sizes needs its data samples '
                              '(to record each image\'s size); pass data_samples or batch_size=1')
         prepared = [self.prepare_alone(img, sample) for img, sample in zip(data['inputs'], samples)]
-        inputs, added = pad_bottom_right(prepared, self.pad_val)
-        for sample, padding in zip(samples, added):
-            record_padding(sample, padding, tuple(inputs.shape[-2:]))
+        inputs = pad_bottom_right(prepared, self.pad_val)
+        for sample, image in zip(samples, data['inputs']):
+            record_padding(sample, image, tuple(inputs.shape[-2:]))
         return dict(inputs=inputs, data_samples=samples)
