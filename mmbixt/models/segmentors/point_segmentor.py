@@ -52,6 +52,11 @@ class PointPartSegmentor(BaseModel):
     [N]`` (restricted to each shape's category) and ``seg_logits [N, parts]``; ``'tensor'`` the
     logits ``[B, N, parts]``. The object category comes from each sample's metainfo ``category``.
 
+    Clouds of different sizes batch exactly: with ``point_mask [B, N]`` (from
+    ``PointDataPreprocessor``; True = a real point, padding at the end of each row) each shape gets
+    the logits it gets alone, the loss averages over real points only and each shape's predictions
+    cover its own ``N_i`` points.
+
     Args:
         backbone: e.g. ``dict(type='PointBiXTBackbone', ...)``.
         decode_head: e.g. ``dict(type='PartSegHead', ...)``; its ``in_channels``, ``num_inputs``
