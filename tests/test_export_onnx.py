@@ -173,6 +173,17 @@ def test_point_graph_takes_a_batch_of_categories(point_export):
         assert (parts[i] == ref_parts.numpy()).all()
 
 
+def test_per_point_graph_masks_the_padding_tokens(tmp_path):
+    """Per-point tokens of padding are invalid tokens inside the exported core too."""
+    options = {'model.backbone.tokenizer': dict(_delete_=True, type='per_point', hidden_dims=32)}
+    loaded = load_segmentor(POINT_CONFIG, cfg_options=options)  # random weights
+    path = export_segmentor(loaded, tmp_path / 'per_point.onnx', num_points=64)
+    checks = verify_export(loaded, path, num_points=64, repeats=1)
+    assert checks[-1].size == (2, 101, 6)  # 101 and 35 points, padded and masked
+    for check in checks:
+        assert check.max_rel_diff < TOLERANCE and check.labels_differ == 0
+
+
 # ---------------------------------------------------------------- the stand-ins
 @pytest.mark.parametrize('kernel', [2, 4, 8])
 def test_neck_pooling_equals_ceil_mode_max_pool(kernel):
