@@ -171,3 +171,21 @@ def test_the_test_tools_give_the_same_metrics_and_maps_at_batch_1_and_4(random_c
     if not tta:  # the installed mmseg's own tool, batched
         table_m, maps_m = tool_outputs(MMSEG_TOOLS / 'test.py', checkpoint, data, tmp_path / 'm4', 4)
         assert table_m == table_1 and maps_m == maps_1
+
+
+def test_losses_are_mmsegs_on_an_unpadded_batch():
+    from mmengine.structures import PixelData
+    from mmseg.models.segmentors import EncoderDecoder
+    model = tiny_model().eval()  # no dropout: both calls see the same network
+    samples = []
+    for seed in range(2):
+        sample = SegDataSample(metainfo=dict(img_shape=(64, 64)))
+        gen = torch.Generator().manual_seed(seed)
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, 64, 64), generator=gen))
+        samples.append(sample)
+    inputs = torch.randn(2, 3, 64, 64)
+    ours = model.loss(inputs, samples)
+    theirs = EncoderDecoder.loss(model, inputs, samples)
+    assert ours.keys() == theirs.keys() and {'decode.loss_ce', 'aux.loss_ce'} <= ours.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)

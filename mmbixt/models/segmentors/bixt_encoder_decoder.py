@@ -98,14 +98,19 @@ class BiXTEncoderDecoder(EncoderDecoder):
                          auxiliary_head=auxiliary_head, **kwargs)
 
     # ---------------------------------------------------------------- padding-exact batches
+    def backbone_feats(self, inputs: Tensor, valid_shapes: Optional[list[Shape]]) -> tuple:
+        """The backbone's maps; with ``valid_shapes`` each sample's padding is masked, so its
+        valid tokens are what the sample alone gives (zeros elsewhere)."""
+        if valid_shapes is None:
+            return self.backbone(inputs)
+        return self.backbone(inputs, valid_shapes=valid_shapes)
+
     def extract_feat(self, inputs: Tensor, batch_img_metas: Optional[Sequence[dict]] = None
                      ) -> list[Tensor]:
-        """Backbone (and neck) features; with ``batch_img_metas`` the backbone masks each
-        sample's padding (``valid_shapes`` from the ``img_shape``), so its valid tokens are what
-        the sample alone gives."""
+        """Backbone (and neck) features; with ``batch_img_metas`` each sample's padding (outside
+        its ``img_shape``) is masked in the backbone."""
         valid_shapes = None if batch_img_metas is None else valid_shapes_of(inputs, batch_img_metas)
-        feats = (self.backbone(inputs) if valid_shapes is None
-                 else self.backbone(inputs, valid_shapes=valid_shapes))
+        feats = self.backbone_feats(inputs, valid_shapes)
         return self.neck(feats) if self.with_neck else feats
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
@@ -117,6 +122,7 @@ class BiXTEncoderDecoder(EncoderDecoder):
         return losses
 
     def auxiliary_losses(self, feats: list[Tensor], data_samples: list) -> dict:
+        """The auxiliary head(s)' losses, named as mmseg names them (``aux.``, ``aux_i.``)."""
         heads = self.auxiliary_head
         if isinstance(heads, nn.ModuleList):
             return {key: value for i, head in enumerate(heads) for key, value in
@@ -131,7 +137,7 @@ class BiXTEncoderDecoder(EncoderDecoder):
         valid_shapes = valid_shapes_of(inputs, batch_img_metas)
         if valid_shapes is None:
             return super().encode_decode(inputs, batch_img_metas)
-        feats = self.backbone(inputs, valid_shapes=valid_shapes)
+        feats = self.backbone_feats(inputs, valid_shapes)
         logits = inputs.new_zeros((inputs.shape[0], self.out_channels) + tuple(inputs.shape[-2:]))
         for (height, width), index in group_by_shape(valid_shapes).items():
             grid = (math.ceil(height / self.backbone.stride), math.ceil(width / self.backbone.stride))
