@@ -97,7 +97,10 @@ def get_arch(name: str) -> BiXTArch:
     return RELEASED_ARCHS[key]
 
 
-def resolve_arch(arch: Union[str, dict, BiXTArch]) -> tuple[BiXTArch, Optional[str]]:
+ArchSetting = Union[str, dict, BiXTArch]
+
+
+def resolve_arch(arch: ArchSetting) -> tuple[BiXTArch, Optional[str]]:
     """An ``arch`` setting (a released name or a dict of ``ARCH_DICT_KEYS``) -> (arch, name or None)."""
     if isinstance(arch, BiXTArch):
         return arch, None

@@ -188,7 +188,7 @@ def test_token_chunking_in_training_gives_the_same_outputs_and_gradients():
     chunked = BiXTBackbone(arch=arch, out_indices=(0, 1), train_chunk_size=5,
                            stream_chunk_size=None).train()
     chunked.load_state_dict(whole.state_dict())
-    assert chunked.core.blocks[0].cross_attention_latents_token.train_chunk_size == 5
+    assert chunked.core.execution.train_chunk_size == 5
     image = torch.randn(2, 3, 48, 64)  # 12 tokens: chunks of 5, 5 and 2
     results = []
     for model in (whole, chunked):
@@ -222,15 +222,13 @@ def test_training_and_streaming_chunk_sizes_are_separate_settings():
     from mmbixt.models.core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
     arch = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2)
     default = BiXTBackbone(arch=arch, out_indices=(1,))
-    assert (default.core.train_chunk_size, default.core.stream_chunk_size) == (
+    assert (default.core.execution.train_chunk_size, default.core.execution.stream_chunk_size) == (
         TRAIN_CHUNK_TOKENS, STREAM_CHUNK_TOKENS)
     streamed = BiXTBackbone(arch=arch, out_indices=(1,), train_chunk_size=None,
                             stream_chunk_size=5).eval()
-    block = streamed.core.blocks[0].cross_attention_latents_token
-    tokens = torch.zeros(1, 12, 32)
-    assert block.uses_chunks(tokens) is False  # grad mode: the training setting (off)
+    assert streamed.core.execution.chunk_size() is None  # grad mode: the training setting (off)
     with torch.no_grad():
-        assert block.uses_chunks(tokens) is True  # no grad: the streaming setting
+        assert streamed.core.execution.chunk_size() == 5  # no grad: the streaming setting
         whole = BiXTBackbone(arch=arch, out_indices=(1,), stream_chunk_size=None).eval()
         whole.load_state_dict(streamed.state_dict())
         image = torch.randn(1, 3, 48, 64)  # 12 tokens: streamed in chunks of 5, 5 and 2
@@ -242,9 +240,11 @@ def test_the_encoder_as_a_classifier_uses_it_matches_the_original_latents(varian
     # The timm classifier is a BiXTEncoder with the one-sided last layer: every layer's latents,
     # the last one included, match the original's, loaded under the one policy and remap.
     from mmbixt.checkpoint import FIXED_POS_BUFFER, BiXTWeights, load_weights
-    from mmbixt.models.core import BiXTEncoder
+    from mmbixt.models.core import BiXTEncoder, ImageEmbedding, build_core
     expected = load_expected(variant)
-    encoder = BiXTEncoder(reference_arch(expected['config']), one_sided_last=True).eval()
+    arch = reference_arch(expected['config'])  # a dict of the arch settings
+    encoder = BiXTEncoder(ImageEmbedding.from_arch(arch), build_core(arch, one_sided_last=True),
+                          arch).eval()
     weights = BiXTWeights.from_file(REFERENCE / variant / 'model_best.pth.tar')
     weights.check_arch(encoder.arch, encoder.arch_description)
     report = load_weights(encoder, weights, drop=('fc_norm.', 'head.', FIXED_POS_BUFFER))
@@ -252,8 +252,10 @@ def test_the_encoder_as_a_classifier_uses_it_matches_the_original_latents(varian
         'fc_norm.weight', 'fc_norm.bias', 'head.weight', 'head.bias', FIXED_POS_BUFFER}
     depth = expected['config']['depth']
     with torch.no_grad():
-        states, grid = encoder.encode(expected['dyn_input'], range(depth))
-    assert grid == (96 // encoder.stride, 128 // encoder.stride)
+        final, states = encoder.forward_intermediates(expected['dyn_input'], with_latents=True)
+    assert [tuple(s[0].shape[-2:]) for s in states] == [(96 // encoder.stride,
+                                                         128 // encoder.stride)] * (depth - 1)
+    every_latents = [s[1] for s in states] + [final]  # the one-sided last layer gives only latents
     for layer in range(depth):
-        latents, ref = states[layer][0], expected['dyn_latents'][layer]
+        latents, ref = every_latents[layer], expected['dyn_latents'][layer]
         assert ((latents - ref).abs().max() / ref.abs().max()).item() < 1e-5, layer

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmbixt.models.core import fast_ops
 from mmbixt.models.core.layers import BiXTCore, CrossAttentionBlock
 from mmbixt.models.core.reference import plain_forward_layers
 
@@ -45,7 +46,7 @@ def test_chunked_path_matches_full_and_plain(num_tokens, chunk, layer_scale):
     tokens = torch.randn(3, num_tokens, DIMS)
     plain = outputs_and_grads(core, tokens, lambda t: plain_forward_layers(core, t))
     full = outputs_and_grads(core, tokens)
-    core.set_chunk_sizes(train=chunk, stream=chunk)
+    core.set_execution(train_chunk_size=chunk, stream_chunk_size=chunk)
     chunked = outputs_and_grads(core, tokens)
     for path in (full, chunked):
         assert_close_rel(path[0], plain[0], 1e-5)
@@ -56,7 +57,7 @@ def test_chunked_path_keeps_stochastic_depth_per_sample():
     core = small_core(drop_path=0.5).train()
     tokens = torch.randn(4, 21, DIMS)
     full = outputs_and_grads(core, tokens)
-    core.set_chunk_sizes(train=8, stream=8)
+    core.set_execution(train_chunk_size=8, stream_chunk_size=8)
     chunked = outputs_and_grads(core, tokens)
     assert_close_rel(chunked[0], full[0], 1e-5)
     assert_close_rel(chunked[1], full[1], 1e-5)
@@ -84,7 +85,7 @@ def test_chunking_switches_on_by_token_count(monkeypatch):
     assert calls == {'train': [], 'inference': [40] * LAYERS}
     core(torch.randn(1, 40, DIMS))                     # training-like call: memory-lean path
     assert calls['train'] == [40] * LAYERS
-    core.set_chunk_sizes(train=None, stream=None)
+    core.set_execution(train_chunk_size=None, stream_chunk_size=None)
     core(torch.randn(1, 40, DIMS))
     with torch.no_grad():
         core(torch.randn(1, 40, DIMS))
@@ -96,14 +97,14 @@ def test_streamed_inference_is_exact():
     tokens = torch.randn(3, 37, DIMS)
     with torch.no_grad():
         whole = core(tokens)
-        core.set_chunk_sizes(train=8, stream=8)  # chunks of 8, the last one of 5
+        core.set_execution(train_chunk_size=8, stream_chunk_size=8)  # chunks of 8, the last one of 5
         streamed = core(tokens)
     assert torch.equal(streamed[0], whole[0]) and torch.equal(streamed[1], whole[1])
 
 
 def test_default_core_chunks_long_sequences():
     core = BiXTCore(DIMS, HEADS, LATENTS, 1)
-    assert (core.train_chunk_size, core.stream_chunk_size) == (4096, 4096)
+    assert (core.execution.train_chunk_size, core.execution.stream_chunk_size) == (4096, 4096)
 
 
 def test_bf16_autocast_close_to_fp32():
@@ -117,7 +118,7 @@ def test_bf16_autocast_close_to_fp32():
         with torch.autocast('cpu', dtype=torch.bfloat16):
             actual = core(tokens)
     assert_close_rel(actual, expected, 5e-2)
-    core.set_chunk_sizes(train=16, stream=16)  # the memory-lean chunked path under autocast too (grad mode)
+    core.set_execution(train_chunk_size=16, stream_chunk_size=16)  # the memory-lean chunked path under autocast too (grad mode)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         chunked = core(tokens)
     assert_close_rel(chunked, expected, 5e-2)
@@ -141,7 +142,34 @@ def test_chunked_path_inside_layer_checkpointing():
     core = small_core(chunk=10).train()
     tokens = torch.randn(2, 33, DIMS)
     expected = outputs_and_grads(core, tokens)
-    core.with_cp = True
+    core.set_execution(with_cp=True)
     actual = outputs_and_grads(core, tokens)
     assert_close_rel(actual[0], expected[0], 1e-5)
     assert_close_rel(actual[1], expected[1], 1e-5)
+
+
+def test_execution_settings_are_held_once_and_set_through_one_call():
+    core = small_core(chunk=16)
+    held = core.set_execution(stream_chunk_size=None, fused=False)
+    assert held is core.execution and (held.train_chunk_size, held.stream_chunk_size) == (16, None)
+    assert not held.fused and not held.with_cp
+    assert core.set_execution(train_chunk_size=0).train_chunk_size is None  # 0: never chunk
+    with pytest.raises(TypeError, match='unknown execution settings'):
+        core.set_execution(chunk=8)
+    with pytest.raises(ValueError, match='train_chunk_size must be None or a positive'):
+        core.set_execution(train_chunk_size=-4)
+
+
+@pytest.mark.skipif(fast_ops.ONEDNN_LINEAR is None, reason='no oneDNN in this torch')
+def test_fused_switch_turns_the_onednn_kernels_off(monkeypatch):
+    calls, original = [], fast_ops.ONEDNN_LINEAR
+    monkeypatch.setattr(fast_ops, 'ONEDNN_LINEAR', lambda *args: calls.append(1) or original(*args))
+    core = small_core().eval()
+    tokens = torch.randn(2, 24, DIMS)
+    with torch.no_grad():
+        fused = core(tokens)
+        fused_calls = len(calls)
+        core.set_execution(fused=False)
+        plain = core(tokens)
+    assert fused_calls > 0 and len(calls) == fused_calls
+    assert_close_rel(plain, fused, 1e-5)

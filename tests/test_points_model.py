@@ -153,8 +153,9 @@ def test_point_and_image_backbones_share_arch_out_indices_and_core_settings():
                   stream_chunk_size=9)
     point, image = PointBiXTBackbone(**common), BiXTBackbone(**common)
     assert point.out_indices == image.out_indices == (2, 0)  # order kept, negatives resolved
-    assert point.core.with_cp and point.core.train_chunk_size == 7
-    assert point.core.stream_chunk_size == 9
+    assert point.core.execution == image.core.execution
+    assert point.core.execution.with_cp and point.core.execution.train_chunk_size == 7
+    assert point.core.execution.stream_chunk_size == 9
     assert point.core.state_dict().keys() == image.core.state_dict().keys()
     rates = [rate for b in point.core.blocks
              for rate in (b.cross_attention_latents_token.drop_path.drop_prob,

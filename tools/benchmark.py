@@ -324,7 +324,7 @@ def train_case(kind: str, args: dict) -> dict:
         backbone, stride, chunk = kind.split(':')[1:]
         model = segmentor(backbone, int(stride), size)
         if backbone == 'bixt':  # chunked (memory-lean) or unchunked training path
-            model.backbone.core.set_chunk_sizes(train=int(chunk) or None)
+            model.backbone.set_execution(train_chunk_size=int(chunk) or None)
         return timed_step(segmentor_step(model, size, batch), args['train_repeats'])
     if kind == 'points':
         return timed_step(point_step(args['point_batch'], args['points']), args['train_repeats'])

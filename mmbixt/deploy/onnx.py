@@ -122,7 +122,7 @@ def exportable_copy(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     for module in list(model.modules()):
         if isinstance(module, BiXTCore):
-            module.set_chunk_sizes(train=None, stream=None)
+            module.set_execution(train_chunk_size=None, stream_chunk_size=None)
         for name, child in list(module.named_children()):
             if isinstance(child, nn.AdaptiveAvgPool2d):
                 setattr(module, name, AdaptiveAvgPool2dForExport(child.output_size))
@@ -179,7 +179,7 @@ class ImageSegmentorGraph(nn.Module):
         if self.normalize:
             self.register_buffer('mean', torch.tensor(preprocessing.mean).view(1, -1, 1, 1))
             self.register_buffer('std', torch.tensor(preprocessing.std).view(1, -1, 1, 1))
-        self.pad_multiple = getattr(segmentor.backbone, 'stride', 1)
+        self.pad_multiple = segmentor.backbone.stride
         head = segmentor.decode_head
         self.align_corners = head.align_corners
         self.threshold = getattr(head, 'threshold', 0.3)
@@ -344,7 +344,7 @@ class TensorGraph(nn.Module):
         self.model = model
         self.is_segmentor = isinstance(model, EncoderDecoder)
         backbone = model.backbone if self.is_segmentor else model
-        self.pad_multiple = getattr(backbone, 'stride', 1)
+        self.pad_multiple = backbone.stride
 
     def forward(self, img: Tensor) -> tuple[Tensor, ...]:
         x = pad_to_multiple_always(img, self.pad_multiple)

@@ -9,12 +9,15 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from ...checkpoint import CLASSIFIER_ONLY, BiXTWeights, LoadReport, load_weights
-from ..core import BiXTEncoder, layer_norm, resolve_out_indices
+from ..core import BiXTEncoder, build_core, layer_norm, take_indices
 
 
 class BiXTPretrainedBackbone(BiXTEncoder, BaseModule):
     """Base of the BiXT backbones: a ``BiXTEncoder`` whose ``out_indices`` layers are returned
     (each through an optional LayerNorm), with checked pretrained loading.
+
+    ``out_indices`` follows ``take_indices`` (the order given, duplicates kept, negative ones from
+    the end), except that an int names one layer, as in mmseg's backbones.
 
     ``init_cfg=dict(type='Pretrained', checkpoint=PATH, use_ema=False, strict=True)`` loads through
     the safe reader under the one loading policy of ``mmbixt.checkpoint.load_weights``: the file is
@@ -29,15 +32,26 @@ class BiXTPretrainedBackbone(BiXTEncoder, BaseModule):
     dropped_prefixes: tuple[str, ...] = CLASSIFIER_ONLY
     new_prefixes: tuple[str, ...] = ('out_norms.',)
 
-    def __init__(self, arch, out_indices: Union[int, Sequence[int]], out_norm: bool = True,
-                 with_latents: bool = False, init_cfg: Optional[dict] = None, **encoder):
-        super().__init__(arch, init_cfg=init_cfg, **encoder)
-        self.out_indices = resolve_out_indices(out_indices, self.num_layers)
+    def __init__(self, arch, embedding: nn.Module, out_indices: Union[int, Sequence[int]],
+                 out_norm: bool = True, with_latents: bool = False,
+                 init_cfg: Optional[dict] = None, **core_settings):
+        super().__init__(embedding, build_core(arch, **core_settings), arch,
+                         init_cfg=init_cfg)
+        one_layer = isinstance(out_indices, int)
+        self.out_indices = tuple(take_indices(self.num_layers,
+                                              (out_indices,) if one_layer else out_indices))
         self.with_latents = with_latents
         self.out_norms = nn.ModuleList(
             layer_norm(self.embed_dims) if out_norm else nn.Identity() for _ in self.out_indices)
         # Parameters that reach no output are not trained (DDP needs no find_unused_parameters).
         self.core.freeze_unreachable(max(self.out_indices), latents_used=with_latents)
+
+    def intermediate_norms(self, taken: Sequence[int]) -> list[nn.Module]:
+        """The output norms, one per entry of ``out_indices``."""
+        if tuple(taken) != self.out_indices:
+            raise ValueError(f'the output norms belong to out_indices={self.out_indices}, not '
+                             f'{tuple(taken)}: read other layers with norm=False')
+        return list(self.out_norms)
 
     def init_weights(self) -> None:
         cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
@@ -51,7 +65,7 @@ class BiXTPretrainedBackbone(BiXTEncoder, BaseModule):
     def check_weights(self, weights: BiXTWeights, strict: bool = True) -> None:
         """Compares what the file reveals with the arch; refuses (``strict``) or logs."""
         weights.check_arch(self.arch, self.arch_description, strict=strict,
-                           image_tokenizer=self.has_image_tokenizer, min_layers=self.num_layers)
+                           image_tokenizer=self.stride is not None, min_layers=self.num_layers)
 
     def load_pretrained(self, path: str, use_ema: bool = False, strict: bool = True) -> LoadReport:
         """Loads a BiXT checkpoint (``state_dict_ema`` with ``use_ema``) under the loading policy

@@ -8,11 +8,11 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import FIXED_POS_BUFFER
-from ..core import pad_to_multiple
+from ..core import ImageEmbedding
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 from .base import BiXTPretrainedBackbone
 
-__all__ = ['BiXTBackbone', 'pad_to_multiple']  # pad_to_multiple lives in core.encoder now
+__all__ = ['BiXTBackbone']
 
 
 @MODELS.register_module()
@@ -31,7 +31,7 @@ class BiXTBackbone(BiXTPretrainedBackbone):
             the d13 models, 11 for the d12 classifiers.
         in_channels: input image channels.
         out_indices: layer indices (negative counts from the end) whose tokens are returned, in
-            the order given.
+            the order given (duplicates kept); an int is one layer.
         out_norm: a LayerNorm on each output; ``False`` returns the refined tokens as they are.
         drop_path_rate: stochastic depth of the cross-attention blocks (and of the latent
             self-attention, unless ``self_drop_path_rate`` is given).
@@ -42,6 +42,8 @@ class BiXTBackbone(BiXTPretrainedBackbone):
             latents; ``k`` > 0 also freezes layers ``0..k-1``.
         norm_eval: keep the BatchNorms of the conv tokenizer in eval mode while training.
         with_cp: gradient checkpointing of each layer (saves memory, costs a recompute).
+            This and the chunk sizes are the core's ``ExecutionSettings``; change them later with
+            ``set_execution``.
         train_chunk_size: forwards with gradients over more tokens than this run the token stream
             in chunks of this size, recomputed in backward (same result, much less memory at
             stride 8 and 4); None disables it.
@@ -64,22 +66,19 @@ class BiXTBackbone(BiXTPretrainedBackbone):
                  with_cp: bool = False, train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
                  stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS,
                  init_cfg: Optional[dict] = None):
-        super().__init__(arch, out_indices, out_norm, with_latents, init_cfg,
-                         in_channels=in_channels, drop_path_rate=drop_path_rate,
-                         self_drop_path_rate=self_drop_path_rate, with_cp=with_cp,
-                         train_chunk_size=train_chunk_size, stream_chunk_size=stream_chunk_size)
+        super().__init__(arch, ImageEmbedding.from_arch(arch, in_channels),
+                         out_indices, out_norm, with_latents, init_cfg,
+                         drop_path_rate=drop_path_rate, self_drop_path_rate=self_drop_path_rate,
+                         with_cp=with_cp, train_chunk_size=train_chunk_size,
+                         stream_chunk_size=stream_chunk_size)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self._freeze_stages()
 
     def forward(self, img: Tensor) -> tuple:
-        states, (height, width) = self.encode(img, self.out_indices)
-        outs = []
-        for norm, index in zip(self.out_norms, self.out_indices):
-            latents, tokens = states[index]
-            out = norm(tokens).transpose(1, 2).reshape(-1, self.embed_dims, height, width)
-            outs.append([out, latents] if self.with_latents else out)
-        return tuple(outs)
+        return tuple(self.forward_intermediates(img, self.out_indices, norm=True,
+                                                intermediates_only=True,
+                                                with_latents=self.with_latents))
 
     # ---------------------------------------------------------------- training modes
     def _freeze_stages(self) -> None:

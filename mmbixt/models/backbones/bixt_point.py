@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ...archs import resolve_arch
 from ...checkpoint import IMAGE_TOKENIZER_PREFIXES
+from ..core import PointEmbedding
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 from ..core.point_features import PointBackboneOutput, point_mlp
 from ..core.point_geometry import farthest_point_sample, gather_points, knn
@@ -163,9 +164,9 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
                  stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS,
                  init_cfg: Optional[dict] = None):
         embed_dims = resolve_arch(arch)[0].embed_dims
-        super().__init__(arch, out_indices, out_norm, with_latents, init_cfg,
-                         tokenizer=build_point_tokenizer(tokenizer or dict(type='grouped'),
-                                                         in_channels, embed_dims),
+        embedding = PointEmbedding(build_point_tokenizer(tokenizer or dict(type='grouped'),
+                                                         in_channels, embed_dims))
+        super().__init__(arch, embedding, out_indices, out_norm, with_latents, init_cfg,
                          drop_path_rate=drop_path_rate, self_drop_path_rate=self_drop_path_rate,
                          with_cp=with_cp, train_chunk_size=train_chunk_size,
                          stream_chunk_size=stream_chunk_size)
@@ -178,10 +179,8 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
         if points.shape[-1] != self.in_channels:
             raise ValueError(f'expected points with {self.in_channels} channels, got '
                              f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
-        tokens, xyz, token_mask = self.tokenizer(points, checked_point_mask(points, point_mask))
-        # Without padding the core runs unmasked, exactly as before masks existed.
-        masked = {} if token_mask is None else dict(token_mask=token_mask)
-        states = self.core.forward_until(tokens, self.out_indices, **masked)
-        feats = tuple(norm(states[index][1]) for norm, index in zip(self.out_norms, self.out_indices))
-        latents = states[max(self.out_indices)][0] if self.with_latents else None
-        return PointBackboneOutput(feats, xyz, latents, token_mask)
+        embedded = self.embedding(points, checked_point_mask(points, point_mask))
+        latents, feats = self.intermediates_of(embedded, self.out_indices, norm=True,
+                                               stop_early=True, output_fmt='NLC')
+        return PointBackboneOutput(tuple(feats), embedded.positions,
+                                   latents if self.with_latents else None, embedded.token_mask)

@@ -33,7 +33,8 @@ from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name
 from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights,
                            to_core_layout)
 from ...checkpoint.weights import WRAPPER_PREFIXES, strip_wrappers
-from ..core import BiXTEncoder, layer_norm
+from ..core import BiXTEncoder, ImageEmbedding, build_core, layer_norm, take_indices
+from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 
 __all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'checkpoint_filter_fn', 'create_classifier']
 
@@ -45,21 +46,6 @@ CLASSIFIER_NAMES: tuple[str, ...] = tuple(RELEASED_ARCHS) + tuple(ARCH_ALIASES)
 # the layers the dense BiXT models read (the last one counted from the end, so d12 models work too).
 FEATURE_OUT_INDICES = (3, 5, 7, -1)
 STATE_DICT_SOURCE = 'the state dict loaded into the BiXT classifier (read without its stored name)'
-
-
-def take_indices(num_layers: int, indices: Union[int, Sequence[int], None]) -> list[int]:
-    """timm's ``indices`` convention: None takes every layer, ``n`` the last ``n``, a sequence the
-    layers it names (negative ones count from the end); returned in ascending order."""
-    if indices is None:
-        indices = num_layers
-    if isinstance(indices, int):
-        if not 0 < indices <= num_layers:
-            raise ValueError(f'indices={indices}: take the last 1..{num_layers} layers')
-        return list(range(num_layers - indices, num_layers))
-    indices = list(indices)
-    if not indices or any(not -num_layers <= index < num_layers for index in indices):
-        raise ValueError(f'indices {indices} out of range for {num_layers} bi-directional layers')
-    return sorted({index % num_layers for index in indices})
 
 
 def in_released_layout(state_dict: dict) -> bool:
@@ -97,18 +83,23 @@ class BiXTClassifier(BiXTEncoder):
         global_pool: only ``'avg'`` (the mean over the latents), as trained.
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, rising linearly over the layers.
+        with_cp / train_chunk_size / stream_chunk_size: the core's ``ExecutionSettings``, as for
+            ``BiXTBackbone`` (change them later with ``set_execution``).
     """
 
     def __init__(self, arch: Union[str, dict, BiXTArch] = 'bixt_ti_l64_p16', num_classes: int = 1000,
                  in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0):
-        super().__init__(arch, in_channels=in_chans, drop_path_rate=drop_path_rate,
-                         one_sided_last=True)
+                 drop_path_rate: float = 0.0, with_cp: bool = False,
+                 train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
+                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS):
+        super().__init__(ImageEmbedding.from_arch(arch, in_chans),
+                         build_core(arch, drop_path_rate, one_sided_last=True, with_cp=with_cp,
+                                    train_chunk_size=train_chunk_size,
+                                    stream_chunk_size=stream_chunk_size), arch)
         self._check_pool(global_pool)
         self.global_pool = global_pool
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = self.embed_dim = self.embed_dims
-        self.grad_checkpointing = False
         # One entry per bi-directional layer: its refined tokens, a map at the token stride.
         self.feature_info = [dict(module=f'core.blocks.{i}', num_chs=self.embed_dims,
                                   reduction=self.stride) for i in range(self.num_layers)]
@@ -140,8 +131,12 @@ class BiXTClassifier(BiXTEncoder):
         self.num_classes = num_classes
         self.head = self._new_head(num_classes).to(self.core.latents.device)
 
+    @property
+    def grad_checkpointing(self) -> bool:
+        return self.core.execution.with_cp
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = self.core.with_cp = enable
+        self.set_execution(with_cp=enable)
 
     def no_weight_decay(self) -> set[str]:
         return {'core.latents'}
@@ -156,8 +151,7 @@ class BiXTClassifier(BiXTEncoder):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The final latents ``[B, L, D]``."""
-        tokens, _ = self.embed(x)
-        latents, _ = self.core(tokens)
+        latents, _ = self.core(self.embedding(x).tokens)
         return latents
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -168,50 +162,17 @@ class BiXTClassifier(BiXTEncoder):
         return self.forward_head(self.forward_features(x))
 
     # ---------------------------------------------------------------- intermediates (timm 1.x)
-    @property
-    def num_bidirectional_layers(self) -> int:
-        """The layers that refine tokens (fewer after ``prune_intermediate_layers``)."""
-        return sum(not layer.cross_attention_latents_token.one_sided for layer in self.core.blocks)
-
-    def forward_intermediates(self, x: Tensor, indices: Union[int, Sequence[int], None] = None,
-                              norm: bool = False, stop_early: bool = False,
-                              output_fmt: str = 'NCHW', intermediates_only: bool = False):
-        """The refined tokens of bi-directional layers, as timm 1.x models return intermediates.
-
-        Args:
-            x: images ``[B, C, H, W]`` (padded to a multiple of the token stride, see the class).
-            indices: None for every bi-directional layer, ``n`` for the last ``n``, or layer indices.
-            norm: apply the model's final LayerNorm (``fc_norm``) to each intermediate.
-            stop_early: stop after the last layer asked for (the final latents are then that layer's).
-            output_fmt: ``'NCHW'`` maps ``[B, D, H/s, W/s]`` or ``'NLC'`` tokens ``[B, N, D]``.
-            intermediates_only: return only the list of intermediates.
-
-        Returns:
-            the list of intermediates, or ``(latents [B, L, D], intermediates)``; ``forward_head``
-            turns those latents into logits.
-        """
-        output_fmt = str(getattr(output_fmt, 'value', output_fmt))
-        if output_fmt not in ('NCHW', 'NLC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        wanted = take_indices(self.num_bidirectional_layers, indices)
-        tokens, (height, width) = self.embed(x)
-        intermediates = []
-        for index, (latents, layer_tokens) in enumerate(self.core.forward_layers(tokens)):
-            if index in wanted:
-                out = self.fc_norm(layer_tokens) if norm else layer_tokens
-                if output_fmt == 'NCHW':
-                    out = out.transpose(1, 2).reshape(out.shape[0], -1, height, width)
-                intermediates.append(out)
-            if index == wanted[-1] and (stop_early or intermediates_only):
-                break
-        return intermediates if intermediates_only else (latents, intermediates)
+    # ``forward_intermediates`` is the encoder's: the refined tokens of the bi-directional layers,
+    # through ``fc_norm`` with ``norm=True``; ``forward_head`` turns its final latents into logits.
+    def intermediate_norms(self, taken: Sequence[int]) -> list[nn.Module]:
+        return [self.fc_norm] * len(taken)
 
     def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1,
                                   prune_norm: bool = False, prune_head: bool = True) -> list[int]:
         """Drops the layers after the last of ``indices`` (and ``fc_norm`` / the head when asked);
         returns the kept indices, counted from the first layer."""
-        kept = take_indices(self.num_bidirectional_layers, indices)
-        self.core.blocks = self.core.blocks[:kept[-1] + 1]
+        kept = take_indices(self.core.num_token_layers, indices)
+        self.core.blocks = self.core.blocks[:max(kept) + 1]
         if prune_norm:
             self.fc_norm = nn.Identity()
         if prune_head:

@@ -1,124 +1,157 @@
-"""``BiXTEncoder``: tokenizer + positional encoding + ``BiXTCore``, the part every BiXT model shares.
+"""``BiXTEncoder(embedding, core)``: the part every BiXT model shares, and its one way of reading
+intermediate layers.
 
 The image backbone, the point backbone and the timm classifier are each a ``BiXTEncoder`` with their
 own outputs on top. Data flow::
 
-    image  [B, C, H, W] -> pad to the stride -> patch_embed + fourier_pos_encode -> tokens [B, N, D]
-    points [B, N, C]    -> tokenizer (brings its own positional encoding)       -> tokens [B, N, D]
-    tokens + latents [1, L, D] -> core.blocks.0 .. core.blocks.k -> (latents, tokens) after each
+    image  [B, C, H, W] -> ImageEmbedding (patch_embed + fourier_pos_encode) -> Embedded
+    points [B, N, C]    -> PointEmbedding (tokenizer, its own positions)     -> Embedded
+    Embedded.tokens [B, N, D] + latents [1, L, D] -> core.blocks.0 .. -> (latents, tokens) after each
 
-The encoder's parameters sit at the top level of the model that extends it (``patch_embed.``,
+The embedding's modules are registered at the top level of the model (``patch_embed.``,
 ``fourier_pos_encode.`` or ``tokenizer.``, then ``core.``), so one remap of the released layout
 (``mmbixt.checkpoint.to_core_layout``) and one loading policy serve every model.
+
+Layer indices follow one convention everywhere (``take_indices``): None takes every token layer,
+an int ``n`` the last ``n``, a sequence the layers it names, in the order given, duplicates kept,
+negative ones counted from the end. ``forward_intermediates`` returns them in that order.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...archs import BiXTArch, resolve_arch
-from .layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS, BiXTCore
-from .tokenizers import FourierPositionalEncoding2d, build_tokenizer, embed_image
+from ...archs import ArchSetting, resolve_arch
+from .embeddings import Embedded
+from .layers import BiXTCore
 
-IMAGE_TOKENIZER = 'image'
-
-
-def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
-    """Zero-pads the bottom and right of ``img`` so both sides are multiples of ``multiple``."""
-    pad_h, pad_w = -img.shape[-2] % multiple, -img.shape[-1] % multiple
-    return F.pad(img, (0, pad_w, 0, pad_h)) if pad_h or pad_w else img
+Indices = Union[int, Sequence[int], None]
+OUTPUT_FORMATS = ('NCHW', 'NLC')
 
 
-def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_layers: int) -> tuple[int, ...]:
-    """Layer indices as given (order kept), negative ones counted from the end; refuses an empty
-    setting and indices outside ``num_layers``."""
-    indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
+def take_indices(num_layers: int, indices: Indices) -> list[int]:
+    """Absolute layer indices: None -> every layer, ``n`` -> the last ``n``, a sequence -> its
+    layers in the order given (duplicates kept; negative ones count from the end). Refuses an
+    empty selection and layers outside ``num_layers``."""
+    if indices is None:
+        indices = num_layers
+    if isinstance(indices, int):
+        if not 0 < indices <= num_layers:
+            raise ValueError(f'indices={indices}: take the last 1..{num_layers} layers')
+        return list(range(num_layers - indices, num_layers))
+    indices = list(indices)
     if not indices:
-        raise ValueError('out_indices must name at least one layer')
+        raise ValueError('indices must name at least one layer')
     for index in indices:
         if not -num_layers <= index < num_layers:
-            raise ValueError(f'out_indices {indices} out of range for {num_layers} layers')
-    return tuple(index % num_layers for index in indices)
+            raise ValueError(f'indices {indices} out of range for {num_layers} layers')
+    return [index % num_layers for index in indices]
+
+
+def build_core(arch: ArchSetting, drop_path_rate: float = 0.0,
+               self_drop_path_rate: Optional[float] = None, one_sided_last: bool = False,
+               **execution) -> BiXTCore:
+    """The core of ``arch``: stochastic depth of the cross-attention blocks (and of the latent
+    self-attention unless ``self_drop_path_rate`` is given); ``execution``: the core's
+    ``ExecutionSettings`` (``with_cp``, ``train_chunk_size``, ``stream_chunk_size``, ``fused``)."""
+    return BiXTCore.from_arch(
+        resolve_arch(arch)[0], one_sided_last=one_sided_last, cross_drop_path_rate=drop_path_rate,
+        self_drop_path_rate=drop_path_rate if self_drop_path_rate is None else self_drop_path_rate,
+        **execution)
 
 
 class BiXTEncoder(nn.Module):
-    """Tokenizer, positional encoding and the BiXT core (latents + layers), built from a ``BiXTArch``.
+    """An embedding (image or points) feeding the BiXT core (latents + layers).
 
     Models extend it and add their outputs: ``BiXTBackbone`` (token maps), ``PointBiXTBackbone``
-    (token sets) and the timm ``BiXTClassifier`` (pooled latents). ``embed(x)`` gives the tokens and
-    where they sit, ``encode(x, indices)`` the ``(latents, tokens)`` after each layer asked for.
+    (token sets) and the timm ``BiXTClassifier`` (pooled latents); all read layers through
+    ``forward_intermediates`` (timm's convention).
 
     Args:
-        arch: a released name, a dict of ``mmbixt.archs.ARCH_DICT_KEYS`` or a ``BiXTArch``: widths,
-            heads, latents, bi-directional layers, LayerScale and the image tokenizer.
-        tokenizer: ``'image'`` builds the arch's image tokenizer (linear or conv, ``patch_size``,
-            ``stride``) as ``patch_embed`` and the 2D Fourier encoding as ``fourier_pos_encode``;
-            any other input takes a module (kept as ``tokenizer``) mapping it to ``(tokens [B, N, D],
-            positions)`` with its own positional encoding, e.g. the point tokenizers.
-        in_channels: image channels (image tokenizer only).
-        drop_path_rate: stochastic depth of the cross-attention blocks (and of the latent
-            self-attention unless ``self_drop_path_rate`` is given), rising linearly over the layers.
-        self_drop_path_rate: stochastic depth of the latent self-attention blocks.
-        with_cp: gradient checkpointing of each layer.
-        train_chunk_size: a forward *with* gradients over more tokens than this runs the token side
-            in chunks, recomputed in backward (memory-lean training). None: never.
-        stream_chunk_size: a forward *without* gradients over more tokens than this streams the
-            token side in chunks (cache locality). None: never. Both give the same result as no
-            chunking; their defaults live in ``mmbixt.models.core.layers``.
-        one_sided_last: append the latent-only last layer of the classifiers.
+        embedding: maps the input to an ``Embedded`` and has a ``stride`` (None: no token grid),
+            e.g. ``ImageEmbedding`` or ``PointEmbedding``. Its modules become the model's own.
+        core: the ``BiXTCore``; it holds the execution settings (``set_execution``).
+        arch: the released name, dict or ``BiXTArch`` the model was built from (for checks and
+            messages).
         **kwargs: passed to the next base class (``init_cfg`` of mmengine's ``BaseModule``).
     """
 
-    def __init__(self, arch: Union[str, dict, BiXTArch], tokenizer: Union[str, nn.Module] = IMAGE_TOKENIZER,
-                 in_channels: int = 3, drop_path_rate: float = 0.0,
-                 self_drop_path_rate: Optional[float] = None, with_cp: bool = False,
-                 train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
-                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS,
-                 one_sided_last: bool = False, **kwargs):
+    def __init__(self, embedding: nn.Module, core: BiXTCore, arch: ArchSetting, **kwargs):
         super().__init__(**kwargs)
         self.arch, self.arch_name = resolve_arch(arch)
-        self.embed_dims = self.arch.embed_dims
-        self.num_layers = self.arch.num_layers
-        self.has_image_tokenizer = not isinstance(tokenizer, nn.Module)
-        if isinstance(tokenizer, nn.Module):
-            self.tokenizer = tokenizer
-        elif tokenizer == IMAGE_TOKENIZER:
-            self.stride = self.arch.stride
-            self.patch_embed = build_tokenizer(self.arch.tokenizer, in_channels, self.embed_dims,
-                                               self.arch.patch_size, self.arch.stride)
-            self.fourier_pos_encode = FourierPositionalEncoding2d(self.embed_dims)
-        else:
-            raise ValueError(f"tokenizer must be 'image' or a module, got {tokenizer!r}")
-        self.core = BiXTCore.from_arch(
-            self.arch, one_sided_last=one_sided_last, cross_drop_path_rate=drop_path_rate,
-            self_drop_path_rate=drop_path_rate if self_drop_path_rate is None else self_drop_path_rate,
-            with_cp=with_cp, train_chunk_size=train_chunk_size, stream_chunk_size=stream_chunk_size)
+        # The embedding's modules sit at the top level (the state-dict keys of the released
+        # layout); the embedding itself is kept as a plain attribute, not a second registration.
+        for name, module in embedding.named_children():
+            self.add_module(name, module)
+        object.__setattr__(self, 'embedding', embedding)
+        self.core = core
+        self.stride: Optional[int] = embedding.stride
+        self.embed_dims = core.embed_dims
+        self.num_layers = core.num_layers
 
     @property
     def arch_description(self) -> str:
         """How messages name this model: its released name, else what it was built as."""
         if self.arch_name:
             return self.arch_name
-        if self.has_image_tokenizer:
+        if self.stride is not None:
             return (f'a {self.arch.tokenizer} stride-{self.stride} BiXT with {self.num_layers} '
                     'layers')
         return f'a {self.num_layers}-layer {type(self).__name__}'
 
-    def embed(self, inputs: Tensor) -> tuple[Tensor, Any]:
-        """Tokens ``[B, N, D]`` with their positional encoding, and where they sit: the grid
-        ``(h, w)`` of an image (zero-padded at the bottom and right to a multiple of the stride),
-        or what the tokenizer module returns (the token positions ``[B, N, 3]`` of points)."""
-        if self.has_image_tokenizer:
-            return embed_image(self.patch_embed, self.fourier_pos_encode,
-                               pad_to_multiple(inputs, self.stride))
-        tokens, positions = self.tokenizer(inputs)
-        return tokens, positions
+    def set_execution(self, **settings):
+        """Sets the core's execution settings (``with_cp``, ``train_chunk_size``,
+        ``stream_chunk_size``, ``fused``); returns those now held."""
+        return self.core.set_execution(**settings)
 
-    def encode(self, inputs: Tensor, indices: Sequence[int]
-               ) -> tuple[dict[int, tuple[Tensor, Optional[Tensor]]], Any]:
-        """``(latents, tokens)`` after each layer in ``indices`` (stops after the last of them),
-        and where the tokens sit (see ``embed``)."""
-        tokens, positions = self.embed(inputs)
-        return self.core.forward_until(tokens, indices), positions
+    def intermediate_norms(self, taken: Sequence[int]) -> list[nn.Module]:
+        """The norm applied to each intermediate with ``norm=True``; models define theirs."""
+        raise ValueError(f'{type(self).__name__} has no output norm: call forward_intermediates '
+                         'with norm=False')
+
+    def forward_intermediates(self, x: Tensor, indices: Indices = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False, with_latents: bool = False):
+        """The refined tokens of token layers, as timm 1.x models return intermediates.
+
+        Args:
+            x: the embedding's input (images ``[B, C, H, W]``, points ``[B, N, C]``).
+            indices: the layers (see ``take_indices``: None every one, ``n`` the last ``n``, or
+                layer indices, returned in the order given).
+            norm: apply the model's output norm (``intermediate_norms``) to each.
+            stop_early: stop after the last layer asked for (the final latents are then its own).
+            output_fmt: ``'NCHW'`` maps ``[B, D, h, w]`` on the token grid (image embeddings) or
+                ``'NLC'`` tokens ``[B, N, D]``.
+            intermediates_only: return only the list of intermediates (and stop early).
+            with_latents: each intermediate becomes ``[tokens, latents of that layer]`` (as
+                mmseg's ViT returns its class token with ``output_cls_token``).
+
+        Returns:
+            the list of intermediates, or ``(final latents [B, L, D], intermediates)``.
+        """
+        return self.intermediates_of(self.embedding(x), indices, norm, stop_early, output_fmt,
+                                     intermediates_only, with_latents)
+
+    def intermediates_of(self, embedded: Embedded, indices: Indices = None, norm: bool = False,
+                         stop_early: bool = False, output_fmt: str = 'NCHW',
+                         intermediates_only: bool = False, with_latents: bool = False):
+        """``forward_intermediates`` of an input already embedded (for models that also return
+        where the tokens sit)."""
+        output_fmt = str(getattr(output_fmt, 'value', output_fmt))
+        if output_fmt not in OUTPUT_FORMATS:
+            raise ValueError(f'output_fmt must be one of {OUTPUT_FORMATS}, got {output_fmt!r}')
+        if output_fmt == 'NCHW' and self.stride is None:
+            raise ValueError(f"{type(self).__name__}'s tokens have no grid: use output_fmt='NLC'")
+        taken = take_indices(self.core.num_token_layers, indices)
+        norms = self.intermediate_norms(taken) if norm else [nn.Identity()] * len(taken)
+        last = max(taken) if stop_early or intermediates_only else len(self.core.blocks) - 1
+        states = self.core.forward_until(embedded.tokens, taken + [last])
+        intermediates = []
+        for index, out_norm in zip(taken, norms):
+            layer_latents, tokens = states[index]
+            out = out_norm(tokens)
+            if output_fmt == 'NCHW':
+                out = out.transpose(1, 2).reshape(out.shape[0], -1, *embedded.positions)
+            intermediates.append([out, layer_latents] if with_latents else out)
+        return intermediates if intermediates_only else (states[last][0], intermediates)

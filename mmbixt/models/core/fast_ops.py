@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from typing import Optional
 
 import torch
@@ -36,12 +37,26 @@ def graph_capture() -> bool:
             or torch.onnx.is_in_onnx_export())
 
 
+_FUSED_SWITCH = threading.local()
+
+
+@contextlib.contextmanager
+def fused_kernels(enabled: bool):
+    """Within the block, this thread's fused kernels are on or off (``ExecutionSettings.fused``)."""
+    before = getattr(_FUSED_SWITCH, 'enabled', True)
+    _FUSED_SWITCH.enabled = enabled
+    try:
+        yield
+    finally:
+        _FUSED_SWITCH.enabled = before
+
+
 def fused_linear_applies(x: Tensor, layer: nn.Linear) -> bool:
     """Whether oneDNN's fused linear serves ``layer(x)``: eager CPU inference (no gradients, no
     autocast, no tracing), fp32 (or bf16 where this CPU has bf16 instructions) input in the layer's dtype, with a bias."""
     return (ONEDNN_LINEAR is not None and x.device.type == 'cpu'
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
-            and not graph_capture()
+            and not graph_capture() and getattr(_FUSED_SWITCH, 'enabled', True)
             and x.dtype == layer.weight.dtype and layer.bias is not None
             and (x.dtype == torch.float32
                  or (x.dtype == torch.bfloat16 and cpu_bf16_capability().native)))

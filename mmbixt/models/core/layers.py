@@ -6,6 +6,7 @@ Module and parameter names follow the released checkpoints (``blocks.i.cross_att
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from typing import Iterator, NamedTuple, Optional, Sequence
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
-from .fast_ops import linear, linear_gelu, linear_residual
+from .fast_ops import fused_kernels, linear, linear_gelu, linear_residual
 
 LAYER_NORM_EPS = 1e-6
 # The chunk sizes of the token stream (see CrossAttentionBlock), each defined here only.
@@ -24,6 +25,45 @@ TRAIN_CHUNK_TOKENS = 4096
 # Inference streaming: a forward *without* gradients over more tokens than this runs the token side
 # chunk by chunk so each chunk's activations stay in the CPU caches.
 STREAM_CHUNK_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How a ``BiXTCore`` runs; none of it changes a result (beyond float rounding).
+
+    with_cp: recompute each layer in backward (gradient checkpointing) while training.
+    train_chunk_size: a forward with gradients over more tokens than this runs the token stream
+        in chunks of this size, recomputed in backward (memory-lean training). None: never.
+    stream_chunk_size: a forward without gradients over more tokens than this streams the token
+        side in chunks of this size (cache locality). None: never.
+    fused: oneDNN's fused linear kernels in eager CPU inference (``fast_ops``); False runs the
+        plain PyTorch ops.
+    """
+    with_cp: bool = False
+    train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS
+    stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS
+    fused: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ('train_chunk_size', 'stream_chunk_size'):
+            size = getattr(self, name)
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+                raise ValueError(f'{name} must be None or a positive number of tokens, got {size!r}')
+            if size == 0:  # 0 has always meant "never chunk"
+                object.__setattr__(self, name, None)
+
+    def chunk_size(self) -> Optional[int]:
+        """The chunk size of this forward: the training one when autograd records, else the
+        streaming one."""
+        return self.train_chunk_size if torch.is_grad_enabled() else self.stream_chunk_size
+
+    def updated(self, **changes) -> 'ExecutionSettings':
+        """A copy with ``changes``; refuses names that are not settings."""
+        known = {field.name for field in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise TypeError(f'unknown execution settings {unknown}; known: {sorted(known)}')
+        return replace(self, **changes)
 
 
 def layer_norm(dims: int) -> nn.LayerNorm:
@@ -243,7 +283,8 @@ class CrossAttentionBlock(nn.Module):
 
     Long sequences: the token stream runs in chunks above one of two sizes, chosen by whether the
     forward records gradients. Everything on the token side is exact per chunk (its softmax is over
-    the latents). ``train_chunk_size`` (with gradients, the memory-lean training path): each chunk
+    the latents). The sizes come with each call (``ExecutionSettings``, held by the core).
+    ``train_chunk_size`` (with gradients, the memory-lean training path): each chunk
     runs under activation checkpointing and the latents' softmax over all tokens is merged across
     chunks online (running max / sum / weighted values), so training keeps only the block's input
     and output tokens instead of every ``[B, N, ..]`` activation of the token side, at the price of
@@ -253,12 +294,9 @@ class CrossAttentionBlock(nn.Module):
 
     def __init__(self, dims: int, attn_dims: int, num_heads: int, mlp_ratio: float = 4.0,
                  one_sided: bool = False, layer_scale_init: Optional[float] = None,
-                 drop_path_rate: float = 0.0, train_chunk_size: Optional[int] = None,
-                 stream_chunk_size: Optional[int] = None):
+                 drop_path_rate: float = 0.0):
         super().__init__()
         self.one_sided = one_sided
-        self.train_chunk_size = train_chunk_size
-        self.stream_chunk_size = stream_chunk_size
         self.norm1_lat = layer_norm(dims)
         self.norm1_pat = layer_norm(dims)
         attention = LatentCrossAttention if one_sided else BiCrossAttention
@@ -274,27 +312,20 @@ class CrossAttentionBlock(nn.Module):
             self.ls2_pat = layer_scale(dims, layer_scale_init)
         self.drop_path = DropPath(drop_path_rate)
 
-    def chunk_size(self) -> Optional[int]:
-        """The chunk size that applies now: the training one when autograd records, else the
-        streaming one."""
-        return self.train_chunk_size if torch.is_grad_enabled() else self.stream_chunk_size
-
-    def uses_chunks(self, tokens: Tensor) -> bool:
-        """Whether this call runs the token stream in chunks (more tokens than the chunk size)."""
-        size = self.chunk_size()
-        return not self.one_sided and bool(size) and tokens.shape[1] > size
-
-    def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+    def forward(self, latents: Tensor, tokens: Tensor,
+                execution: ExecutionSettings = ExecutionSettings()
+                ) -> tuple[Tensor, Optional[Tensor]]:
         if self.one_sided:
             lat_read = self.attn.latent_read(self.norm1_lat(latents), self.norm1_pat(tokens))
             return self._latent_residuals(latents, lat_read), None
         r_lat, v_lat = self.attn.latent_refs(self.norm1_lat(latents))
         # One draw per branch for the whole block, shared by all chunks.
         keep_attn, keep_mlp = self.drop_path.keep_mask(tokens), self.drop_path.keep_mask(tokens)
-        if self.uses_chunks(tokens):
+        chunk = execution.chunk_size()
+        if chunk and tokens.shape[1] > chunk:
             stream = (self._chunked_token_stream if torch.is_grad_enabled()
                       else self._streamed_token_side)
-            lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp)
+            lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp, chunk)
         else:
             r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
             lat_read = self.attn.latent_read(r_lat, r_tok, v_tok)
@@ -327,15 +358,15 @@ class CrossAttentionBlock(nn.Module):
         return tokens, partial
 
     def _streamed_token_side(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
-                             keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
-                             ) -> tuple[Tensor, Tensor]:
+                             keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],
+                             chunk: int) -> tuple[Tensor, Tensor]:
         """Without gradients: the token side chunk by chunk, so each chunk's activations (the
         4x-wide MLP ones above all) stay in the CPU caches; exact, since it is per token. The
         latents then read the kept references of all tokens in one fused attention."""
         refs = tokens.new_empty(tokens.shape[:2] + (self.attn.rv_patches.out_features,))
         out = torch.empty_like(tokens)
-        for start in range(0, tokens.shape[1], self.stream_chunk_size):
-            part = slice(start, start + self.stream_chunk_size)
+        for start in range(0, tokens.shape[1], chunk):
+            part = slice(start, start + chunk)
             refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches)
             r_tok = split_heads(refs[:, part], 2, self.attn.num_heads)[0]
             out[:, part] = self._token_residuals(
@@ -344,11 +375,11 @@ class CrossAttentionBlock(nn.Module):
         return self.attn.latent_read(r_lat, r_tok, v_tok), out
 
     def _chunked_token_stream(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
-                              keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
-                              ) -> tuple[Tensor, Tensor]:
+                              keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],
+                              chunk: int) -> tuple[Tensor, Tensor]:
         outs, partials = [], []
-        for chunk in tokens.split(self.train_chunk_size, dim=1):
-            out, partial = checkpoint(self._token_chunk, chunk, r_lat, v_lat, keep_attn, keep_mlp,
+        for part in tokens.split(chunk, dim=1):
+            out, partial = checkpoint(self._token_chunk, part, r_lat, v_lat, keep_attn, keep_mlp,
                                       use_reentrant=False)
             outs.append(out)
             partials.append(partial)
@@ -382,17 +413,18 @@ class BiXTLayer(nn.Module):
     def __init__(self, dims: int, num_heads: int, attn_dims: Optional[int] = None,
                  mlp_ratio: float = 4.0, one_sided: bool = False,
                  layer_scale_init: Optional[float] = None, cross_drop_path: float = 0.0,
-                 self_drop_path: float = 0.0, train_chunk_size: Optional[int] = None,
-                 stream_chunk_size: Optional[int] = None):
+                 self_drop_path: float = 0.0):
         super().__init__()
         self.cross_attention_latents_token = CrossAttentionBlock(
             dims, attn_dims or dims, num_heads, mlp_ratio, one_sided, layer_scale_init,
-            cross_drop_path, train_chunk_size, stream_chunk_size)
+            cross_drop_path)
         self.self_attention_latents = LatentSelfAttentionBlock(
             dims, num_heads, mlp_ratio, layer_scale_init, self_drop_path)
 
-    def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-        latents, tokens = self.cross_attention_latents_token(latents, tokens)
+    def forward(self, latents: Tensor, tokens: Tensor,
+                execution: ExecutionSettings = ExecutionSettings()
+                ) -> tuple[Tensor, Optional[Tensor]]:
+        latents, tokens = self.cross_attention_latents_token(latents, tokens, execution)
         return self.self_attention_latents(latents), tokens
 
 
@@ -409,13 +441,9 @@ class BiXTCore(nn.Module):
         layer_scale_init: LayerScale initial value; None disables LayerScale.
         cross_drop_path_rate / self_drop_path_rate: stochastic depth of the cross- and the
             self-attention blocks, rising linearly from 0 over the layers.
-        with_cp: recompute each layer in backward (gradient checkpointing) to save memory.
-        train_chunk_size: a forward with gradients over more tokens than this runs the token
-            stream in chunks of this size, recomputed in backward (memory-lean training; same
-            result). None or 0 never chunks. Default ``TRAIN_CHUNK_TOKENS``.
-        stream_chunk_size: a forward without gradients over more tokens than this streams the
-            token side in chunks of this size (cache locality; same result). None or 0 never
-            chunks. Default ``STREAM_CHUNK_TOKENS``.
+        with_cp / train_chunk_size / stream_chunk_size / fused: the ``ExecutionSettings``
+            (held once in ``execution``, changed with ``set_execution``). Chunk sizes of None or
+            0 never chunk.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, num_latents: int, num_layers: int,
@@ -423,7 +451,7 @@ class BiXTCore(nn.Module):
                  mlp_ratio: float = 4.0, layer_scale_init: Optional[float] = None,
                  cross_drop_path_rate: float = 0.0, self_drop_path_rate: float = 0.0,
                  with_cp: bool = False, train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
-                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS):
+                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS, fused: bool = True):
         super().__init__()
         for setting, width in (('embed_dims', embed_dims), ('attn_dims', attn_dims or embed_dims)):
             if width % num_heads:  # else a reshape error deep inside the first forward
@@ -431,7 +459,7 @@ class BiXTCore(nn.Module):
                                  f'head takes {setting} / num_heads channels')
         self.embed_dims = embed_dims
         self.num_layers = num_layers
-        self.with_cp = with_cp
+        self.execution = ExecutionSettings(with_cp, train_chunk_size, stream_chunk_size, fused)
         self.latents = nn.Parameter(torch.zeros(1, num_latents, embed_dims))
         nn.init.trunc_normal_(self.latents, std=0.02)
         depth = num_layers + int(one_sided_last)
@@ -440,24 +468,20 @@ class BiXTCore(nn.Module):
         self.blocks = nn.ModuleList(
             BiXTLayer(embed_dims, num_heads, attn_dims, mlp_ratio,
                       one_sided=i == num_layers, layer_scale_init=layer_scale_init,
-                      cross_drop_path=cross_rates[i], self_drop_path=self_rates[i],
-                      train_chunk_size=train_chunk_size, stream_chunk_size=stream_chunk_size)
+                      cross_drop_path=cross_rates[i], self_drop_path=self_rates[i])
             for i in range(depth))
         self.apply(_init_linear)
 
-    @property
-    def train_chunk_size(self) -> Optional[int]:
-        return self.blocks[0].cross_attention_latents_token.train_chunk_size
+    def set_execution(self, **settings) -> ExecutionSettings:
+        """Changes the named ``ExecutionSettings`` (``with_cp``, ``train_chunk_size``,
+        ``stream_chunk_size``, ``fused``), keeps the others; returns the settings now held."""
+        self.execution = self.execution.updated(**settings)
+        return self.execution
 
     @property
-    def stream_chunk_size(self) -> Optional[int]:
-        return self.blocks[0].cross_attention_latents_token.stream_chunk_size
-
-    def set_chunk_sizes(self, train: Optional[int] = None, stream: Optional[int] = None) -> None:
-        """Sets both chunk sizes of every layer (None: never chunk on that path)."""
-        for layer in self.blocks:
-            layer.cross_attention_latents_token.train_chunk_size = train
-            layer.cross_attention_latents_token.stream_chunk_size = stream
+    def num_token_layers(self) -> int:
+        """The layers that refine tokens (all but a one-sided last layer)."""
+        return sum(not layer.cross_attention_latents_token.one_sided for layer in self.blocks)
 
     @classmethod
     def from_arch(cls, arch: 'BiXTArch', **kwargs) -> 'BiXTCore':
@@ -470,11 +494,19 @@ class BiXTCore(nn.Module):
         """Runs every layer, yielding ``(latents, tokens)`` after each (tokens None after a one-sided one)."""
         latents = self.latents.expand(tokens.shape[0], -1, -1)
         for layer in self.blocks:
-            if self.with_cp and self.training and torch.is_grad_enabled():
-                latents, tokens = checkpoint(layer, latents, tokens, use_reentrant=False)
-            else:
-                latents, tokens = layer(latents, tokens)
+            latents, tokens = self._run_layer(layer, latents, tokens)
             yield latents, tokens
+
+    def _run_layer(self, layer: BiXTLayer, latents: Tensor, tokens: Tensor
+                   ) -> tuple[Tensor, Optional[Tensor]]:
+        """One layer under the execution settings."""
+        execution = self.execution
+        if execution.with_cp and self.training and torch.is_grad_enabled():
+            return checkpoint(layer, latents, tokens, execution, use_reentrant=False)
+        if not execution.fused:  # (the fused kernels only ever serve forwards without gradients)
+            with fused_kernels(False):
+                return layer(latents, tokens, execution)
+        return layer(latents, tokens, execution)
 
     def forward_until(self, tokens: Tensor,
                       indices: Sequence[int]) -> dict[int, tuple[Tensor, Optional[Tensor]]]:

@@ -126,17 +126,3 @@ class FourierPositionalEncoding2d(nn.Module):
         weight = self.token_projection.weight
         features = self.features(height, width, weight.device).to(weight.dtype)
         return self.token_projection(features).flatten(1).transpose(0, 1).unsqueeze(0)
-
-
-def embed_image(tokenizer: nn.Module, pos_encode: FourierPositionalEncoding2d,
-                img: Tensor) -> tuple[Tensor, tuple[int, int]]:
-    """Tokenises ``img`` and adds the encoding of its grid: tokens ``[B, N, D]`` and ``(h, w)``.
-
-    The image is cast to the tokenizer's dtype, so a model cast with ``.half()`` or
-    ``.to(torch.bfloat16)`` takes the fp32 images of mmseg's data preprocessor."""
-    feats = tokenizer(img.to(parameter_dtype(tokenizer)))
-    height, width = feats.shape[-2:]
-    tokens = feats.flatten(2).transpose(1, 2) + pos_encode(height, width)
-    # One copy here: a channels-first layout would otherwise propagate through every residual add
-    # and cost a copy in each LayerNorm and Linear downstream.
-    return tokens.contiguous(), (height, width)
