@@ -121,3 +121,92 @@ def test_compiled_forward_with_masks_matches_eager():
         expected = core(batch, mask)
         actual = torch.compile(core, backend='aot_eager', fullgraph=True)(batch, mask)
     assert rel(actual[0], expected[0]) < 1e-5 and rel(actual[1], expected[1]) < 1e-5
+
+
+# ---------------------------------------------------------------- image backbone: valid_shapes
+def image_backbone(tokenizer: str, stride: int):
+    from mmbixt.models.backbones import BiXTBackbone
+    torch.manual_seed(0)
+    arch = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2, tokenizer=tokenizer,
+                patch_size=16 if tokenizer == 'linear' else stride, stride=stride)
+    model = BiXTBackbone(arch=arch, out_indices=(0, 1), with_latents=True).eval()
+    with torch.no_grad():  # BatchNorm statistics that make the conv stages' padding non-zero
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.bias.normal_(0.0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize('tokenizer, stride', [('linear', 16), ('linear', 8), ('linear', 4),
+                                               ('conv', 16), ('conv', 8), ('conv', 4)])
+def test_an_image_padded_into_a_batch_gets_what_it_gets_alone(tokenizer, stride):
+    model = image_backbone(tokenizer, stride)
+    shapes = [(37, 29), (64, 48), (50, 64)]
+    images = [torch.randn(1, 3, h, w) for h, w in shapes]
+    batch = 9 * torch.randn(3, 3, 64, 64)  # garbage padding: only (h, w) of each sample is real
+    for index, (h, w) in enumerate(shapes):
+        batch[index, :, :h, :w] = images[index][0]
+    with torch.no_grad():
+        batched = model(batch, valid_shapes=shapes)
+        for index, (h, w) in enumerate(shapes):
+            grid_h, grid_w = -(-h // stride), -(-w // stride)
+            for (alone, latents), (maps, batch_latents) in zip(model(images[index]), batched):
+                assert alone.shape[-2:] == (grid_h, grid_w)
+                assert rel(maps[index, :, :grid_h, :grid_w], alone[0]) < 1e-5
+                assert rel(batch_latents[index], latents[0]) < 1e-5
+                outside = maps[index].clone()
+                outside[:, :grid_h, :grid_w] = 0
+                assert not outside.any()
+
+
+def test_valid_shapes_without_padding_keep_the_unpadded_path_bit_for_bit():
+    model = image_backbone('conv', 8)
+    image = torch.randn(2, 3, 40, 48)
+    with torch.no_grad():
+        plain = model(image)
+        same = model(image, valid_shapes=[(40, 48), (40, 48)])
+        inside_last_token = model(image, valid_shapes=[(37, 48), (40, 41)])  # grids unchanged
+    for a, b in zip(plain, same):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert all(torch.isfinite(out[0]).all() for out in inside_last_token)
+
+
+def test_bad_valid_shapes_are_refused_naming_the_setting():
+    model = image_backbone('linear', 16)
+    image = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match='valid_shapes has 1 entries for a batch of 2'):
+        model(image, valid_shapes=[(32, 32)])
+    with pytest.raises(ValueError, match=r'valid_shapes\[1\]=\(40, 8\) does not fit'):
+        model(image, valid_shapes=[(32, 32), (40, 8)])
+
+
+def test_padding_in_an_image_batch_reaches_no_valid_gradient():
+    model = image_backbone('linear', 8).train()
+    batch = torch.randn(2, 3, 32, 32, requires_grad=True)
+    maps = model(batch, valid_shapes=[(13, 20), (32, 32)])
+    loss = sum(m[0][0].sum() + m[1][0].sum() for m in maps)  # sample 0's maps and latents
+    (grad,) = torch.autograd.grad(loss, [batch])
+    assert grad[0, :, 13:].abs().max() == 0 and grad[0, :, :, 20:].abs().max() == 0
+    assert grad[1].abs().max() == 0 and grad[0, :, :13, :20].abs().max() > 0
+
+
+# ---------------------------------------------------------------- point backbone: point_mask
+def test_a_padded_point_cloud_gets_what_it_gets_alone():
+    from mmbixt.models.backbones import PointBiXTBackbone
+    torch.manual_seed(0)
+    model = PointBiXTBackbone(arch=dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2),
+                              in_channels=3, out_indices=(0, 1), with_latents=True,
+                              tokenizer=dict(type='per_point', hidden_dims=16)).eval()
+    alone = torch.randn(1, 11, 3)
+    batch = torch.cat([torch.cat([alone, 5 * torch.randn(1, 9, 3)], 1), torch.randn(1, 20, 3)])
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    mask[0, 11:] = False
+    with torch.no_grad():
+        expected, actual = model(alone), model(batch, mask)
+    for feats, batch_feats in zip(expected.feats, actual.feats):
+        assert rel(batch_feats[0, :11], feats[0]) < 1e-5 and batch_feats[0, 11:].abs().max() == 0
+    assert rel(actual.latents[0], expected.latents[0]) < 1e-5
+    with pytest.raises(ValueError, match='point_mask of shape'):
+        model(batch, mask[:, :5])

@@ -75,10 +75,13 @@ class BiXTBackbone(BiXTPretrainedBackbone):
         self.norm_eval = norm_eval
         self._freeze_stages()
 
-    def forward(self, img: Tensor) -> tuple:
+    def forward(self, img: Tensor, valid_shapes: Optional[Sequence[Sequence[int]]] = None) -> tuple:
+        """``valid_shapes``: each sample's ``(h, w)`` of real pixels in a padded batch (mmseg's
+        ``img_shape``); each sample then gets, on its own ``ceil(h/s) x ceil(w/s)`` tokens, what it
+        gets alone, and zeros elsewhere in the maps."""
         return tuple(self.forward_intermediates(img, self.out_indices, norm=True,
                                                 intermediates_only=True,
-                                                with_latents=self.with_latents))
+                                                with_latents=self.with_latents, valid=valid_shapes))
 
     # ---------------------------------------------------------------- training modes
     def _freeze_stages(self) -> None:

@@ -44,7 +44,7 @@ class FourierPointEncoding(nn.Module):
 class PointTokens(NamedTuple):
     tokens: Tensor  # [B, T, D]
     xyz: Tensor  # [B, T, 3]: where each token sits (a point, or the centre of a group)
-    mask: Optional[Tensor] = None  # [B, T] bool, True = a token of real points; None = all real
+    token_mask: Optional[Tensor] = None  # bool [B, T], True = a valid token; None: all valid
 
 
 class PerPointTokenizer(nn.Module):
@@ -56,11 +56,12 @@ class PerPointTokenizer(nn.Module):
         self.embed = point_mlp((in_channels, hidden_dims, embed_dims))
         self.pos_encode = FourierPointEncoding(embed_dims, num_freqs)
 
-    def forward(self, points: Tensor, mask: Optional[Tensor] = None) -> PointTokens:
-        """Tokens of ``points [B, N, C]``; the tokens of padding (outside ``mask``) are invalid."""
+    def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointTokens:
+        """Tokens of ``points [B, N, C]``; the tokens of padding (outside ``point_mask``) are
+        invalid."""
         xyz = points[..., :3]
         feats = self.embed(points.to(self.embed[0].weight.dtype))
-        return PointTokens(feats + self.pos_encode(xyz), xyz, mask)
+        return PointTokens(feats + self.pos_encode(xyz), xyz, point_mask)
 
 
 class GroupedPointTokenizer(nn.Module):
@@ -88,30 +89,14 @@ class GroupedPointTokenizer(nn.Module):
         dtype = self.first[0].weight.dtype
         return centres, torch.cat([local_xyz, groups[..., 3:]], dim=-1).to(dtype)
 
-    def forward(self, points: Tensor, mask: Optional[Tensor] = None) -> PointTokens:
-        """Tokens of ``points [B, N, C]``: every group is made of real points (``mask``), so every
-        token is valid."""
-        centres, groups = self.group(points, mask)
+    def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointTokens:
+        """Tokens of ``points [B, N, C]``: every group is made of real points (``point_mask``), so
+        every token is valid."""
+        centres, groups = self.group(points, point_mask)
         feats = self.first(groups)
         pooled = feats.max(dim=2, keepdim=True).values.expand_as(feats)
         tokens = self.second(torch.cat([feats, pooled], dim=-1)).max(dim=2).values
         return PointTokens(tokens + self.pos_encode(centres), centres)
-
-
-def checked_point_mask(points: Tensor, mask: Optional[Tensor]) -> Optional[Tensor]:
-    """``mask`` checked against ``points [B, N, C]``; None when every point is real (in eager
-    mode: an exported graph keeps its mask input)."""
-    if mask is None:
-        return None
-    if mask.dtype != torch.bool or mask.shape != points.shape[:2]:
-        raise ValueError(f'point_mask must be a bool tensor of shape {tuple(points.shape[:2])} '
-                         f'(the points\' [B, N]), got {mask.dtype} {tuple(mask.shape)}')
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return mask
-    if not bool(mask[:, 0].all()) or bool((mask[:, 1:] & ~mask[:, :-1]).any()):
-        raise ValueError('point_mask must mark each cloud\'s real points first and its padding '
-                         'at the end of the row (at least one real point per cloud)')
-    return None if bool(mask.all()) else mask
 
 
 POINT_TOKENIZERS = {'per_point': PerPointTokenizer, 'grouped': GroupedPointTokenizer}
@@ -175,11 +160,12 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointBackboneOutput:
         """``points [B, N, C]``; ``point_mask [B, N]`` (bool, True = a real point, padding at the
         end of each row) for a batch of clouds of different sizes: each cloud then gets what it
-        gets alone."""
+        gets alone (tokens of padding are invalid: the latents ignore them, their features are
+        zeros)."""
         if points.shape[-1] != self.in_channels:
             raise ValueError(f'expected points with {self.in_channels} channels, got '
                              f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
-        embedded = self.embedding(points, checked_point_mask(points, point_mask))
+        embedded = self.embedding(points, point_mask)
         latents, feats = self.intermediates_of(embedded, self.out_indices, norm=True,
                                                stop_early=True, output_fmt='NLC')
         return PointBackboneOutput(tuple(feats), embedded.positions,

@@ -2,13 +2,16 @@
 valid, and declares its token ``stride`` (None where the tokens have no grid)."""
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...archs import ArchSetting, resolve_arch
-from .tokenizers import FourierPositionalEncoding2d, build_tokenizer, parameter_dtype
+from .point_geometry import checked_point_mask
+from .tokenizers import (FourierPositionalEncoding2d, build_tokenizer, grid_mask,
+                         parameter_dtype)
 
 
 class Embedded(NamedTuple):
@@ -24,11 +27,40 @@ def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
     return F.pad(img, (0, pad_w, 0, pad_h)) if pad_h or pad_w else img
 
 
+ValidShapes = Optional[Sequence[Sequence[int]]]
+
+
+def real_pixel_sizes(img: Tensor, valid_shapes: ValidShapes) -> Optional[Tensor]:
+    """``valid_shapes`` checked against the batch ``img`` as a ``[B, 2]`` tensor of ``(h, w)``;
+    None when nothing is padded (no ``valid_shapes``, or every sample fills the image)."""
+    if valid_shapes is None:
+        return None
+    batch, height, width = img.shape[0], img.shape[-2], img.shape[-1]
+    shapes = [tuple(int(side) for side in shape[:2]) for shape in valid_shapes]
+    if len(shapes) != batch:
+        raise ValueError(f'valid_shapes has {len(shapes)} entries for a batch of {batch}: give '
+                         "one (h, w) of real pixels per sample (mmseg's img_shape)")
+    for index, (h, w) in enumerate(shapes):
+        if not (0 < h <= height and 0 < w <= width):
+            raise ValueError(f'valid_shapes[{index}]=({h}, {w}) does not fit the padded batch '
+                             f'image {height}x{width}: give each sample\'s (h, w) of real pixels, '
+                             'top-left aligned')
+    if all(shape == (height, width) for shape in shapes):
+        return None
+    return torch.tensor(shapes, device=img.device)
+
+
 class ImageEmbedding(nn.Module):
     """An image tokenizer (``patch_embed``: linear or conv) plus the 2D Fourier encoding of the
     token grid (``fourier_pos_encode``), computed for the grid of every input.
 
     Images whose sides are not multiples of ``stride`` are zero-padded at the bottom and right.
+    A padded batch (``valid_shapes``: each sample's ``(h, w)`` of real pixels, top-left aligned)
+    gives each sample's tokens what the sample alone gives: pixels outside ``(h, w)`` are zeroed
+    (the linear tokenizer's kernel reaches past the stride-padded extent; the conv one does not,
+    see ``ConvTokenizer``), each sample gets the encoding of its own ``ceil(h/s) x ceil(w/s)``
+    grid, and a ``token_mask`` marks those tokens valid. Without padding the mask is None and the
+    path is the unpadded one.
     """
 
     def __init__(self, patch_embed: nn.Module, embed_dims: int):
@@ -44,22 +76,41 @@ class ImageEmbedding(nn.Module):
         return cls(build_tokenizer(arch.tokenizer, in_channels, arch.embed_dims, arch.patch_size,
                                    arch.stride), arch.embed_dims)
 
-    def forward(self, img: Tensor) -> Embedded:
-        """Tokens in row-major grid order and the grid ``(h, w)``. The image is cast to the
-        tokenizer's dtype, so a model cast with ``.half()`` or ``.to(torch.bfloat16)`` takes the
-        fp32 images of mmseg's data preprocessor."""
-        feats = self.patch_embed(pad_to_multiple(img, self.stride).to(parameter_dtype(self.patch_embed)))
+    def forward(self, img: Tensor, valid_shapes: ValidShapes = None) -> Embedded:
+        """Tokens in row-major grid order, the grid ``(h, w)`` and the token mask (None: all
+        valid). The image is cast to the tokenizer's dtype, so a model cast with ``.half()`` or
+        ``.to(torch.bfloat16)`` takes the fp32 images of mmseg's data preprocessor."""
+        sizes = real_pixel_sizes(img, valid_shapes)
+        img = pad_to_multiple(img, self.stride).to(parameter_dtype(self.patch_embed))
+        if sizes is None:
+            return self.embed(img)
+        img = img * grid_mask(sizes, *img.shape[-2:])[:, None]
+        grids = torch.div(sizes + self.stride - 1, self.stride, rounding_mode='floor')
+        if (grids * self.stride == torch.tensor(img.shape[-2:], device=img.device)).all():
+            return self.embed(img)  # padding only inside the last row or column of tokens
+        return self.embed(img, grids)
+
+    def embed(self, img: Tensor, grids: Optional[Tensor] = None) -> Embedded:
+        """The tokens of ``img`` (sides multiples of the stride); ``grids [B, 2]``: each sample's
+        own token grid inside the batch grid (None: every sample fills it)."""
+        feats = self.patch_embed(img)
         height, width = feats.shape[-2:]
-        tokens = feats.flatten(2).transpose(1, 2) + self.fourier_pos_encode(height, width)
+        if grids is None:
+            token_mask, pos = None, self.fourier_pos_encode(height, width)
+        else:
+            token_mask = grid_mask(grids, height, width).flatten(1)
+            pos = self.fourier_pos_encode.per_sample([tuple(g) for g in grids.tolist()],
+                                                     height, width)
+        tokens = feats.flatten(2).transpose(1, 2) + pos
         # One copy here: a channels-first layout would otherwise propagate through every residual
         # add and cost a copy in each LayerNorm and Linear downstream.
-        return Embedded(tokens.contiguous(), (height, width))
+        return Embedded(tokens.contiguous(), (height, width), token_mask)
 
 
 class PointEmbedding(nn.Module):
     """A point tokenizer (``tokenizer``) that brings its own positional encoding: it maps points
-    ``[B, N, C]`` (and a ``point_mask [B, N]``, True = a real point, or None) to ``(tokens [B, T, D],
-    positions [B, T, 3], token_mask [B, T] or None)``. Point tokens have no grid."""
+    ``[B, N, C]`` (and, for a padded batch, ``point_mask [B, N]``, True = a real point) to
+    ``PointTokens`` (tokens, positions, token mask). Point tokens have no grid."""
 
     def __init__(self, tokenizer: nn.Module):
         super().__init__()
@@ -67,5 +118,5 @@ class PointEmbedding(nn.Module):
         self.stride: Optional[int] = None
 
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> Embedded:
-        tokens, positions, token_mask = self.tokenizer(points, point_mask)
+        tokens, positions, token_mask = self.tokenizer(points, checked_point_mask(points, point_mask))
         return Embedded(tokens, positions, token_mask)

@@ -18,7 +18,7 @@ negative ones counted from the end. ``forward_intermediates`` returns them in th
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from torch import Tensor, nn
 
@@ -112,7 +112,8 @@ class BiXTEncoder(nn.Module):
 
     def forward_intermediates(self, x: Tensor, indices: Indices = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False, with_latents: bool = False):
+                              intermediates_only: bool = False, with_latents: bool = False,
+                              valid: Any = None):
         """The refined tokens of token layers, as timm 1.x models return intermediates.
 
         Args:
@@ -126,11 +127,14 @@ class BiXTEncoder(nn.Module):
             intermediates_only: return only the list of intermediates (and stop early).
             with_latents: each intermediate becomes ``[tokens, latents of that layer]`` (as
                 mmseg's ViT returns its class token with ``output_cls_token``).
+            valid: what is real in a padded batch, passed to the embedding: each sample's
+                ``(h, w)`` of real pixels (images) or ``point_mask [B, N]`` (points). The latents
+                then ignore the tokens of padding, and their intermediates are zeros.
 
         Returns:
             the list of intermediates, or ``(final latents [B, L, D], intermediates)``.
         """
-        return self.intermediates_of(self.embedding(x), indices, norm, stop_early, output_fmt,
+        return self.intermediates_of(self.embedding(x, valid), indices, norm, stop_early, output_fmt,
                                      intermediates_only, with_latents)
 
     def intermediates_of(self, embedded: Embedded, indices: Indices = None, norm: bool = False,
@@ -151,6 +155,8 @@ class BiXTEncoder(nn.Module):
         for index, out_norm in zip(taken, norms):
             layer_latents, tokens = states[index]
             out = out_norm(tokens)
+            if embedded.token_mask is not None:
+                out = out.masked_fill(~embedded.token_mask[..., None], 0)
             if output_fmt == 'NCHW':
                 out = out.transpose(1, 2).reshape(out.shape[0], -1, *embedded.positions)
             intermediates.append([out, layer_latents] if with_latents else out)

@@ -30,6 +30,22 @@ def check_enough_points(num_wanted: int, num_points: int, mask: Optional[Tensor]
                          f'lower the tokenizer\'s num_groups/group_size or give more points')
 
 
+def checked_point_mask(points: Tensor, mask: Optional[Tensor]) -> Optional[Tensor]:
+    """``mask`` checked against ``points [B, N, C]``; None when every point is real (in eager
+    mode: a traced graph keeps its mask input)."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool or mask.shape != points.shape[:2]:
+        raise ValueError(f'point_mask of shape {tuple(mask.shape)} ({mask.dtype}) for points '
+                         f'{tuple(points.shape)}: give one bool per point, {tuple(points.shape[:2])}')
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return mask
+    if not bool(mask[:, 0].all()) or bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        raise ValueError('point_mask must mark each cloud\'s real points first and its padding '
+                         'at the end of the row (at least one real point per cloud)')
+    return None if bool(mask.all()) else mask
+
+
 def farthest_point_sample(xyz: Tensor, num_samples: int, start: Optional[Tensor] = None,
                           mask: Optional[Tensor] = None) -> Tensor:
     """Indices ``[B, num_samples]`` of farthest point sampling on ``xyz [B, N, 3]``.

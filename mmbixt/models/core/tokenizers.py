@@ -12,6 +12,13 @@ from torch import Tensor, nn
 CONV_TOKENIZER_STAGES = {16: 4, 8: 3, 4: 2}
 
 
+def grid_mask(sizes: Tensor, height: int, width: int) -> Tensor:
+    """bool ``[B, height, width]``: True inside each sample's top-left ``(h, w)`` of ``sizes [B, 2]``."""
+    rows = torch.arange(height, device=sizes.device) < sizes[:, :1]
+    cols = torch.arange(width, device=sizes.device) < sizes[:, 1:]
+    return rows[:, :, None] & cols[:, None, :]
+
+
 class LinearTokenizer(nn.Module):
     """One strided convolution of kernel ``patch_size``: stride 16, 8 or 4 with 'same'-style padding.
 
@@ -40,6 +47,11 @@ class ConvTokenizer(nn.Module):
     """A stack of stride-2 3x3 conv + BatchNorm stages with GELU between them (XCiT style).
 
     ``patch_size`` 16, 8 or 4 gives 4, 3 or 2 stages, widths doubling up to ``embed_dims``.
+
+    In a padded batch no stage needs masking: a sample's stride-padded extent is even at every
+    stage, and output ``r`` of a 3x3 stride-2 convolution reads inputs ``2r-1 .. 2r+1``, so the
+    sample's outputs never read an activation beyond its extent at the bottom or right; only its
+    input pixels must be zero there (``ImageEmbedding`` zeroes them).
     """
 
     def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 16):
@@ -126,3 +138,14 @@ class FourierPositionalEncoding2d(nn.Module):
         weight = self.token_projection.weight
         features = self.features(height, width, weight.device).to(weight.dtype)
         return self.token_projection(features).flatten(1).transpose(0, 1).unsqueeze(0)
+
+    def per_sample(self, grids: list[tuple[int, int]], height: int, width: int) -> Tensor:
+        """``[B, height*width, D]``: each sample's encoding computed for its own grid (the
+        encoding is normalised by the grid size), at the top left of the batch grid; zeros
+        elsewhere."""
+        weight = self.token_projection.weight
+        out = weight.new_zeros(len(grids), height, width, weight.shape[0])
+        for grid in dict.fromkeys(grids):
+            samples = [i for i, own in enumerate(grids) if own == grid]
+            out[samples, :grid[0], :grid[1]] = self(*grid).view(*grid, -1)
+        return out.flatten(1, 2)

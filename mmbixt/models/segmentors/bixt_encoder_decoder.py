@@ -20,16 +20,10 @@ Shape = tuple[int, int]
 
 def valid_shapes_of(inputs: Tensor, batch_img_metas: Sequence[dict]) -> Optional[list[Shape]]:
     """Each sample's real ``(h, w)`` (its ``img_shape``) inside the padded batch ``inputs``, top-left
-    aligned as mmseg pads; None when no sample is padded."""
+    aligned as mmseg pads; None when no sample is padded (the backbone checks that they fit)."""
     size = tuple(inputs.shape[-2:])
     shapes = [tuple(int(v) for v in meta.get('img_shape', size)[:2]) for meta in batch_img_metas]
-    if all(shape == size for shape in shapes):
-        return None
-    for shape in shapes:
-        if shape[0] > size[0] or shape[1] > size[1]:
-            raise ValueError(f'img_shape {shape} in the metainfo is larger than the batch '
-                             f'{size}; the data preprocessor must record each image\'s real size')
-    return shapes
+    return None if all(shape == size for shape in shapes) else shapes
 
 
 def group_by_shape(shapes: Sequence[Shape]) -> dict[Shape, list[int]]:
@@ -98,19 +92,14 @@ class BiXTEncoderDecoder(EncoderDecoder):
                          auxiliary_head=auxiliary_head, **kwargs)
 
     # ---------------------------------------------------------------- padding-exact batches
-    def backbone_feats(self, inputs: Tensor, valid_shapes: Optional[list[Shape]]) -> tuple:
-        """The backbone's maps; with ``valid_shapes`` each sample's padding is masked, so its
-        valid tokens are what the sample alone gives (zeros elsewhere)."""
-        if valid_shapes is None:
-            return self.backbone(inputs)
-        return self.backbone(inputs, valid_shapes=valid_shapes)
-
     def extract_feat(self, inputs: Tensor, batch_img_metas: Optional[Sequence[dict]] = None
                      ) -> list[Tensor]:
         """Backbone (and neck) features; with ``batch_img_metas`` each sample's padding (outside
         its ``img_shape``) is masked in the backbone."""
         valid_shapes = None if batch_img_metas is None else valid_shapes_of(inputs, batch_img_metas)
-        feats = self.backbone_feats(inputs, valid_shapes)
+        # With valid_shapes each sample's padding is masked: its valid tokens are what the
+        # sample alone gives (zeros elsewhere).
+        feats = self.backbone(inputs, valid_shapes=valid_shapes)
         return self.neck(feats) if self.with_neck else feats
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict:
@@ -137,7 +126,7 @@ class BiXTEncoderDecoder(EncoderDecoder):
         valid_shapes = valid_shapes_of(inputs, batch_img_metas)
         if valid_shapes is None:
             return super().encode_decode(inputs, batch_img_metas)
-        feats = self.backbone_feats(inputs, valid_shapes)
+        feats = self.backbone(inputs, valid_shapes=valid_shapes)
         logits = inputs.new_zeros((inputs.shape[0], self.out_channels) + tuple(inputs.shape[-2:]))
         for (height, width), index in group_by_shape(valid_shapes).items():
             grid = (math.ceil(height / self.backbone.stride), math.ceil(width / self.backbone.stride))
