@@ -166,7 +166,7 @@ def test_drop_path_rates_rise_over_layers_separately_for_both_attentions():
 
 
 def test_out_indices_out_of_range_is_refused():
-    with pytest.raises(ValueError, match='out of range for 12 layers'):
+    with pytest.raises(ValueError, match=r'out_indices \(12,\) out of range for 12 layers'):
         BiXTBackbone(arch='bixt_ti_l64_d13_p16', out_indices=(12,))
 
 

@@ -64,8 +64,8 @@ def test_a_padded_sample_gets_what_it_gets_alone(path):
 def test_invalid_tokens_influence_nothing_valid_in_the_gradients():
     core = random_core(chunk=8).train()
     batch, mask = padded_batch(torch.randn(1, 11, DIMS), 27)
-    for chunk in (None, 8):  # whole and chunked training paths
-        core.set_execution(train_chunk_size=chunk)
+    for chunk, with_cp in ((None, False), (8, False), (8, True)):  # whole, chunked, checkpointed
+        core.set_execution(train_chunk_size=chunk, with_cp=with_cp)
         tokens = batch.clone().requires_grad_()
         loss = sum(lat[0].sin().sum() + tok[0, :11].sin().sum()
                    for lat, tok in core.forward_layers(tokens, mask))
@@ -111,6 +111,21 @@ def test_bf16_autocast_with_masks(chunk):
     with torch.autocast('cpu', dtype=torch.bfloat16):
         latents = core(batch, mask)[0]
     assert torch.isfinite(latents).all() and rel(latents[:1].float(), expected) < 5e-2
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_with_masks(dtype):
+    core = random_core()
+    with torch.no_grad():
+        for param in core.parameters():
+            param.mul_(0.3)
+    alone = torch.randn(1, 9, DIMS)
+    batch, mask = padded_batch(alone, 21)
+    with torch.no_grad():
+        expected = core(alone)[0]
+        latents = core.to(dtype)(batch.to(dtype), mask)[0]
+    assert latents.dtype == dtype and torch.isfinite(latents).all()
+    assert rel(latents[:1].float(), expected) < 5e-2
 
 
 def test_compiled_forward_with_masks_matches_eager():

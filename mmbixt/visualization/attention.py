@@ -32,7 +32,7 @@ class AttentionRecorder:
 
     def _keep(self, layer: int):
         def hook(_module, args):
-            self.inputs[layer] = tuple(a.detach() for a in args)
+            self.inputs[layer] = tuple(a.detach() for a in args[:2])  # (latents, tokens)
         return hook
 
     def _keep_grid(self, _module, _args, output):

@@ -38,8 +38,8 @@ class BiXTPretrainedBackbone(BiXTEncoder, BaseModule):
         super().__init__(embedding, build_core(arch, **core_settings), arch,
                          init_cfg=init_cfg)
         one_layer = isinstance(out_indices, int)
-        self.out_indices = tuple(take_indices(self.num_layers,
-                                              (out_indices,) if one_layer else out_indices))
+        self.out_indices = tuple(take_indices(
+            self.num_layers, (out_indices,) if one_layer else out_indices, 'out_indices'))
         self.with_latents = with_latents
         self.out_norms = nn.ModuleList(
             layer_norm(self.embed_dims) if out_norm else nn.Identity() for _ in self.out_indices)

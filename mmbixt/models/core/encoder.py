@@ -24,28 +24,29 @@ from torch import Tensor, nn
 
 from ...archs import ArchSetting, resolve_arch
 from .embeddings import Embedded
-from .layers import BiXTCore
+from .layers import BiXTCore, ExecutionSettings
 
 Indices = Union[int, Sequence[int], None]
 OUTPUT_FORMATS = ('NCHW', 'NLC')
 
 
-def take_indices(num_layers: int, indices: Indices) -> list[int]:
+def take_indices(num_layers: int, indices: Indices, setting: str = 'indices') -> list[int]:
     """Absolute layer indices: None -> every layer, ``n`` -> the last ``n``, a sequence -> its
     layers in the order given (duplicates kept; negative ones count from the end). Refuses an
-    empty selection and layers outside ``num_layers``."""
+    empty selection and layers outside ``num_layers``, naming ``setting`` in the message."""
     if indices is None:
         indices = num_layers
     if isinstance(indices, int):
         if not 0 < indices <= num_layers:
-            raise ValueError(f'indices={indices}: take the last 1..{num_layers} layers')
+            raise ValueError(f'{setting}={indices}: take the last 1..{num_layers} layers')
         return list(range(num_layers - indices, num_layers))
     indices = list(indices)
     if not indices:
-        raise ValueError('indices must name at least one layer')
+        raise ValueError(f'{setting} must name at least one layer')
     for index in indices:
         if not -num_layers <= index < num_layers:
-            raise ValueError(f'indices {indices} out of range for {num_layers} layers')
+            raise ValueError(f'{setting} {tuple(indices)} out of range for {num_layers} layers: '
+                             f'use 0..{num_layers - 1} (or -{num_layers}..-1 from the end)')
     return [index % num_layers for index in indices]
 
 
@@ -100,7 +101,7 @@ class BiXTEncoder(nn.Module):
                     'layers')
         return f'a {self.num_layers}-layer {type(self).__name__}'
 
-    def set_execution(self, **settings):
+    def set_execution(self, **settings) -> ExecutionSettings:
         """Sets the core's execution settings (``with_cp``, ``train_chunk_size``,
         ``stream_chunk_size``, ``fused``); returns those now held."""
         return self.core.set_execution(**settings)
@@ -134,8 +135,8 @@ class BiXTEncoder(nn.Module):
         Returns:
             the list of intermediates, or ``(final latents [B, L, D], intermediates)``.
         """
-        return self.intermediates_of(self.embedding(x, valid), indices, norm, stop_early, output_fmt,
-                                     intermediates_only, with_latents)
+        return self.intermediates_of(self.embedding(x, valid), indices, norm, stop_early,
+                                     output_fmt, intermediates_only, with_latents)
 
     def intermediates_of(self, embedded: Embedded, indices: Indices = None, norm: bool = False,
                          stop_early: bool = False, output_fmt: str = 'NCHW',
