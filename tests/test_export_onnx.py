@@ -158,7 +158,9 @@ def test_every_head_tokeniser_and_stride_exports(variant, tmp_path):
 def test_point_graph_in_ort_equals_test_step(point_export):
     loaded, path, _ = point_export
     checks = verify_export(loaded, path, num_points=NUM_POINTS, repeats=1)
-    assert len(checks) == 3
+    # The traced size, another size, and a padded batch of a larger and a smaller cloud.
+    assert [check.size for check in checks] == [(1, 256, 6), (1, 197, 6), (2, 293, 6)]
+    assert checks[-1].labels_total == 293 + 131
     for check in checks:
         assert check.max_rel_diff < TOLERANCE and check.labels_differ == 0
 
@@ -167,7 +169,8 @@ def test_point_graph_takes_a_batch_of_categories(point_export):
     loaded, path, _ = point_export
     points = random_points(2, NUM_POINTS, loaded.point_channels, seed=5)
     categories = torch.tensor([3, 0])
-    logits, parts = run_session(ort_inference_session(path), points, categories)
+    mask = torch.ones(2, NUM_POINTS, dtype=torch.bool)
+    logits, parts = run_session(ort_inference_session(path), points, mask, categories)
     for i in range(2):
         ref_logits, ref_parts = point_test_step(loaded.model, points[i], int(categories[i]))
         assert relative_difference(logits[i], ref_logits) < TOLERANCE
@@ -191,6 +194,17 @@ def test_dynamo_exporter_needs_onnxscript(image_export, tmp_path, monkeypatch):
                         lambda name, *a: None if name == 'onnxscript' else real_find_spec(name, *a))
     with pytest.raises(ExportError, match='needs onnxscript.*requirements/runtime.txt'):
         export_segmentor(loaded, tmp_path / 'm.onnx', exporter='dynamo')
+
+
+def test_per_point_graph_masks_the_padding_tokens(tmp_path):
+    """Per-point tokens of padding are invalid tokens inside the exported core too."""
+    options = {'model.backbone.tokenizer': dict(_delete_=True, type='per_point', hidden_dims=32)}
+    loaded = load_segmentor(POINT_CONFIG, cfg_options=options)  # random weights
+    path = export_segmentor(loaded, tmp_path / 'per_point.onnx', num_points=64)
+    checks = verify_export(loaded, path, num_points=64, repeats=1)
+    assert checks[-1].size == (2, 101, 6)  # 101 and 35 points, padded and masked
+    for check in checks:
+        assert check.max_rel_diff < TOLERANCE and check.labels_differ == 0
 
 
 # ---------------------------------------------------------------- the stand-ins

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from mmbixt.models.backbones.bixt_point import farthest_point_sample, gather_points, knn
+from mmbixt.models.core.point_geometry import farthest_point_sample, gather_points, knn
 from mmbixt.models.heads.partseg_head import interpolate_features
 
 

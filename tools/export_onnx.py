@@ -8,15 +8,18 @@ channel order of ``LoadImageFromFile`` (BGR), any ``H`` and ``W``; the graph nor
 config's data preprocessor does. Outputs ``logits [N, C, H, W]`` (mmseg's ``seg_logits`` in
 whole-image mode) and ``classes [N, H, W]``. ``--shape`` is the example size used for tracing.
 
-Point part segmentors: inputs ``points [N, P, C]`` and ``categories [N]`` (int64), outputs
-``logits [N, P, parts]`` and ``parts [N, P]`` (restricted to the category); ``P`` (``--points``) is
-fixed in the graph, except with ``--dynamo``.
+Point part segmentors: inputs ``points [N, P, C]``, ``point_mask [N, P]`` (bool, True = a real
+point; a cloud's padding at the end of its row; all True for clouds of one size) and
+``categories [N]`` (int64), outputs ``logits [N, P, parts]`` and ``parts [N, P]`` (restricted to
+the category; the rows of padding mean nothing). Any ``N`` and ``P``: ``--points`` is the size
+used for tracing.
 
 ``--dynamo`` writes the graph with ``torch.onnx.export(dynamo=True)`` (the exporter built on
 ``torch.export``; needs ``onnxscript``) instead of the TorchScript exporter.
 
 ``--verify`` runs the file in ONNX Runtime and the model's own ``test_step`` in PyTorch on three
-random inputs (images of sizes other than ``--shape``), prints the largest relative difference
+random inputs (images of sizes other than ``--shape``; clouds of the traced size, of another size,
+and a padded batch of a larger and a smaller cloud, each compared with the cloud alone), prints the largest relative difference
 (largest absolute difference over the largest logit) and the ORT/PyTorch time ratio, and exits 1
 when the difference is above 1e-4.
 """
@@ -45,12 +48,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'),
                         help='example image size for tracing (the graph takes any size)')
     parser.add_argument('--points', type=int, default=None,
-                        help='points per shape of a point model (default: the config\'s num_points '
-                             'or 2048); fixed in the graph')
+                        help='points per shape to trace and verify a point model with (default: '
+                             'the config\'s training num_points or 2048); the graph takes any '
+                             'number, with a point mask')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
     parser.add_argument('--dynamo', action='store_true',
                         help='export with torch.onnx.export(dynamo=True) (torch.export based; '
-                             'needs onnxscript; the number of points is dynamic too)')
+                             'needs onnxscript)')
     parser.add_argument('--verify', action='store_true',
                         help='compare with PyTorch in ONNX Runtime; exit 1 above 1e-4')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -62,10 +66,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def num_points_of(cfg_path: str) -> int:
+    """The points per shape the config samples (test, else training), else 2048: test and val
+    configs may score every point (num_points=None)."""
     from mmengine.config import Config
     cfg = Config.fromfile(cfg_path)
-    dataset = cfg.get('test_dataloader', {}).get('dataset', {})
-    return int(dataset.get('num_points', 2048))
+    for loader in ('test_dataloader', 'train_dataloader'):
+        num_points = cfg.get(loader, {}).get('dataset', {}).get('num_points')
+        if num_points:
+            return int(num_points)
+    return 2048
 
 
 def main(argv=None) -> int:
@@ -80,10 +89,9 @@ def main(argv=None) -> int:
     except (ExportError, CheckpointError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    point_axis = 'P' if args.dynamo else points
     inputs = (f'img [N, 3, H, W] (traced at {args.shape[0]}x{args.shape[1]})'
-              if loaded.kind == 'image' else f'points [N, {point_axis}, {loaded.point_channels}], '
-              'categories [N]')
+              if loaded.kind == 'image' else f'points [N, P, {loaded.point_channels}], point_mask '
+              f'[N, P], categories [N] (traced at P={points})')
     print(f'wrote {path} ({exporter} exporter, opset {args.opset}): {inputs}')
     if not args.verify:
         return 0

@@ -8,8 +8,7 @@ num_points = 256
 loader = dict(num_workers=0, persistent_workers=False)
 train_dataloader = dict(batch_size=8, **loader,
                         dataset=dict(data_root=data_root, num_points=num_points))
-val_dataloader = dict(batch_size=16, **loader,
-                      dataset=dict(data_root=data_root, num_points=num_points))
+val_dataloader = dict(batch_size=16, **loader, dataset=dict(data_root=data_root))  # every point
 test_dataloader = val_dataloader
 
 model = dict(

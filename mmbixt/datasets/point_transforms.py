@@ -31,6 +31,7 @@ class SamplePoints(BaseTransform):
     A shape with at least that many points is sampled without replacement; a shape with fewer keeps
     every point once and fills up with points drawn with replacement (duplicates), so every item has
     the same size. ``deterministic=True`` (for val/test) seeds the draw with the sample index.
+    With no number here nor from the dataset (``num_points=None``) every point stays, in order.
     """
 
     def __init__(self, num_points: Optional[int] = None, deterministic: bool = False):
@@ -38,8 +39,11 @@ class SamplePoints(BaseTransform):
         self.deterministic = deterministic
 
     def transform(self, results: dict) -> dict:
-        wanted = self.num_points or results['num_points']
+        wanted = self.num_points or results.get('num_points')
         have = len(results['points'])
+        if wanted is None:  # every point of the shape, unsampled
+            results['num_points'] = have
+            return results
         rng = _rng(results, self.deterministic)
         if have >= wanted:
             index = rng.choice(have, wanted, replace=False)

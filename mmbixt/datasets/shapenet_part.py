@@ -146,7 +146,9 @@ class ShapeNetPartDataset(BaseDataset):
     Args:
         data_root: the ``shapenetcore_partanno_segmentation_benchmark_v0_normal`` folder.
         split: ``'train'``, ``'val'`` or ``'test'``.
-        num_points: points per shape after sampling (2048 is the usual choice).
+        num_points: points per shape after sampling (2048 is the usual choice for training);
+            None keeps every point of every shape, unsampled (the shipped val/test protocol: the
+            point segmentor batches shapes of different sizes exactly).
         use_normals: keep the normals as 3 extra channels.
         categories: restrict to these category names (all 16 by default).
         pipeline: the transforms.
@@ -154,7 +156,7 @@ class ShapeNetPartDataset(BaseDataset):
 
     METAINFO = dict(classes=CATEGORY_NAMES, category_parts=CATEGORY_PARTS, num_parts=NUM_PARTS)
 
-    def __init__(self, data_root: str, split: str = 'train', num_points: int = 2048,
+    def __init__(self, data_root: str, split: str = 'train', num_points: Optional[int] = 2048,
                  use_normals: bool = True, categories: Optional[Sequence[str]] = None,
                  pipeline: Sequence = (), test_mode: bool = False, **kwargs):
         if split not in SPLITS:
@@ -162,6 +164,9 @@ class ShapeNetPartDataset(BaseDataset):
         unknown = set(categories or ()) - set(CATEGORY_NAMES)
         if unknown:
             raise ValueError(f'unknown categories {sorted(unknown)}; choose from {CATEGORY_NAMES}')
+        if num_points is not None and (not isinstance(num_points, int) or num_points < 1):
+            raise ValueError(f'num_points must be a positive int or None (every point), got '
+                             f'{num_points!r}')
         self.split = split
         self.num_points = num_points
         self.use_normals = use_normals

@@ -4,8 +4,11 @@ The exported image graph takes what mmseg's data preprocessor receives (``[N, 3,
 0..255, the channel order ``LoadImageFromFile`` gives, BGR) and does the rest inside: the channel
 conversion and normalisation of the config's ``data_preprocessor``, the model, and mmseg's
 whole-image decode path (logits resized to the input size, then the class map). ``H`` and ``W`` are
-dynamic. The point graph takes points ``[N, P, C]`` and the object category ``[N]`` and returns the
-per-point part logits and the parts (restricted to the category), as ``test_step`` does.
+dynamic. The point graph takes points ``[N, P, C]``, a point mask ``[N, P]`` (bool, True = a real
+point, each cloud's padding at the end of its row; all True for clouds of one size) and the object
+category ``[N]``, and returns the per-point part logits and the parts (restricted to the category),
+as ``test_step`` does; ``N`` and ``P`` are dynamic, so clouds of any sizes go in one batch, each
+getting what it gets alone (the rows of padding points mean nothing).
 
 Four things stop a plain ``torch.onnx.export`` of these models, each handled here on a copy of
 the model, never on the model itself:
@@ -136,6 +139,11 @@ def exportable_copy(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------- what the graphs compute
+# Both normalise as mmseg does (BiXT's only adds the batching of mixed sizes, which a graph of one
+# image size does not need).
+EXPORTED_IMAGE_PREPROCESSORS = ('SegDataPreProcessor', 'BiXTSegDataPreProcessor')
+
+
 @dataclass(frozen=True)
 class ImagePreprocessing:
     """The channel conversion and normalisation of mmseg's ``SegDataPreProcessor`` config."""
@@ -147,10 +155,10 @@ class ImagePreprocessing:
     def from_config(cls, cfg: Optional[dict], source: str) -> 'ImagePreprocessing':
         cfg = dict(cfg or {})
         kind = cfg.get('type', 'SegDataPreProcessor')
-        if kind != 'SegDataPreProcessor':
+        if kind not in EXPORTED_IMAGE_PREPROCESSORS:
             raise ExportError(f'{source}: data_preprocessor {kind!r} is not exported (only '
-                              "mmseg's SegDataPreProcessor); the graph could not normalise the "
-                              'image')
+                              f'{" and ".join(EXPORTED_IMAGE_PREPROCESSORS)}); the graph could not '
+                              'normalise the image')
         if cfg.get('test_cfg'):
             raise ExportError(f'{source}: data_preprocessor.test_cfg pads test images '
                               f'({cfg["test_cfg"]}), which the export does not reproduce; '
@@ -199,16 +207,17 @@ class ImageSegmentorGraph(nn.Module):
 
 
 class PointSegmentorGraph(nn.Module):
-    """What the exported point graph computes: ``points [N, P, C]`` and ``categories [N]`` ->
-    ``(logits [N, P, parts], parts [N, P])``, as ``PointPartSegmentor.test_step`` (its
-    ``seg_logits`` and ``pred_parts``)."""
+    """What the exported point graph computes: ``points [N, P, C]``, ``point_mask [N, P]`` and
+    ``categories [N]`` -> ``(logits [N, P, parts], parts [N, P])``, as
+    ``PointPartSegmentor.test_step`` (its ``seg_logits`` and ``pred_parts``, for the real points)."""
 
     def __init__(self, segmentor: nn.Module):
         super().__init__()
         self.segmentor = segmentor
 
-    def forward(self, points: Tensor, categories: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.segmentor.logits(points, categories)
+    def forward(self, points: Tensor, point_mask: Tensor, categories: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        logits = self.segmentor.logits(points, categories, point_mask)
         return logits, self.segmentor.decode_head.predict(logits, categories)
 
 
@@ -327,16 +336,15 @@ def image_graph(graph: ImageSegmentorGraph, shape: Sequence[int], batch: int = 1
                       'classes': {0: 'batch', 1: 'height', 2: 'width'}})
 
 
-def point_graph(loaded: LoadedSegmentor, num_points: int, batch: int = 1,
-                dynamic_points: bool = False) -> GraphSpec:
-    """The point graph; ``dynamic_points`` frees the number of points (the dynamo exporter: the
-    TorchScript one unrolls farthest point sampling for the example's count)."""
+def point_graph(loaded: LoadedSegmentor, num_points: int, batch: int = 1) -> GraphSpec:
+    """The point graph: ``points``, ``point_mask`` and ``categories`` in, any batch and number of
+    points (traced with ``num_points``)."""
     graph = PointSegmentorGraph(exportable_copy(loaded.model)).eval()
     example = (random_points(batch, num_points, loaded.point_channels),
-               torch.zeros(batch, dtype=torch.long))
-    per_point = {0: 'batch', 1: 'points'} if dynamic_points else {0: 'batch'}
-    return GraphSpec(graph, example, ['points', 'categories'], ['logits', 'parts'],
-                     {'points': per_point, 'categories': {0: 'batch'},
+               torch.ones(batch, num_points, dtype=torch.bool), torch.zeros(batch, dtype=torch.long))
+    per_point = {0: 'batch', 1: 'points'}
+    return GraphSpec(graph, example, ['points', 'point_mask', 'categories'], ['logits', 'parts'],
+                     {'points': per_point, 'point_mask': per_point, 'categories': {0: 'batch'},
                       'logits': per_point, 'parts': per_point})
 
 
@@ -427,14 +435,14 @@ def export_segmentor(loaded: LoadedSegmentor, out: PathLike, shape: Sequence[int
                      num_points: int = 2048, opset: int = DEFAULT_OPSET,
                      exporter: str = 'torchscript') -> Path:
     """Exports an image segmentor (example input ``shape``) or a point segmentor (``num_points``
-    points: fixed in the graph of the TorchScript exporter, dynamic in the dynamo one's)."""
+    points; the graph takes any number of points)."""
     check_exporter(exporter)
     dynamo = exporter == 'dynamo'
     # torch.export specialises an axis of size 1: the dynamo exporter traces a batch of two.
     batch = 2 if dynamo else 1
     spec = (image_graph(ImageSegmentorGraph(loaded.model, loaded.preprocessing), shape, batch)
             if loaded.kind == 'image'
-            else point_graph(loaded, num_points, batch, dynamic_points=dynamo))
+            else point_graph(loaded, num_points, batch))
     return export_graph(spec, out, opset, source=f'the model of {loaded.config}',
                         exporter=exporter)
 
@@ -589,17 +597,40 @@ def verify_export(loaded: LoadedSegmentor, path: PathLike, shape: Sequence[int] 
                                 best_ms(lambda: image_test_step(loaded.model, img), repeats)))
         return checks
     num_categories = loaded.model.decode_head.category_embed.num_embeddings
-    for i in range(3):
-        points = random_points(1, num_points, loaded.point_channels, seed=seed + i)
-        category = (i * 5 + 1) % num_categories
-        cat = torch.tensor([category])
-        ref_logits, ref_parts = point_test_step(loaded.model, points[0], category)
-        check_finite_reference(loaded, ref_logits, (num_points, loaded.point_channels))
-        logits, parts = run_session(session, points, cat)
-        checks.append(Check((num_points, loaded.point_channels),
-                            relative_difference(logits[0], ref_logits),
-                            int((parts[0] != ref_parts.numpy()).sum()), ref_parts.numel(),
-                            best_ms(lambda: run_session(session, points, cat), repeats),
-                            best_ms(lambda: point_test_step(loaded.model, points[0], category),
-                                    repeats)))
+    for i, sizes in enumerate(point_verify_sizes(num_points)):
+        clouds = [random_points(1, size, loaded.point_channels, seed=seed + i + j)[0]
+                  for j, size in enumerate(sizes)]
+        categories = [(i * 5 + j * 3 + 1) % num_categories for j in range(len(sizes))]
+        checks.append(check_point_batch(session, loaded, clouds, categories, repeats))
     return checks
+
+
+def point_verify_sizes(num_points: int) -> list[tuple[int, ...]]:
+    """The clouds of each point check: the traced size, another size, and a batch of a larger
+    and a smaller cloud (padded, with the mask)."""
+    return [(num_points,), (num_points * 3 // 4 + 5,), (num_points + 37, num_points // 2 + 3)]
+
+
+def check_point_batch(session, loaded: LoadedSegmentor, clouds: Sequence[Tensor],
+                      categories: Sequence[int], repeats: int) -> Check:
+    """The graph on ``clouds`` batched (padded, masked) against ``test_step`` on each alone."""
+    model = loaded.model
+    from mmbixt.models.segmentors.point_data_preprocessor import pad_point_clouds
+    points, mask = pad_point_clouds(clouds)
+    mask = torch.ones(points.shape[:2], dtype=torch.bool) if mask is None else mask
+    cats = torch.tensor(list(categories))
+    logits, parts = run_session(session, points, mask, cats)
+    worst, differ = 0.0, 0
+    for row, (cloud, category) in enumerate(zip(clouds, categories)):
+        ref_logits, ref_parts = point_test_step(model, cloud, category)
+        check_finite_reference(loaded, ref_logits, tuple(cloud.shape))
+        count = len(cloud)
+        worst = max(worst, relative_difference(logits[row, :count], ref_logits))
+        differ += int((parts[row, :count] != ref_parts.numpy()).sum())
+
+    def alone():
+        return [point_test_step(model, c, k) for c, k in zip(clouds, categories)]
+
+    return Check(tuple(points.shape), worst, differ, sum(len(c) for c in clouds),
+                 best_ms(lambda: run_session(session, points, mask, cats), repeats),
+                 best_ms(alone, repeats))

@@ -3,8 +3,10 @@
 # BiXTEncoderDecoder takes the neck's width and stride and the heads' input widths from the
 # backbone: a config names the backbone only (a restated value that disagrees is refused).
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # mmengine turns it into BN without DDP
+# mmseg's SegDataPreProcessor that also batches test images of different sizes (each image then
+# gets exactly its batch-1 prediction: --cfg-options test_dataloader.batch_size=N).
 data_preprocessor = dict(
-    type='SegDataPreProcessor',
+    type='BiXTSegDataPreProcessor',
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
     bgr_to_rgb=True,

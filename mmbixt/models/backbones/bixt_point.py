@@ -18,44 +18,9 @@ from ...checkpoint import IMAGE_TOKENIZER_PREFIXES
 from ...sizes import check_positive_size
 from ..core import PointEmbedding
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
+from ..core.point_features import PointBackboneOutput, point_mlp
+from ..core.point_geometry import farthest_point_sample, gather_points, knn
 from .base import BiXTPretrainedBackbone
-
-
-# ---------------------------------------------------------------- point operations (pure torch)
-def gather_points(values: Tensor, index: Tensor) -> Tensor:
-    """``values [B, N, C]`` picked by ``index [B, ...]`` -> ``[B, ..., C]``."""
-    batch = torch.arange(values.shape[0], device=values.device).view(-1, *[1] * (index.ndim - 1))
-    return values[batch, index]
-
-
-def farthest_point_sample(xyz: Tensor, num_samples: int, start: Optional[Tensor] = None) -> Tensor:
-    """Indices ``[B, num_samples]`` of farthest point sampling on ``xyz [B, N, 3]``.
-
-    Batched over shapes; the loop over samples is inherent to FPS. Starts from point 0 unless
-    ``start [B]`` is given, so results are deterministic.
-    """
-    batch, num_points, _ = xyz.shape
-    if num_samples > num_points:
-        raise ValueError(f'cannot sample {num_samples} of {num_points} points')
-    index = torch.zeros(batch, num_samples, dtype=torch.long, device=xyz.device)
-    nearest = torch.full((batch, num_points), float('inf'), device=xyz.device, dtype=xyz.dtype)
-    current = (torch.zeros(batch, dtype=torch.long, device=xyz.device) if start is None
-               else start.to(xyz.device))
-    rows = torch.arange(batch, device=xyz.device)
-    for i in range(num_samples):  # one step samples every shape of the batch
-        index[:, i] = current
-        dist = (xyz - xyz[rows, current].unsqueeze(1)).square().sum(-1)
-        nearest = torch.minimum(nearest, dist)  # out-of-place: the ONNX export traces this loop
-        current = nearest.argmax(-1)
-    return index
-
-
-def knn(query: Tensor, ref: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The ``k`` nearest ``ref [B, N, 3]`` points of each ``query [B, M, 3]`` point: squared
-    distances and indices ``[B, M, k]``, nearest first."""
-    dist = torch.cdist(query, ref).square()
-    dist, index = dist.topk(k, dim=-1, largest=False, sorted=True)
-    return dist, index
 
 
 # ---------------------------------------------------------------- positional encoding
@@ -76,16 +41,6 @@ class FourierPointEncoding(nn.Module):
         return self.proj(feats.to(self.proj.weight.dtype))
 
 
-def point_mlp(channels: Sequence[int]) -> nn.Sequential:
-    """Shared per-point MLP: Linear -> LayerNorm -> GELU between the given widths, plain Linear last."""
-    layers: list[nn.Module] = []
-    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-        layers.append(nn.Linear(c_in, c_out))
-        if i < len(channels) - 2:
-            layers += [nn.LayerNorm(c_out), nn.GELU()]
-    return nn.Sequential(*layers)
-
-
 # ---------------------------------------------------------------- tokenizers
 class PointTokens(NamedTuple):
     tokens: Tensor  # [B, T, D]
@@ -103,7 +58,8 @@ class PerPointTokenizer(nn.Module):
         self.pos_encode = FourierPointEncoding(embed_dims, num_freqs)
 
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointTokens:
-        """``point_mask [B, N]`` (True = a real point): each point's token is valid with it."""
+        """Tokens of ``points [B, N, C]``; the tokens of padding (outside ``point_mask``) are
+        invalid."""
         xyz = points[..., :3]
         feats = self.embed(points.to(self.embed[0].weight.dtype))
         return PointTokens(feats + self.pos_encode(xyz), xyz, point_mask)
@@ -125,12 +81,13 @@ class GroupedPointTokenizer(nn.Module):
         self.second = point_mlp((2 * hidden_dims, 2 * hidden_dims, embed_dims))
         self.pos_encode = FourierPointEncoding(embed_dims, num_freqs)
 
-    def group(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        """Centres ``[B, G, 3]`` and neighbourhoods ``[B, G, K, C]`` in coordinates local to the centre."""
+    def group(self, points: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Centres ``[B, G, 3]`` and neighbourhoods ``[B, G, K, C]`` in coordinates local to the
+        centre, both drawn from the real points (``mask``) only."""
         self.check_enough_points(points.shape[-2])
         xyz = points[..., :3].float()  # the geometry in fp32 whatever the model's dtype
-        centres = gather_points(xyz, farthest_point_sample(xyz, self.num_groups))
-        _, index = knn(centres, xyz, self.group_size)
+        centres = gather_points(xyz, farthest_point_sample(xyz, self.num_groups, mask=mask))
+        _, index = knn(centres, xyz, self.group_size, ref_mask=mask)
         groups = gather_points(points.float(), index)
         local_xyz = groups[..., :3] - centres.unsqueeze(2)
         dtype = self.first[0].weight.dtype
@@ -145,11 +102,9 @@ class GroupedPointTokenizer(nn.Module):
                     'num_points / SamplePoints)')
 
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointTokens:
-        if point_mask is not None:
-            raise NotImplementedError('the grouped point tokenizer does not take point_mask yet '
-                                      '(its FPS and kNN would see the padding): batch clouds of '
-                                      'one size, or use tokenizer=dict(type=\'per_point\')')
-        centres, groups = self.group(points)
+        """Tokens of ``points [B, N, C]``: every group is made of real points (``point_mask``), so
+        every token is valid."""
+        centres, groups = self.group(points, point_mask)
         feats = self.first(groups)
         pooled = feats.max(dim=2, keepdim=True).values.expand_as(feats)
         tokens = self.second(torch.cat([feats, pooled], dim=-1)).max(dim=2).values
@@ -168,12 +123,6 @@ def build_point_tokenizer(cfg: dict, in_channels: int, embed_dims: int) -> nn.Mo
 
 
 # ---------------------------------------------------------------- backbone
-class PointBackboneOutput(NamedTuple):
-    feats: tuple[Tensor, ...]  # the tokens [B, T, D] of each layer in out_indices, in that order
-    xyz: Tensor  # [B, T, 3] token positions
-    latents: Optional[Tensor] = None  # [B, L, D] after the last returned layer, if with_latents
-
-
 @MODELS.register_module()
 class PointBiXTBackbone(BiXTPretrainedBackbone):
     """BiXT on point clouds: a point tokenizer feeding the same ``BiXTEncoder`` as the images.
@@ -221,8 +170,10 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
         self.in_channels = in_channels
 
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointBackboneOutput:
-        """``point_mask [B, N]`` (True = a real point, padding at the end of each row): tokens
-        of padding are invalid (the latents ignore them; their features are zeros)."""
+        """``points [B, N, C]``; ``point_mask [B, N]`` (bool, True = a real point, padding at the
+        end of each row) for a batch of clouds of different sizes: each cloud then gets what it
+        gets alone (tokens of padding are invalid: the latents ignore them, their features are
+        zeros)."""
         if points.shape[-1] != self.in_channels:
             raise ValueError(f'expected points with {self.in_channels} channels, got '
                              f'{tuple(points.shape)}; set in_channels (3: xyz, 6: xyz + normals)')
@@ -230,4 +181,4 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
         latents, feats = self.intermediates_of(embedded, self.out_indices, norm=True,
                                                stop_early=True, output_fmt='NLC')
         return PointBackboneOutput(tuple(feats), embedded.positions,
-                                   latents if self.with_latents else None)
+                                   latents if self.with_latents else None, embedded.token_mask)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...archs import ArchSetting, resolve_arch
+from .point_geometry import checked_point_mask
 from .tokenizers import (FourierPositionalEncoding2d, build_tokenizer, grid_mask,
                          parameter_dtype)
 from .tracing import concrete
@@ -119,8 +120,5 @@ class PointEmbedding(nn.Module):
         self.stride: Optional[int] = None
 
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> Embedded:
-        if point_mask is not None and point_mask.shape != points.shape[:2]:
-            raise ValueError(f'point_mask of shape {tuple(point_mask.shape)} for points '
-                             f'{tuple(points.shape)}: give one bool per point, [B, N]')
-        out = self.tokenizer(points) if point_mask is None else self.tokenizer(points, point_mask)
-        return Embedded(out.tokens, out.xyz, out.token_mask)
+        tokens, positions, token_mask = self.tokenizer(points, checked_point_mask(points, point_mask))
+        return Embedded(tokens, positions, token_mask)

@@ -9,17 +9,21 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ...datasets.shapenet_part import CATEGORY_PARTS, NUM_PARTS
-from ..backbones.bixt_point import PointBackboneOutput, gather_points, knn, point_mlp
+from ..core.point_features import PointBackboneOutput, point_mlp
+from ..core.point_geometry import gather_points, knn
 from ..quiet_init import QuietInitWeights
+
+# The label of padding points in a batch of clouds of different sizes: no loss, no metric.
+IGNORE_INDEX = -100
 
 
 def interpolate_features(dst_xyz: Tensor, src_xyz: Tensor, src_feats: Tensor, k: int = 3,
-                         eps: float = 1e-8) -> Tensor:
+                         eps: float = 1e-8, src_mask: Optional[Tensor] = None) -> Tensor:
     """Features ``[B, N, C]`` at ``dst_xyz [B, N, 3]`` from ``src_feats [B, T, C]`` at ``src_xyz``:
     inverse-(squared-)distance weighted mean of the ``k`` nearest sources (PointNet++ style), and
     exactly the source's feature at a point where a source sits (so per-point tokens pass through
-    unchanged, whatever their order)."""
-    dist, index = knn(dst_xyz, src_xyz, min(k, src_xyz.shape[1]))
+    unchanged, whatever their order). Sources outside ``src_mask [B, T]`` are never used."""
+    dist, index = knn(dst_xyz, src_xyz, min(k, src_xyz.shape[1]), ref_mask=src_mask)
     weights = 1.0 / (dist + eps)
     weights = weights / weights.sum(dim=-1, keepdim=True)
     # The nearest distance recomputed exactly (cdist may round a coincidence to a tiny distance).
@@ -28,6 +32,16 @@ def interpolate_features(dst_xyz: Tensor, src_xyz: Tensor, src_feats: Tensor, k:
     first_only[..., 0] = 1.0
     weights = torch.where(nearest == 0, first_only, weights)
     return (gather_points(src_feats, index) * weights.unsqueeze(-1)).sum(dim=2)
+
+
+def global_pool(tokens: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Max and mean of ``tokens [B, T, C]`` over each shape's valid tokens (``mask [B, T]``)."""
+    if mask is None:
+        return tokens.max(dim=1).values, tokens.mean(dim=1)
+    valid = mask.unsqueeze(-1)
+    largest = tokens.masked_fill(~valid, float('-inf')).max(dim=1).values
+    mean = tokens.masked_fill(~valid, 0.0).sum(dim=1) / valid.sum(dim=1).to(tokens.dtype)
+    return largest, mean
 
 
 @MODELS.register_module()
@@ -81,13 +95,20 @@ class PartSegHead(QuietInitWeights, BaseModule):
     def forward(self, feats: PointBackboneOutput, points: Tensor, categories: Tensor) -> Tensor:
         """Logits ``[B, N, num_classes]`` for ``points [B, N, C]`` of objects ``categories [B]``."""
         tokens = self.fuse(torch.cat(feats.feats, dim=-1))
-        global_feat = torch.cat([tokens.max(dim=1).values, tokens.mean(dim=1)], dim=-1)
-        tokens = interpolate_features(points[..., :3], feats.xyz, tokens)
+        global_feat = torch.cat(global_pool(tokens, feats.mask), dim=-1)
+        tokens = interpolate_features(points[..., :3], feats.xyz, tokens, src_mask=feats.mask)
         per_shape = self.shape_proj(torch.cat([global_feat, self.category_embed(categories)], -1))
         return self.classifier(tokens + self.point_embed(points) + per_shape.unsqueeze(1))
 
     def loss(self, logits: Tensor, gt_parts: Tensor) -> dict[str, Tensor]:
-        return {'loss_partseg': self.loss_decode(logits.transpose(1, 2), gt_parts)}
+        """The loss of ``logits [B, N, parts]`` against ``gt_parts [B, N]``; points labelled
+        ``IGNORE_INDEX`` (padding) count in neither the sum nor the mean."""
+        real = gt_parts != IGNORE_INDEX
+        if bool(real.all()):
+            return {'loss_partseg': self.loss_decode(logits.transpose(1, 2), gt_parts)}
+        per_point = self.loss_decode(logits.transpose(1, 2), gt_parts, ignore_index=IGNORE_INDEX,
+                                     reduction_override='none')
+        return {'loss_partseg': per_point.sum() / real.sum().clamp(min=1)}
 
     def predict(self, logits: Tensor, categories: Tensor) -> Tensor:
         """Part ids ``[B, N]``, each the best part of its shape's own category."""

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import copy
+import math
+from collections import defaultdict
 from typing import Optional, Sequence, Union
 
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
-from torch import Tensor
+from mmseg.utils import add_prefix
+from torch import Tensor, nn
 
 from ...sizes import check_positive_size
 from ..derive import BackboneGeometry, backbone_geometry, derive_setting
@@ -15,6 +18,23 @@ from ..necks.feature_pyramid import derive_neck_settings, pyramid_channels
 from .postprocess import MAX_FULL_LOGITS, full_size_elements, postprocess_in_tiles
 
 HeadCfg = Union[dict, Sequence[dict], None]
+Shape = tuple[int, int]
+
+
+def valid_shapes_of(inputs: Tensor, batch_img_metas: Sequence[dict]) -> Optional[list[Shape]]:
+    """Each sample's real ``(h, w)`` (its ``img_shape``) inside the padded batch ``inputs``, top-left
+    aligned as mmseg pads; None when no sample is padded (the backbone checks that they fit)."""
+    size = tuple(inputs.shape[-2:])
+    shapes = [tuple(int(v) for v in meta.get('img_shape', size)[:2]) for meta in batch_img_metas]
+    return None if all(shape == size for shape in shapes) else shapes
+
+
+def group_by_shape(shapes: Sequence[Shape]) -> dict[Shape, list[int]]:
+    """The sample indices of each distinct shape, in order of first appearance."""
+    groups: dict[Shape, list[int]] = defaultdict(list)
+    for index, shape in enumerate(shapes):
+        groups[shape].append(index)
+    return groups
 
 
 def head_input_channels(channels: list[int], head: dict) -> Union[int, list[int]]:
@@ -67,6 +87,12 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
     is post-processed in tiles (:mod:`~mmbixt.models.segmentors.postprocess`). Everything else is
     mmseg's ``EncoderDecoder`` (``test_cfg`` modes ``whole`` and ``slide``, ``SegTTAModel``,
     ``MMSegInferencer``).
+
+    Padding never reaches a prediction: the ``img_shape`` of each sample (the real pixels inside a
+    padded batch, as mmseg's data preprocessors record it) goes to the backbone as
+    ``valid_shapes``, in training and test; at test time neck and heads run on each sample's own
+    token grid, so with ``BiXTSegDataPreProcessor`` a batch of images of any sizes gives each
+    image exactly its batch-1 logits.
     """
 
     def __init__(self, backbone: dict, decode_head: HeadCfg, neck: Optional[dict] = None,
@@ -92,3 +118,72 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
                 postprocess_in_tiles(seg_logits[i], sample, self.align_corners,
                                      self.decode_head.threshold)
         return data_samples
+
+    # ---------------------------------------------------------------- padding-exact batches
+    def extract_feat(self, inputs: Tensor, batch_img_metas: Optional[Sequence[dict]] = None
+                     ) -> list[Tensor]:
+        """Backbone (and neck) features; with ``batch_img_metas`` each sample's padding (outside
+        its ``img_shape``) is masked in the backbone."""
+        valid_shapes = None if batch_img_metas is None else valid_shapes_of(inputs, batch_img_metas)
+        # With valid_shapes each sample's padding is masked: its valid tokens are what the
+        # sample alone gives (zeros elsewhere).
+        feats = self.backbone(inputs, valid_shapes=valid_shapes)
+        return self.neck(feats) if self.with_neck else feats
+
+    def loss(self, inputs: Tensor, data_samples: list) -> dict:
+        """mmseg's losses, with the padding of smaller crops masked in the backbone."""
+        feats = self.extract_feat(inputs, [sample.metainfo for sample in data_samples])
+        losses = add_prefix(self.decode_head.loss(feats, data_samples, self.train_cfg), 'decode')
+        if self.with_auxiliary_head:
+            losses.update(self.auxiliary_losses(feats, data_samples))
+        return losses
+
+    def auxiliary_losses(self, feats: list[Tensor], data_samples: list) -> dict:
+        """The auxiliary head(s)' losses, named as mmseg names them (``aux.``, ``aux_i.``)."""
+        heads = self.auxiliary_head
+        if isinstance(heads, nn.ModuleList):
+            return {key: value for i, head in enumerate(heads) for key, value in
+                    add_prefix(head.loss(feats, data_samples, self.train_cfg), f'aux_{i}').items()}
+        return add_prefix(heads.loss(feats, data_samples, self.train_cfg), 'aux')
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        """Logits ``[B, classes, H, W]``. In a padded batch each sample's logits are those it gets
+        alone, at the top left of its row (mmseg's post-processing crops the padding off): the
+        backbone runs once, masked; neck and heads run per group of equal-sized samples on their
+        own token grid."""
+        valid_shapes = valid_shapes_of(inputs, batch_img_metas)
+        if valid_shapes is None:
+            return super().encode_decode(inputs, batch_img_metas)
+        feats = self.backbone(inputs, valid_shapes=valid_shapes)
+        logits = inputs.new_zeros((inputs.shape[0], self.out_channels) + tuple(inputs.shape[-2:]))
+        for (height, width), index in group_by_shape(valid_shapes).items():
+            grid = (math.ceil(height / self.backbone.stride), math.ceil(width / self.backbone.stride))
+            group_feats = [out[index, :, :grid[0], :grid[1]].contiguous() for out in feats]
+            if self.with_neck:
+                group_feats = self.neck(group_feats)
+            metas = [dict(batch_img_metas[i], img_shape=(height, width), pad_shape=(height, width))
+                     for i in index]
+            logits[index, :, :height, :width] = self.decode_head.predict(group_feats, metas,
+                                                                         self.test_cfg)
+        return logits
+
+    def slide_inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        """mmseg's sliding windows, image by image over each image's own real pixels, so the
+        windows of a padded batch are those of each image alone."""
+        shapes = valid_shapes_of(inputs, batch_img_metas) or [tuple(inputs.shape[-2:])] * len(inputs)
+        logits = inputs.new_zeros((inputs.shape[0], self.out_channels) + tuple(inputs.shape[-2:]))
+        for i, (height, width) in enumerate(shapes):
+            # A copy of the metainfo: mmseg's slide writes each window's shape into it.
+            logits[i:i + 1, :, :height, :width] = super().slide_inference(
+                inputs[i:i + 1, :, :height, :width], [dict(batch_img_metas[i])])
+        return logits
+
+    def inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        """``whole`` or ``slide`` inference (``test_cfg.mode``) of a batch whose images may differ
+        in size."""
+        mode = self.test_cfg.get('mode', 'whole')
+        if mode not in ('whole', 'slide'):
+            raise ValueError(f"model.test_cfg.mode is {mode!r}; use 'whole' or 'slide'")
+        if mode == 'slide':
+            return self.slide_inference(inputs, batch_img_metas)
+        return self.whole_inference(inputs, batch_img_metas)
