@@ -128,8 +128,9 @@ def test_bixt_ti_attention_kernels_per_direction():
 
 
 def test_cpu_runs_the_kernel_the_selection_reports():
-    """On this CPU the cross-attention really goes through the blocked flash kernel (no [L, N]
-    attention matrix), as sdpa_kernel('cpu', ...) says."""
+    """On this CPU the latents' self-attention really goes through the blocked flash kernel (no
+    [L, L] matrix stored), as sdpa_kernel('cpu', ...) says (the cross-attention's inference kernel:
+    tests/test_bidir_attention.py)."""
     from mmbixt.models.core import BiXTCore
     core = BiXTCore(32, 2, 8, 1).eval()
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:

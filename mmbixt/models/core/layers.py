@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
+from .bidir_attention import bidirectional_attention
 from .fast_ops import linear, linear_gelu, linear_residual
 
 LAYER_NORM_EPS = 1e-6
@@ -164,6 +165,12 @@ class BiCrossAttention(nn.Module):
         ``[B, L, A]``."""
         return merge_heads(F.scaled_dot_product_attention(r_lat, r_tok, v_tok))
 
+    def reads(self, r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
+              token_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """``(latent_read, token_read)`` from one similarity matrix (bidir_attention.py: a fused
+        CPU inference kernel, else one fused attention call per direction)."""
+        return bidirectional_attention(r_lat, v_lat, r_tok, v_tok, token_mask)
+
     def token_update(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
         """``token_read`` projected: ``[B, N, D]``."""
         return self.proj_pat(self.token_read(r_tok, r_lat, v_lat))
@@ -297,9 +304,8 @@ class CrossAttentionBlock(nn.Module):
             lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp)
         else:
             r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
-            lat_read = self.attn.latent_read(r_lat, r_tok, v_tok)
-            tokens = self._token_residuals(tokens, self.attn.token_read(r_tok, r_lat, v_lat),
-                                           keep_attn, keep_mlp)
+            lat_read, tok_read = self.attn.reads(r_lat, v_lat, r_tok, v_tok)
+            tokens = self._token_residuals(tokens, tok_read, keep_attn, keep_mlp)
         return self._latent_residuals(latents, lat_read), tokens
 
     def _latent_residuals(self, latents: Tensor, lat_read: Tensor) -> Tensor:
@@ -330,18 +336,19 @@ class CrossAttentionBlock(nn.Module):
                              keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
                              ) -> tuple[Tensor, Tensor]:
         """Without gradients: the token side chunk by chunk, so each chunk's activations (the
-        4x-wide MLP ones above all) stay in the CPU caches; exact, since it is per token. The
-        latents then read the kept references of all tokens in one fused attention."""
+        4x-wide MLP ones above all) stay in the CPU caches; exact, since it is per token. Both
+        directions of the attention read the references of all tokens in one call in between."""
         refs = tokens.new_empty(tokens.shape[:2] + (self.attn.rv_patches.out_features,))
         out = torch.empty_like(tokens)
-        for start in range(0, tokens.shape[1], self.stream_chunk_size):
-            part = slice(start, start + self.stream_chunk_size)
+        parts = [slice(start, start + self.stream_chunk_size)
+                 for start in range(0, tokens.shape[1], self.stream_chunk_size)]
+        for part in parts:
             refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches)
-            r_tok = split_heads(refs[:, part], 2, self.attn.num_heads)[0]
-            out[:, part] = self._token_residuals(
-                tokens[:, part], self.attn.token_read(r_tok, r_lat, v_lat), keep_attn, keep_mlp)
-        r_tok, v_tok = split_heads(refs, 2, self.attn.num_heads)
-        return self.attn.latent_read(r_lat, r_tok, v_tok), out
+        lat_read, tok_read = self.attn.reads(r_lat, v_lat, *split_heads(refs, 2, self.attn.num_heads))
+        for part in parts:
+            out[:, part] = self._token_residuals(tokens[:, part], tok_read[:, part], keep_attn,
+                                                 keep_mlp)
+        return lat_read, out
 
     def _chunked_token_stream(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                               keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor]
