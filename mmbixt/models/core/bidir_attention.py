@@ -70,9 +70,10 @@ def load_kernel() -> Optional[object]:
                     extra_cflags=_build_flags(), is_python_module=False, verbose=False)
         return torch.ops.mmbixt_bidir.bidir_attention
     except Exception as exc:  # no compiler, a failed build: the portable path serves
+        first_line = (str(exc).splitlines() or [''])[0][:200]
         warnings.warn(f'mmbixt: the fused bi-directional attention kernel did not build '
-                      f'({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ""}); '
-                      'using two fused-attention calls instead (same results, slower on CPU)')
+                      f'({type(exc).__name__}: {first_line}); using two fused-attention calls '
+                      'instead (same results, slower on CPU)')
         return None
 
 

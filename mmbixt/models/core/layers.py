@@ -344,7 +344,8 @@ class CrossAttentionBlock(nn.Module):
                  for start in range(0, tokens.shape[1], self.stream_chunk_size)]
         for part in parts:
             refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches)
-        lat_read, tok_read = self.attn.reads(r_lat, v_lat, *split_heads(refs, 2, self.attn.num_heads))
+        r_tok, v_tok = split_heads(refs, 2, self.attn.num_heads)
+        lat_read, tok_read = self.attn.reads(r_lat, v_lat, r_tok, v_tok)
         for part in parts:
             out[:, part] = self._token_residuals(tokens[:, part], tok_read[:, part], keep_attn,
                                                  keep_mlp)
