@@ -14,7 +14,8 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from mmbixt.models.core import fast_ops
-from mmbixt.models.core.fast_ops import (CpuBf16Capability, bf16_kind, cross_attention_kernels,
+from mmbixt.models.core.fast_ops import (CpuBf16Capability, bf16_kind, compile_backbone,
+                                         cross_attention_kernels,
                                          fast_inference, fast_inference_dtype,
                                          fused_linear_applies, linear, linear_gelu,
                                          linear_residual, sdpa_kernel)
@@ -158,3 +159,21 @@ def test_cpu_runs_the_kernel_the_selection_reports():
     assert sdpa_kernel('cpu', torch.float32, 16) == 'flash_cpu'
     assert any('flash_attention_for_cpu' in name for name in names), sorted(names)
     assert not any(name == 'aten::softmax' for name in names)
+
+
+@pytest.mark.parametrize('backend', [
+    'eager',                                                  # the wiring: compiled once, in place
+    pytest.param('inductor', marks=pytest.mark.slow),         # what fast_inference(compile=True) runs
+])
+def test_compiled_backbone_keeps_names_and_outputs(backend):
+    model = small_segmentor()
+    images = torch.randn(1, 3, 64, 64)
+    names = list(model.state_dict())
+    with torch.no_grad():
+        expected = model(images, mode='tensor')
+    assert compile_backbone(model, backend) is model
+    compile_backbone(model, backend)  # a second call is harmless
+    with torch.no_grad():
+        actual = model(images, mode='tensor')
+    assert list(model.state_dict()) == names  # checkpoints load as before
+    assert rel_err(actual, expected) < 1e-5

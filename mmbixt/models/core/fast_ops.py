@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from typing import Optional
 
 import torch
@@ -139,8 +140,23 @@ def channels_last_convolutions(model: nn.Module) -> nn.Module:
     return model
 
 
+_COMPILED: 'weakref.WeakSet[nn.Module]' = weakref.WeakSet()
+
+
+def compile_backbone(model: nn.Module, backend: str = 'inductor') -> nn.Module:
+    """Compiles ``model.backbone`` (``model`` itself when it has no backbone) in place with
+    ``torch.compile`` (``nn.Module.compile``: parameter names and checkpoints unchanged), once per
+    module. The first call at each new input size compiles (minutes on a small CPU)."""
+    target = getattr(model, 'backbone', model)
+    if target not in _COMPILED:
+        target.compile(backend=backend)
+        _COMPILED.add(target)
+    return model
+
+
 def fast_inference(model: Optional[nn.Module] = None, *,
-                   capability: Optional[CpuBf16Capability] = None) -> contextlib.ExitStack:
+                   capability: Optional[CpuBf16Capability] = None,
+                   compile: bool = False) -> contextlib.ExitStack:
     """The fast CPU inference path, one switch: ``with fast_inference(model): outputs = model(x)``.
 
     No gradients; bf16 autocast where this CPU has bf16 matrix instructions, otherwise fp32 with
@@ -148,9 +164,15 @@ def fast_inference(model: Optional[nn.Module] = None, *,
     ``model`` (a segmentor, a backbone), its convolutions move to channels-last layout first
     (``channels_last_convolutions``; they stay so afterwards). Segmentation predictions agree with
     fp32 on at least 99.5% of pixels (tests/test_fast_inference.py). ``capability`` overrides the
-    detection."""
+    detection.
+
+    ``compile=True`` (with ``model``) also compiles its backbone (``compile_backbone``): under
+    the bf16 fast path the compiled BiXT-Ti/16 backbone ran 1.2x the eager one at 512 px in
+    ``make bench``; in fp32 the two were even (docs: performance)."""
     if model is not None:
         channels_last_convolutions(model)
+        if compile:
+            compile_backbone(model)
     stack = contextlib.ExitStack()
     stack.enter_context(torch.no_grad())
     if fast_inference_dtype(capability) == torch.bfloat16:
