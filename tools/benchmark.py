@@ -256,19 +256,24 @@ def measure(fn: Callable) -> tuple[float, float]:
     return elapsed, peak
 
 
-def interleaved_with_peaks(functions: dict[str, Callable], rounds: int) -> dict[str, dict]:
+def interleaved_with_peaks(functions: dict[str, Callable], rounds: int,
+                           warm_process: bool = True) -> dict[str, dict]:
     """Median ms (round-robin after one warm-up each, which measures the peak MB) of each
-    function."""
+    function; with ``rounds=0`` the warm-up's time. ``warm_process`` first runs one function
+    untimed, so the process's one-time setup (libraries' caches, thread pools) is nobody's peak."""
     import torch
     times = {name: [] for name in functions}
     with torch.no_grad():
-        peaks = {name: measure(fn)[1] for name, fn in functions.items()}
+        if warm_process:
+            next(iter(functions.values()))()
+        first = {name: measure(fn) for name, fn in functions.items()}
+        peaks = {name: peak for name, (_, peak) in first.items()}
         for _ in range(rounds):
             for name, fn in functions.items():
                 start = time.perf_counter()
                 fn()
                 times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: {'ms': statistics.median(times[name]), 'peak_mb': peaks[name]}
+    return {name: {'ms': statistics.median(times[name] or [first[name][0]]), 'peak_mb': peaks[name]}
             for name in functions}
 
 
@@ -525,14 +530,15 @@ def scaling_peer(peer: str, sizes: list[int], args: dict) -> dict:
     import torch
     original = load_original(args['original']) if peer == 'original BiXT-Ti/16' else None
     points = {}
-    for size in sizes:
+    for index, size in enumerate(sizes):
         if peer == 'mmseg ViT-Ti/16' and vit_attention_gb(size) > VIT_LIMIT_GB:
             points[size] = {'skipped': f'attention alone {vit_attention_gb(size):.0f} GB > '
                                        f'{VIT_LIMIT_GB} GB'}
             continue
         img = torch.randn(1, 3, size, size)
         fn = scaling_model(peer, size, original)
-        runs = interleaved_with_peaks({peer: lambda: fn(img)}, args['scaling_rounds'])
+        runs = interleaved_with_peaks({peer: lambda: fn(img)}, args['scaling_rounds'],
+                                      warm_process=index == 0)
         points[size] = runs[peer]
     return {'peer': peer, 'points': points}
 
@@ -777,10 +783,11 @@ def plot(peers: list[dict], path: Path, title: str) -> None:
         if skipped:
             ax_time.annotate(f'> {VIT_LIMIT_GB} GB from {min(skipped)} px: not run',
                              (sizes[-1], points[-1][1]['ms']), fontsize=7)
-    for ax, label in ((ax_time, 'forward time [ms] (median)'), (ax_mem, 'peak memory [GB]')):
+    sizes = sorted({int(s) for peer in peers for s in peer.get('points', {})})
+    for ax, label in ((ax_time, 'forward time [ms]'), (ax_mem, 'peak memory [GB]')):
         ax.set(xscale='log', yscale='log', xlabel='input size [px], square image', ylabel=label)
-        ax.set_xticks(SCALING_SIZES, [str(s) for s in SCALING_SIZES])
-        ax.minorticks_off()
+        ax.set_xticks(sizes, [str(s) for s in sizes], rotation=45)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which='both', alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -810,7 +817,8 @@ def parse_args(argv=None):
     parser.add_argument('--train-repeats', type=int, default=1,
                         help='timed training steps after one warm-up step (0: time the first)')
     parser.add_argument('--scaling-sizes', type=int, nargs='+', default=list(SCALING_SIZES))
-    parser.add_argument('--scaling-rounds', type=int, default=1)
+    parser.add_argument('--scaling-rounds', type=int, default=1,
+                        help='timed rounds per point after the first (0: time the first)')
     parser.add_argument('--fit-sizes', type=int, nargs=2, default=[2048, 1024],
                         metavar=('TI16', 'TI8'), help='whole-image sizes of the memory check')
     parser.add_argument('--out', type=Path, default=REPO / 'work_dirs' / 'benchmark')
@@ -927,8 +935,8 @@ def main(argv=None) -> None:
     written = [args.out / 'table.md', args.out / 'results.json']
     if results['scaling']:
         plot_path = args.plot or args.out / 'scaling.png'
-        plot(results['scaling'], plot_path,
-             f'Backbone forward, fp32, batch 1, {args.threads} threads ({machine.split(",")[0]})')
+        plot(results['scaling'], plot_path, f'Backbone forward, fp32, batch 1, {args.threads} '
+             f'thread(s), {machine.split(" (")[0]}')
         written.append(plot_path)
     print(f'wrote {", ".join(map(str, written))} in {time.perf_counter() - started:.0f} s')
 
