@@ -27,7 +27,9 @@ def test_quick_run_writes_tables_goals_and_the_scaling_plot(tmp_path):
     assert {'BiXT-Ti/16 fp32', 'BiXT-Ti/16 fast path', 'BiXT-Ti/4 fast path',
             'ViT-Ti/16 fp32'} <= set(upernet['runs'])
     assert set(upernet['split']['fast path']) == {'backbone', 'neck', 'decode head'}
-    assert all(len(peer['points']) == 3 for peer in results['scaling'])
+    assert [group['size'] for group in results['scaling']] == [32, 64, 96]
+    assert all(set(group['runs']) == {'mmbixt BiXT-Ti/16', 'mmbixt BiXT-Ti/8', 'mmseg ViT-Ti/16'}
+               for group in results['scaling'])
     table = (tmp_path / 'table.md').read_text()
     assert '| 1. fp32 BiXT-Ti/16 at 512 >= 1.3x the original | not measured | - |' in table
     assert '| where the time goes (BiXT-Ti/16, whole image) |' in table
@@ -54,9 +56,11 @@ def test_goals_pass_and_miss_by_the_issue_thresholds():
         {'head': 'fpn', 'size': 512, 'agreement': 0.998,
          'runs': {'BiXT-Ti/16 fp32': {'ms': 200.0}, 'BiXT-Ti/16 fast path': {'ms': 80.0}}}]
     six = {size: {'ms': 1.0, 'peak_mb': 1.0} for size in benchmark.SCALING_SIZES[:6]}
-    scaling = [{'peer': 'mmbixt BiXT-Ti/16', 'points': six},
-               {'peer': 'mmbixt BiXT-Ti/8', 'points': six},
-               {'peer': 'mmseg ViT-Ti/16', 'points': {**six, 2048: {'skipped': '> 20 GB'}}}]
+    peers = ('mmbixt BiXT-Ti/16', 'mmbixt BiXT-Ti/8', 'mmseg ViT-Ti/16')
+    scaling = [{'size': size, 'runs': dict.fromkeys(peers, run), 'skipped': {}}
+               for size, run in six.items()]
+    scaling.append({'size': 2048, 'runs': dict.fromkeys(peers[:2], six[256]),
+                    'skipped': {'mmseg ViT-Ti/16': '> 20 GB'}})
     fits = {'BiXT-Ti/16:2048': {'peak_mb': 6 * 1024}, 'BiXT-Ti/8:1024': {'peak_mb': 17 * 1024},
             'ViT-Ti/16:2048': {'peak_mb': 9 * 1024}}
     results = dict(forward=forward, segment=segment, train={}, scaling=scaling, fits=fits)

@@ -21,8 +21,8 @@ process's resident set before the measured call; the peak is reset before each c
 - ``train``: training steps (AdamW) of each of those segmentors per size: the first step gives the
   peak memory, the next the time (above 512 px the first step's time).
 - ``scaling``: backbone forward time and peak memory over input sizes 256..2048 for BiXT-Ti/16,
-  Ti/8, the original and ViT (points where ViT's attention would pass 20 GB are skipped and said
-  so), plotted (``scaling.png``).
+  Ti/8, the original and ViT, interleaved per size (points where ViT's attention would pass 20 GB
+  are skipped and said so), plotted (``scaling.png``).
 - ``fits``: whole-image UPerNet inference of a 2048x2048 image (BiXT-Ti/16, ViT-Ti/16) and a
   1024x1024 one (BiXT-Ti/8), each once, against the 16 GB budget.
 
@@ -525,22 +525,33 @@ def train_case(case: str, args: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- scaling and fits
-def scaling_peer(peer: str, sizes: list[int], args: dict) -> dict:
-    """Forward time (median) and peak memory of one peer's backbone over ``sizes``, fp32."""
+def scaling_group(size: int, peers: list[str], args: dict) -> dict:
+    """Every peer's backbone forward at one size, fp32, interleaved: time (median) and peak memory
+    (each call's own: the peak is reset and freed memory returned before it)."""
     import torch
-    original = load_original(args['original']) if peer == 'original BiXT-Ti/16' else None
-    points = {}
-    for index, size in enumerate(sizes):
+    original = load_original(args['original']) if 'original BiXT-Ti/16' in peers else None
+    img = torch.randn(1, 3, size, size)
+    functions, skipped = {}, {}
+    for peer in peers:
         if peer == 'mmseg ViT-Ti/16' and vit_attention_gb(size) > VIT_LIMIT_GB:
-            points[size] = {'skipped': f'attention alone {vit_attention_gb(size):.0f} GB > '
-                                       f'{VIT_LIMIT_GB} GB'}
+            skipped[peer] = f'attention alone {vit_attention_gb(size):.0f} GB > {VIT_LIMIT_GB} GB'
             continue
-        img = torch.randn(1, 3, size, size)
-        fn = scaling_model(peer, size, original)
-        runs = interleaved_with_peaks({peer: lambda: fn(img)}, args['scaling_rounds'],
-                                      warm_process=index == 0)
-        points[size] = runs[peer]
-    return {'peer': peer, 'points': points}
+        functions[peer] = lambda fn=scaling_model(peer, size, original): fn(img)
+    return {'size': size, 'runs': interleaved_with_peaks(functions, args['scaling_rounds']),
+            'skipped': skipped}
+
+
+def scaling_points(groups: list[dict]) -> list[dict]:
+    """The per-size groups as one ``{'peer', 'points': {size: run}}`` per peer."""
+    peers: dict[str, dict] = {}
+    for group in groups:
+        for peer, run in group.get('runs', {}).items():
+            peers.setdefault(peer, {})[str(group['size'])] = run
+        for peer, reason in group.get('skipped', {}).items():
+            peers.setdefault(peer, {})[str(group['size'])] = {'skipped': reason}
+        if 'error' in group:
+            peers.setdefault('error', {})[str(group.get('size'))] = {'error': group['error']}
+    return [{'peer': peer, 'points': points} for peer, points in peers.items()]
 
 
 def scaling_model(peer: str, size: int, original) -> Callable:
@@ -573,7 +584,7 @@ def child_main(spec: str) -> None:
     runners = {'forward': lambda: forward_group(job['size'], job['stride'], job['args']),
                'segment': lambda: segment_group(job['head'], job['size'], job['args']),
                'train': lambda: train_case(job['case'], job['args']),
-               'scaling': lambda: scaling_peer(job['peer'], job['sizes'], job['args']),
+               'scaling': lambda: scaling_group(job['size'], job['peers'], job['args']),
                'fits': lambda: fit_case(job['case'], job['args'])}
     try:
         result = runners[job['kind']]()
@@ -647,7 +658,7 @@ def targets(results: dict) -> list[Row]:
     agreements = [g['agreement'] for g in seg.values() if 'agreement' in g]
     check('4. fast path predictions agree with fp32 on >= 99.5% of pixels',
           min(agreements) if agreements else None, lambda v: v >= 0.995, '{:.2%}')
-    scaling = {s['peer']: s.get('points', {}) for s in results.get('scaling', [])}
+    scaling = {s['peer']: s['points'] for s in scaling_points(results.get('scaling', []))}
     measured = [len([p for p in scaling.get(peer, {}).values() if 'ms' in p])
                 for peer in ('mmbixt BiXT-Ti/16', 'mmbixt BiXT-Ti/8', 'mmseg ViT-Ti/16')]
     check('5. scaling: >= 6 sizes (256..2048) for BiXT-Ti/16, Ti/8 and ViT',
@@ -855,8 +866,8 @@ def jobs_of(section: str, args) -> list[tuple[str, dict]]:
     if section == 'scaling':
         peers = ['mmbixt BiXT-Ti/16', 'mmbixt BiXT-Ti/8', 'mmseg ViT-Ti/16']
         peers += ['original BiXT-Ti/16'] if args.original else []
-        return [(f'scaling {peer}', dict(kind='scaling', peer=peer, sizes=args.scaling_sizes))
-                for peer in peers]
+        return [(f'scaling {size} px', dict(kind='scaling', size=size, peers=peers))
+                for size in args.scaling_sizes]
     ti16, ti8 = args.fit_sizes
     return [(case, dict(kind='fits', case=case))
             for case in (f'BiXT-Ti/16:{ti16}', f'BiXT-Ti/8:{ti8}', f'ViT-Ti/16:{ti16}')]
@@ -871,14 +882,14 @@ def run_sections(args) -> dict:
         for label, job in jobs_of(section, args):
             job['args'] = {**common, **{k: job.pop(k) for k in list(job)
                                         if k not in ('kind', 'size', 'stride', 'head', 'case',
-                                                     'peer', 'sizes')}}
+                                                     'peers')}}
             start = time.perf_counter()
             result = in_child(job, args.threads)
             took = time.perf_counter() - start
             if section in ('train', 'fits'):
                 results[section][job['case']] = result
             else:
-                for key in ('size', 'stride', 'head', 'peer'):
+                for key in ('size', 'stride', 'head'):
                     if key in job:
                         result.setdefault(key, job[key])
                 results[section].append(result)
@@ -893,9 +904,6 @@ def summary(result: dict) -> str:
         return ', '.join(f'{k} {v:.0f} ms' for k, v in result['ms'].items())
     if 'runs' in result:
         return ', '.join(f'{k} {v["ms"]:.0f} ms' for k, v in result['runs'].items())
-    if 'points' in result:
-        return ', '.join(f'{s}: {p["ms"]:.0f} ms' if 'ms' in p else f'{s}: skipped'
-                         for s, p in result['points'].items())
     return f'{result.get("ms", 0):.0f} ms, peak {result.get("peak_mb", 0):.0f} MB'
 
 
@@ -905,7 +913,7 @@ def report(results: dict, machine: str, command: str, args) -> str:
              split_table(results['segment']) if any('split' in g for g in results['segment'])
              else '',
              cases_table('training step', results['train']) if results['train'] else '',
-             scaling_table(results['scaling']) if results['scaling'] else '',
+             scaling_table(scaling_points(results['scaling'])) if results['scaling'] else '',
              cases_table(f'whole-image UPerNet inference, fp32 (budget {FIT_BUDGET_GB} GB)',
                          results['fits']) if results['fits'] else '',
              targets_table(targets(results))]
@@ -935,7 +943,8 @@ def main(argv=None) -> None:
     written = [args.out / 'table.md', args.out / 'results.json']
     if results['scaling']:
         plot_path = args.plot or args.out / 'scaling.png'
-        plot(results['scaling'], plot_path, f'Backbone forward, fp32, batch 1, {args.threads} '
+        plot(scaling_points(results['scaling']), plot_path,
+             f'Backbone forward, fp32, batch 1, {args.threads} '
              f'thread(s), {machine.split(" (")[0]}')
         written.append(plot_path)
     print(f'wrote {", ".join(map(str, written))} in {time.perf_counter() - started:.0f} s')
