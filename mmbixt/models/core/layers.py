@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
-from .bidir_attention import bidirectional_attention
+from .bidir_attention import bidirectional_attention, merge_heads
 from .fast_ops import linear, linear_gelu, linear_residual
 
 LAYER_NORM_EPS = 1e-6
@@ -36,12 +36,6 @@ def split_heads(x: Tensor, parts: int, num_heads: int) -> tuple[Tensor, ...]:
     batch, length, width = x.shape
     x = x.reshape(batch, length, parts, num_heads, width // (parts * num_heads))
     return x.permute(2, 0, 3, 1, 4).unbind(0)
-
-
-def merge_heads(x: Tensor) -> Tensor:
-    """``[B, heads, N, a]`` -> ``[B, N, heads*a]``."""
-    batch, heads, length, head_dims = x.shape
-    return x.transpose(1, 2).reshape(batch, length, heads * head_dims)
 
 
 class DropPath(nn.Module):
