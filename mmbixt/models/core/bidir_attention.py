@@ -77,14 +77,16 @@ def load_kernel() -> Optional[object]:
         return None
 
 
-def kernel_applies(r_lat: Tensor, r_tok: Tensor) -> bool:
-    """Whether the fused kernel serves this call: switched on, eager CPU inference (no
-    gradients, no tracing), fp32 or bf16, head width 16, 32 or 64, latents a multiple of 4."""
-    return (os.environ.get(SWITCH, '1') != '0' and r_tok.device.type == 'cpu'
+def kernel_applies(*inputs: Tensor) -> bool:
+    """Whether the fused kernel serves a call on ``(r_lat, v_lat, r_tok, v_tok)`` (or any of them,
+    latents first): switched on, eager CPU inference (no gradients, no tracing), one dtype (fp32
+    or bf16), head width 16, 32 or 64, unit last strides, latents a multiple of 4."""
+    latents, tokens = inputs[0], inputs[-1]
+    return (os.environ.get(SWITCH, '1') != '0' and tokens.device.type == 'cpu'
             and not torch.is_grad_enabled() and not graph_capture()
-            and r_tok.dtype in KERNEL_DTYPES and r_lat.dtype == r_tok.dtype
-            and r_tok.shape[-1] in KERNEL_HEAD_DIMS and r_lat.shape[2] % 4 == 0
-            and load_kernel() is not None)
+            and tokens.dtype in KERNEL_DTYPES and all(t.dtype == tokens.dtype for t in inputs)
+            and tokens.shape[-1] in KERNEL_HEAD_DIMS and latents.shape[2] % 4 == 0
+            and all(t.stride(-1) == 1 for t in inputs) and load_kernel() is not None)
 
 
 def portable_attention(r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
@@ -103,10 +105,11 @@ def bidirectional_attention(r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: 
 
     ``token_mask`` (bool ``[B, N]``, True = a real token) hides padding from the latents' softmax
     over the tokens; the tokens' own reads are computed for every token."""
-    if token_mask is not None and token_mask.shape != r_tok.shape[::2]:
-        raise ValueError(f'token_mask has shape {tuple(token_mask.shape)}, expected '
-                         f'{tuple(r_tok.shape[::2])} ([batch, tokens]): one flag per token')
-    if not kernel_applies(r_lat, r_tok):
+    expected = (r_tok.shape[0], r_tok.shape[2])  # [batch, tokens]
+    if token_mask is not None and tuple(token_mask.shape) != expected:
+        raise ValueError(f'token_mask has shape {tuple(token_mask.shape)}, expected {expected} '
+                         '([batch, tokens]): one flag per token')
+    if not kernel_applies(r_lat, v_lat, r_tok, v_tok):
         return portable_attention(r_lat, v_lat, r_tok, v_tok, token_mask)
     groups = _token_groups(r_tok)
     mask = None if token_mask is None else token_mask.to(torch.bool).contiguous()
