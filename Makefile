@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmbixt-installed
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test-slow: setup
 
 bench: setup
 	$(PY) tools/benchmark.py $(if $(ORIGINAL),--original $(ORIGINAL))
+
+# On a CUDA machine: parity, AMP training, attention kernels, throughput, DDP (docs/gpu.md).
+gpu-check: setup
+	$(PY) tools/gpu_check.py
 
 clean:
 	rm -rf $(VENV) work_dirs demo_output

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
+from .bidir_attention import bidirectional_attention, merge_heads
 from .fast_ops import fused_kernels, linear, linear_gelu, linear_residual
 from .tracing import concrete
 
@@ -82,12 +83,6 @@ def token_attention_mask(token_mask: Optional[Tensor]) -> Optional[Tensor]:
     """A token mask ``[B, N]`` (True = valid) as the boolean ``attn_mask`` ``[B, 1, 1, N]`` of the
     latents' attention over tokens (True = takes part); None stays None (the unmasked kernel)."""
     return None if token_mask is None else token_mask[:, None, None, :]
-
-
-def merge_heads(x: Tensor) -> Tensor:
-    """``[B, heads, N, a]`` -> ``[B, N, heads*a]``."""
-    batch, heads, length, head_dims = x.shape
-    return x.transpose(1, 2).reshape(batch, length, heads * head_dims)
 
 
 class DropPath(nn.Module):
@@ -222,6 +217,15 @@ class BiCrossAttention(nn.Module):
         ``proj_lat``: ``[B, L, A]``."""
         return merge_heads(F.scaled_dot_product_attention(
             r_lat, r_tok, v_tok, attn_mask=token_attention_mask(token_mask)))
+
+    def reads(self, r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
+              token_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """``(latent_read, token_read)`` from one similarity matrix (bidir_attention.py: a fused
+        CPU inference kernel, else one fused attention call per direction)."""
+        if torch.jit.is_scripting():  # the kernel's dispatch is Python only
+            return (self.latent_read(r_lat, r_tok, v_tok, token_mask),
+                    self.token_read(r_tok, r_lat, v_lat))
+        return bidirectional_attention(r_lat, v_lat, r_tok, v_tok, token_mask)
 
     def token_update(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
         """``token_read`` projected: ``[B, N, D]``."""
@@ -372,9 +376,8 @@ class CrossAttentionBlock(nn.Module):
                                           token_mask)
                 return self._latent_residuals(latents, lat_read), tokens
         r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
-        lat_read = self.attn.latent_read(r_lat, r_tok, v_tok, token_mask)
-        tokens = self._token_residuals(tokens, self.attn.token_read(r_tok, r_lat, v_lat),
-                                       keep_attn, keep_mlp)
+        lat_read, tok_read = self.attn.reads(r_lat, v_lat, r_tok, v_tok, token_mask)
+        tokens = self._token_residuals(tokens, tok_read, keep_attn, keep_mlp)
         return self._latent_residuals(latents, lat_read), tokens
 
     def _latent_residuals(self, latents: Tensor, lat_read: Tensor) -> Tensor:
@@ -413,18 +416,19 @@ class CrossAttentionBlock(nn.Module):
                              keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],
                              chunk: int, token_mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         """Without gradients: the token side chunk by chunk, so each chunk's activations (the
-        4x-wide MLP ones above all) stay in the CPU caches; exact, since it is per token. The
-        latents then read the kept references of all tokens in one fused attention."""
+        4x-wide MLP ones above all) stay in the CPU caches; exact, since it is per token. Both
+        directions of the attention read the references of all tokens in one call in between."""
         refs = tokens.new_empty(tokens.shape[:2] + (self.attn.rv_patches.out_features,))
         out = torch.empty_like(tokens)
-        for start in range(0, tokens.shape[1], chunk):
-            part = slice(start, start + chunk)
+        parts = [slice(start, start + chunk) for start in range(0, tokens.shape[1], chunk)]
+        for part in parts:
             refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches)
-            r_tok = split_heads(refs[:, part], 2, self.attn.num_heads)[0]
-            out[:, part] = self._token_residuals(
-                tokens[:, part], self.attn.token_read(r_tok, r_lat, v_lat), keep_attn, keep_mlp)
         r_tok, v_tok = split_heads(refs, 2, self.attn.num_heads)
-        return self.attn.latent_read(r_lat, r_tok, v_tok, token_mask), out
+        lat_read, tok_read = self.attn.reads(r_lat, v_lat, r_tok, v_tok, token_mask)
+        for part in parts:
+            out[:, part] = self._token_residuals(tokens[:, part], tok_read[:, part], keep_attn,
+                                                 keep_mlp)
+        return lat_read, out
 
     def _chunked_token_stream(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                               keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],

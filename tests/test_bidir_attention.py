@@ -1,0 +1,128 @@
+"""The fused bi-directional attention kernel equals one fused-attention call per direction, honours
+the token mask, and steps aside (training, switched off, no compiler) without changing results."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from mmbixt.models.core import bidir_attention
+from mmbixt.models.core.bidir_attention import (bidirectional_attention, kernel_applies,
+                                                load_kernel, portable_attention)
+from mmbixt.models.core.layers import BiXTCore
+
+needs_kernel = pytest.mark.skipif(load_kernel() is None, reason='the kernel did not build here')
+
+
+def refs_and_values(batch, heads, latents, tokens, head_dims, dtype=torch.float32, seed=0):
+    """Views ``[B, heads, n, a]`` into ``[B, n, 2, heads, a]`` projections, as the layers pass them."""
+    gen = torch.Generator().manual_seed(seed)
+    lat = torch.randn(batch, latents, 2, heads, head_dims, generator=gen).to(dtype)
+    tok = torch.randn(batch, tokens, 2, heads, head_dims, generator=gen).to(dtype)
+    return (*lat.permute(2, 0, 3, 1, 4).unbind(0), *tok.permute(2, 0, 3, 1, 4).unbind(0))
+
+
+def rel_err(actual, expected) -> float:
+    return ((actual.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
+
+
+@needs_kernel
+@pytest.mark.parametrize('batch, heads, latents, tokens, head_dims', [
+    (1, 6, 64, 200, 32),   # BiXT-Ti widths; a partial last block of 64 tokens
+    (3, 2, 8, 37, 16),     # fewer tokens than one block
+    (2, 1, 4, 130, 64),    # one head: the tokens split into groups, merged online
+])
+def test_kernel_equals_one_fused_attention_per_direction(batch, heads, latents, tokens, head_dims):
+    r_lat, v_lat, r_tok, v_tok = refs_and_values(batch, heads, latents, tokens, head_dims)
+    with torch.no_grad():
+        assert kernel_applies(r_lat, r_tok)
+        fused = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
+        plain = portable_attention(r_lat, v_lat, r_tok, v_tok)
+    for actual, expected in zip(fused, plain):
+        assert actual.shape == expected.shape
+        assert rel_err(actual, expected) < 1e-5
+
+
+@needs_kernel
+@pytest.mark.parametrize('fused', [True, False])
+def test_token_mask_hides_padding_from_the_latents_only(fused, monkeypatch):
+    """A padded sample gives the latents what they read from its real tokens alone; every token's
+    own read is unaffected by the mask."""
+    monkeypatch.setenv(bidir_attention.SWITCH, '1' if fused else '0')
+    r_lat, v_lat, r_tok, v_tok = refs_and_values(2, 2, 8, 150, 16)
+    mask = torch.ones(2, 150, dtype=torch.bool)
+    mask[1, 90:] = False  # sample 1 has 90 real tokens
+    with torch.no_grad():
+        lat_read, tok_read = bidirectional_attention(r_lat, v_lat, r_tok, v_tok, mask)
+        alone = portable_attention(r_lat[1:], v_lat[1:], r_tok[1:, :, :90], v_tok[1:, :, :90])
+        unmasked = portable_attention(r_lat, v_lat, r_tok, v_tok)
+    assert rel_err(lat_read[1:], alone[0]) < 1e-5
+    assert rel_err(lat_read[:1], unmasked[0][:1]) < 1e-5
+    assert rel_err(tok_read, unmasked[1]) < 1e-5
+
+
+def test_token_mask_of_the_wrong_shape_is_refused():
+    r_lat, v_lat, r_tok, v_tok = refs_and_values(2, 2, 8, 10, 16)
+    with pytest.raises(ValueError, match=r'token_mask has shape \(2, 9\), expected \(2, 10\)'):
+        bidirectional_attention(r_lat, v_lat, r_tok, v_tok, torch.ones(2, 9, dtype=torch.bool))
+
+
+@needs_kernel
+def test_bf16_kernel_computes_in_fp32():
+    inputs = refs_and_values(2, 3, 8, 100, 32, dtype=torch.bfloat16)
+    with torch.no_grad():
+        fused = bidirectional_attention(*inputs)
+        reference = portable_attention(*(x.float() for x in inputs))
+    for actual, expected in zip(fused, reference):
+        assert actual.dtype == torch.bfloat16
+        assert rel_err(actual, expected) < 1e-2  # bf16 outputs' rounding only
+
+
+def test_training_switched_off_and_unsupported_widths_take_the_portable_path(monkeypatch):
+    r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
+    assert not kernel_applies(r_lat, r_tok)  # gradients recorded: SDPA has the backward
+    with torch.no_grad():
+        assert not kernel_applies(*refs_and_values(1, 2, 8, 20, 24)[::2])  # head width 24
+        assert not kernel_applies(*refs_and_values(1, 2, 6, 20, 16)[::2])  # 6 latents
+        assert not kernel_applies(r_lat.double(), r_tok.double())
+        monkeypatch.setenv(bidir_attention.SWITCH, '0')
+        assert not kernel_applies(r_lat, r_tok)
+        off = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
+    for actual, expected in zip(off, portable_attention(r_lat, v_lat, r_tok, v_tok)):
+        assert torch.equal(actual, expected)
+
+
+def test_a_kernel_that_does_not_build_falls_back_with_one_warning(monkeypatch, tmp_path):
+    broken = tmp_path / 'broken.cpp'
+    broken.write_text('#error this kernel does not compile\n')
+    monkeypatch.setattr(bidir_attention, 'KERNEL_SOURCE', broken)
+    load_kernel.cache_clear()
+    try:
+        r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter('always')
+            first = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
+            bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
+        messages = [str(w.message) for w in caught if 'did not build' in str(w.message)]
+        assert len(messages) == 1, messages
+        for actual, expected in zip(first, portable_attention(r_lat, v_lat, r_tok, v_tok)):
+            assert torch.equal(actual, expected)
+    finally:
+        load_kernel.cache_clear()  # the real kernel for the tests after this one
+
+
+@needs_kernel
+def test_core_inference_runs_the_kernel_and_training_the_fused_attention():
+    core = BiXTCore(32, 2, 8, 2).eval()
+    tokens = torch.randn(1, 70, 32)
+
+    def ops(grad: bool) -> set[str]:
+        with torch.set_grad_enabled(grad), profile(activities=[ProfilerActivity.CPU]) as prof:
+            core(tokens)
+        return {event.key for event in prof.key_averages()}
+    inference, training = ops(False), ops(True)
+    assert 'mmbixt_bidir::bidir_attention' in inference
+    assert 'mmbixt_bidir::bidir_attention' not in training
+    assert any('flash_attention_for_cpu' in name for name in training)
