@@ -146,8 +146,9 @@ def matmul_peaks() -> dict[str, Callable]:
         a = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
         b = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
         out[f'matmul {name} (mm)'] = lambda a=a, b=b: torch.mm(a, b)
-        if fast_ops.ONEDNN_LINEAR is not None:
-            out[f'matmul {name} (oneDNN)'] = lambda a=a, b=b: fast_ops.ONEDNN_LINEAR(
+        fused = fast_ops.onednn_linear()
+        if fused is not None:
+            out[f'matmul {name} (oneDNN)'] = lambda a=a, b=b, fused=fused: fused(
                 a, b, None, 'none', [], 'none')
     return out
 

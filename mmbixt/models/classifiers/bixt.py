@@ -21,29 +21,31 @@ every input); it still tells the token stride of a file read without its stored 
 from __future__ import annotations
 
 import logging
+from collections import namedtuple
 from typing import Optional, Sequence, Union
 
 import timm
+from mmengine.logging import print_log
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
                          resolve_pretrained_cfg)
 from torch import Tensor, nn
 
 from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name
-from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights,
-                           to_core_layout)
-from ...checkpoint.weights import WRAPPER_PREFIXES, strip_wrappers
+from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadPolicy, LoadReport,
+                           load_weights, normalise_checkpoint, to_core_layout)
+from ...checkpoint.loading import WRAPPER_PREFIXES
 from ..core import BiXTEncoder, layer_norm
 
 __all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'checkpoint_filter_fn', 'create_classifier']
-
-_logger = logging.getLogger(__name__)
 
 # Every registered timm name: the 17 released ones and the original spelling of the conv models.
 CLASSIFIER_NAMES: tuple[str, ...] = tuple(RELEASED_ARCHS) + tuple(ARCH_ALIASES)
 # ``features_only`` returns the tokens of these bi-directional layers unless ``out_indices`` is given:
 # the layers the dense BiXT models read (the last one counted from the end, so d12 models work too).
 FEATURE_OUT_INDICES = (3, 5, 7, -1)
+# What ``load_state_dict`` returns, as ``nn.Module.load_state_dict`` does.
+IncompatibleKeys = namedtuple('IncompatibleKeys', ['missing_keys', 'unexpected_keys'])
 STATE_DICT_SOURCE = 'the state dict loaded into the BiXT classifier (read without its stored name)'
 
 
@@ -75,10 +77,10 @@ def checkpoint_filter_fn(state_dict: dict, model: 'BiXTClassifier') -> dict:
     Refuses (CheckpointError) a state dict of another variant, width, depth or tokenizer than
     ``model`` (``BiXTClassifier.check_weights``); drops the fixed ``pos`` buffer.
     """
-    # The same remap as BiXTWeights.from_file applies to a file.
-    state = {to_core_layout(strip_wrappers(key)): value for key, value in state_dict.items()}
-    model.check_weights(BiXTWeights(STATE_DICT_SOURCE, state))
-    return {key: value for key, value in state.items() if key != FIXED_POS_BUFFER}
+    weights = BiXTWeights.from_checkpoint(
+        normalise_checkpoint(state_dict, shown_as=STATE_DICT_SOURCE))
+    model.check_weights(weights)
+    return {key: value for key, value in weights.state_dict.items() if key != FIXED_POS_BUFFER}
 
 
 class BiXTClassifier(BiXTEncoder):
@@ -222,11 +224,15 @@ class BiXTClassifier(BiXTEncoder):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``; a state dict in the released layout (what timm's
         ``load_checkpoint`` and ``create_model(checkpoint_path=...)`` read from a released
-        ``.pth.tar``) first goes through ``checkpoint_filter_fn``: remapped, and refused with a
-        CheckpointError if it holds another variant, width, depth or tokenizer."""
-        if in_released_layout(state_dict):
-            state_dict = checkpoint_filter_fn(state_dict, self)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        ``.pth.tar``) is loaded by ``load_bixt_weights`` instead: remapped, checked against the
+        arch (a CheckpointError for another variant, width, depth or tokenizer) and applied under
+        the loading policy."""
+        if not in_released_layout(state_dict):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        weights = BiXTWeights.from_checkpoint(
+            normalise_checkpoint(state_dict, shown_as=STATE_DICT_SOURCE))
+        report = self.load_bixt_weights(weights, strict=strict)
+        return IncompatibleKeys(report.missing, report.unexpected)
 
     def load_pretrained(self, path: str, use_ema: bool = False) -> LoadReport:
         """Loads a BiXT classifier checkpoint (a released zip as downloaded, its ``.pth.tar``, ...).
@@ -236,16 +242,21 @@ class BiXTClassifier(BiXTEncoder):
         """
         return self.load_bixt_weights(BiXTWeights.from_file(path, use_ema=use_ema))
 
-    def load_bixt_weights(self, weights: BiXTWeights) -> LoadReport:
-        """Loads weights already read by ``BiXTWeights.from_file``, with the checks above."""
+    def load_bixt_weights(self, weights: BiXTWeights, strict: bool = True) -> LoadReport:
+        """Loads weights already read by ``BiXTWeights.from_file``, with the checks above;
+        ``strict=False`` loads what matches and logs the rest."""
         self.check_weights(weights)
         stored_head = weights.state_dict.get('head.weight')
         keep_head = stored_head is not None and stored_head.shape[0] == self.num_classes
         new_head = () if keep_head else ('head.',)
-        report = load_weights(self, weights, drop=(FIXED_POS_BUFFER,) + new_head,
-                              may_stay_new=new_head)
+        # The fixed ``pos`` buffer is the documented drop; a new head is announced (WARNING).
+        policy = LoadPolicy(drop=(FIXED_POS_BUFFER,) + new_head, may_stay_new=new_head,
+                            defaults=(FIXED_POS_BUFFER,),
+                            fix='Point at a checkpoint of this classifier',
+                            opt_out='timm.models.load_checkpoint(model, PATH, strict=False) '
+                                    'loads what matches')
+        report = load_weights(self, weights, policy, strict=strict)
         self._note_other_resolution(weights.model_name)
-        _logger.info(report.summary(weights.path, weights.model_name))
         return report
 
     def check_weights(self, weights: BiXTWeights) -> None:
@@ -261,8 +272,9 @@ class BiXTClassifier(BiXTEncoder):
     def _note_other_resolution(self, stored: Optional[str]) -> None:
         # p16 and p16_ft384 share every shape and the tokeniser: only their data config differs.
         if stored and self.arch_name and stored in RELEASED_ARCHS and stored != self.arch_name:
-            _logger.warning(f'loading weights stored as {stored} into {self.arch_name}; the input '
-                            f'size of {self.arch_name} ({self.arch.img_size}px) is used')
+            print_log(f'loading weights stored as {stored} into {self.arch_name}; the input '
+                      f'size of {self.arch_name} ({self.arch.img_size}px) is used',
+                      logger='current', level=logging.WARNING)
 
 
 # ---------------------------------------------------------------- timm registration
