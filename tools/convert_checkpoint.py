@@ -88,6 +88,7 @@ def convert(src: str, dst: str, arch: Union[str, dict, None] = None, use_ema: bo
     if FIXED_POS_BUFFER in weights.state_dict:  # its grid reveals the token stride
         state[FIXED_POS_BUFFER] = weights.state_dict[FIXED_POS_BUFFER]
     stride = chosen.stride if chosen is not None else weights.known_stride
+    stride = int(stride) if stride is not None and float(stride).is_integer() else None
     meta = dict(bixt_arch=name, token_stride=stride, source=osp.basename(src),
                 source_sha256=sha256(src), bidirectional_layers=weights.bidirectional_layers,
                 ema=use_ema, mmbixt_version=mmbixt.__version__)
