@@ -27,6 +27,7 @@ PRIVATE_NAMES = {
     'numpy._core.multiarray._reconstruct': 'unpickling arrays in checkpoints (numpy >= 2)',
     'numpy.core.multiarray._reconstruct': 'unpickling arrays in checkpoints (numpy < 2)',
     'numpy._core.multiarray.scalar': 'unpickling numpy scalars in checkpoints (numpy >= 2)',
+    'numpy.core.multiarray.scalar': 'unpickling numpy scalars in checkpoints (numpy < 2)',
 }
 ONEDNN_TOLERANCE = 1e-4
 
@@ -69,16 +70,18 @@ def _onednn_mismatch(op: Callable) -> Optional[str]:
 def numpy_pickle_globals() -> list:
     """``(function, qualified name)`` pairs torch's ``safe_globals`` needs for numpy arrays and
     scalars in a pickle, whichever numpy (1.x or 2.x) wrote it."""
-    multiarray = _numpy_multiarray()
-    return [(getattr(multiarray, name), f'{module}.{name}')
-            for name in ('_reconstruct', 'scalar')
+    # numpy 2 moved numpy.core to numpy._core (numpy.core warns); numpy 1.x has only numpy.core.
+    if numpy_major() >= 2:
+        reconstruct, scalar = np._core.multiarray._reconstruct, np._core.multiarray.scalar
+    else:
+        reconstruct, scalar = np.core.multiarray._reconstruct, np.core.multiarray.scalar
+    return [(function, f'{module}.{name}')
+            for function, name in ((reconstruct, '_reconstruct'), (scalar, 'scalar'))
             for module in ('numpy.core.multiarray', 'numpy._core.multiarray')]
 
 
-def _numpy_multiarray():
-    # numpy 2 moved numpy.core to numpy._core (numpy.core warns); numpy 1.x has only numpy.core.
-    major = int(np.__version__.split('.')[0])
-    return np._core.multiarray if major >= 2 else np.core.multiarray
+def numpy_major() -> int:
+    return int(np.__version__.split('.')[0])
 
 
 def remote_checkpoint_schemes() -> tuple[str, ...]:

@@ -46,3 +46,24 @@ def test_targets_pass_and_miss_by_the_issue_thresholds():
     assert verdicts['fast path at 1024 >= 1.3x the original under bf16 autocast'] == ('1.40x', True)
     assert verdicts['chunked training step <= 1.2x unchunked (UPerNet-BiXT-Ti/4)'] == ('1.30x', False)
     assert verdicts['fp32 BiXT-Ti/16 at 512 >= 1.3x the original'] == ('not measured', None)
+
+
+def test_the_original_timm_fork_loads_under_its_own_name_beside_the_installed_timm(tmp_path):
+    import timm
+    fork = tmp_path / 'BiXT' / 'timm'
+    for folder, text in {'': 'from . import layers, models\n',
+                         'layers': 'class PatchEmbed: pass\nclass PatchEmbedHalfStride: pass\n'
+                                   'class PatchEmbedQuarterStride: pass\n',
+                         'models': ''}.items():
+        (fork / folder).mkdir(parents=True, exist_ok=True)
+        (fork / folder / '__init__.py').write_text(text)
+    (fork / 'models' / 'bixt.py').write_text(
+        'from timm.layers import PatchEmbed\n\nclass BiXT:\n    embed = PatchEmbed\n')
+    installed = {name: module for name, module in sys.modules.items()
+                 if name == 'timm' or name.startswith('timm.')}
+    BiXT, embeds = benchmark.load_original(str(tmp_path / 'BiXT'))
+    assert BiXT.embed is embeds[16] and embeds[16].__module__ == 'timm.layers'  # the fork's own
+    assert sys.modules['bixt_original_timm.models.bixt'].BiXT is BiXT
+    assert {name: module for name, module in sys.modules.items()
+            if name == 'timm' or name.startswith('timm.')} == installed  # untouched
+    assert sys.modules['timm'] is timm and str(tmp_path) not in ' '.join(sys.path)

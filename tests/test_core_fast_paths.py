@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmbixt.models.core.layers import BiXTCore, CrossAttentionBlock
-from mmbixt.models.core.reference import plain_forward_layers
+from plain_reference import plain_forward_layers
 
 DIMS, HEADS, LATENTS, LAYERS = 32, 2, 8, 3
 

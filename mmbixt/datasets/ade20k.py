@@ -17,8 +17,7 @@ from mmcv.transforms import BaseTransform
 from mmseg.datasets import ADE20KDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 
-from .seg_files import (SegDataError, check_label_file, check_training_labels,  # noqa: F401
-                        size_mismatch_error)
+from .seg_files import SegDataError, check_label_file, check_training_labels, size_mismatch_error
 
 # What tools/check_dataset.py runs on every sample: loading and the checks, no augmentation.
 CHECK_PIPELINE = (dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),

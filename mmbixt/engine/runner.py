@@ -49,9 +49,8 @@ from ..fileio import atomic_write
 from .iteration_seed import IterationSeedHook
 from .non_finite import NonFiniteLossHook
 from .sample_seed import seed_samples_by_position
-from .work_dir import (WorkDirError, earlier_run_files, find_resumable_checkpoint,  # noqa: F401
-                       is_complete_checkpoint, named_in_last_checkpoint,
-                       remove_orphaned_temporaries, set_aside_earlier_run)
+from .work_dir import (WorkDirError, earlier_run_files, find_resumable_checkpoint,
+                       named_in_last_checkpoint, remove_orphaned_temporaries, set_aside_earlier_run)
 
 TRAINING_CHECKPOINT_KEYS = ('meta', 'message_hub', 'optimizer')  # what resuming restores
 MMENGINE_REVISE_KEYS = [(r'^module\.', '')]  # mmengine's default: drop the DDP prefix

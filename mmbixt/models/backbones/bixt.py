@@ -5,14 +5,15 @@ from typing import Optional, Sequence, Union
 
 from mmseg.registry import MODELS
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import FIXED_POS_BUFFER
-from ..core import pad_to_multiple
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 from .base import BiXTPretrainedBackbone
 
-__all__ = ['BiXTBackbone', 'pad_to_multiple']  # pad_to_multiple lives in core.encoder now
+__all__ = ['BiXTBackbone']
+
+# torch's public BatchNorm classes (their common base is private), for ``norm_eval``.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @MODELS.register_module()
@@ -98,6 +99,6 @@ class BiXTBackbone(BiXTPretrainedBackbone):
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():
-                if isinstance(module, _BatchNorm):
+                if isinstance(module, BATCH_NORMS):
                     module.eval()
         return self
