@@ -482,6 +482,18 @@ def test_http_checkpoint_in_init_cfg_is_downloaded_once_into_the_cache(http_fold
     backbone(init_cfg=dict(type='Pretrained', checkpoint=f'{url}/tiny.zip')).init_weights()
 
 
+def test_timm_pretrained_file_overlay_fetches_an_http_address(http_folder, tmp_path):
+    import timm
+    served, url = http_folder
+    name = 'bixt_ti_l64_p16'
+    write_released_checkpoint(served / f'{name}.zip', released_layout_state(name), name,
+                              zip_folder=name)
+    model = timm.create_model(name, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=f'{url}/{name}.zip'))
+    expected = released_layout_state(name)['latents']
+    assert torch.equal(model.core.latents, expected)
+
+
 def test_a_failed_download_names_the_address(http_folder):
     _, url = http_folder
     with pytest.raises(CheckpointError, match=rf'^{url}/absent.pth: could not be downloaded '

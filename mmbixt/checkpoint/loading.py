@@ -24,14 +24,10 @@ from typing import Any, Iterable, Mapping, Optional
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from .reader import CheckpointError, PathLike
+from .reader import EMA_ENTRY, WEIGHT_ENTRIES, CheckpointError, PathLike
 
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 BN_COUNTER_SUFFIX = 'num_batches_tracked'
-# Where a checkpoint keeps its weights: timm and mmengine write ``state_dict`` (timm's EMA copy in
-# ``state_dict_ema``), DeiT-style training scripts ``model``; anything else is a bare state dict.
-EMA_ENTRY = 'state_dict_ema'
-WEIGHT_ENTRIES = ('state_dict', 'model')
 _BLOCK = re.compile(r'^(?:.*\.)?core\.blocks\.(\d+)\.')
 
 

@@ -174,14 +174,17 @@ def _looks_like_truncated_zip(path: PathLike) -> bool:
         return f.read(4) == b'PK\x03\x04'
 
 
-# Where a checkpoint keeps its weights: timm / mmengine / mmbixt files, then a bare state dict.
-WEIGHT_ENTRIES = ('state_dict', 'state_dict_ema', 'model')
+# Where a checkpoint keeps its weights: timm and mmengine write ``state_dict`` (timm's EMA copy in
+# ``state_dict_ema``), DeiT-style training scripts ``model``; anything else is a bare state dict.
+WEIGHT_ENTRIES = ('state_dict', 'model')
+EMA_ENTRY = 'state_dict_ema'
 
 
 def _weight_dicts(ckpt: Any) -> list[tuple[str, dict]]:
     if not isinstance(ckpt, dict):
         return []
-    found = [(f'{key}/', ckpt[key]) for key in WEIGHT_ENTRIES if isinstance(ckpt.get(key), dict)]
+    found = [(f'{key}/', ckpt[key]) for key in (*WEIGHT_ENTRIES, EMA_ENTRY)
+             if isinstance(ckpt.get(key), dict)]
     return found or [('', ckpt)]
 
 

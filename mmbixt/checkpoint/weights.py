@@ -1,14 +1,13 @@
 """BiXT weights from any source, in one layout, checked against the model that receives them.
 
 Sources: released classifier checkpoints (timm layout, ``latents`` / ``blocks.i``), files written by
-``tools/convert_checkpoint.py``, and mmseg training checkpoints (``backbone.`` prefix). All are brought
-to the layout of the mmbixt models (every ``BiXTEncoder``), whose core lives under ``core.``
-(``core.latents``, ``core.blocks.i``) by the one remap ``to_core_layout``.
+``tools/convert_checkpoint.py``, and mmseg training checkpoints (``backbone.`` prefix), all read by
+``normalise_checkpoint`` (``loading.py``) into the layout of the mmbixt models (every
+``BiXTEncoder``), whose core lives under ``core.`` (``core.latents``, ``core.blocks.i``).
 
-The loading policy (``load_weights``): every tensor of the file loads, or is in the model's
-documented drop set (logged), or the load is refused naming it; every tensor of the model is loaded
-or in its documented "stays new" set. Before that, ``BiXTWeights.arch_problems`` compares everything
-the file reveals (stored name, widths, heads, depth, LayerScale, tokenizer) with the model's arch.
+Before the one apply step (``load_weights`` = ``apply_state_dict`` with the route's policy),
+``BiXTWeights.arch_problems`` compares everything the file reveals (stored name, stored token stride
+or ``pos`` grid, widths, heads, depth, absent layers, LayerScale, tokenizer) with the model's arch.
 ``strict=False`` turns every refusal into a logged warning (for experts).
 """
 from __future__ import annotations

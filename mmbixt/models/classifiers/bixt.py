@@ -6,14 +6,18 @@ model once ``mmbixt`` is imported. The loading routes timm documents, and how ea
 
 * ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``: the pretrained
   cfg has ``custom_load=True``, so timm hands the file to ``model.load_pretrained``, which reads a
-  released zip as downloaded (or its ``.pth.tar``) through ``mmbixt.checkpoint`` (``weights_only``,
-  only ``argparse.Namespace`` allowed) and checks the stored name, widths, depth and tokenizer.
+  released zip as downloaded (or its ``.pth.tar``, or an http(s) address, downloaded into the cache)
+  through ``mmbixt.checkpoint`` (``weights_only``, only data classes allowed) and checks the stored
+  name, widths, depth and tokenizer.
 * ``create_model(name, checkpoint_path=PATH)`` and ``timm.models.load_checkpoint(model, PATH)``: timm
   reads ``PATH`` itself (``torch.load(weights_only=True)``) and passes the state dict to
   ``model.load_state_dict``. That reader cannot open a zip, and no hook runs before it: these routes
-  take the ``.pth.tar`` inside the zip. ``load_state_dict`` recognises the released layout and runs
-  ``checkpoint_filter_fn`` (the same remap and checks as ``pretrained_filter_fn`` of timm's other
-  pretrained sources, e.g. ``pretrained_cfg_overlay=dict(state_dict=...)``).
+  take the ``.pth.tar`` inside the zip. ``load_state_dict`` recognises the released layout and loads
+  it like ``load_pretrained`` (``normalise_checkpoint`` + ``apply_state_dict``); timm's other
+  pretrained sources (e.g. ``pretrained_cfg_overlay=dict(state_dict=...)``) pass
+  ``checkpoint_filter_fn`` (the same normalisation and checks).
+
+A head for another number of classes stays new and says so at WARNING on the console.
 
 The fixed ``pos`` buffer of 224px files is dropped (the positional encoding is computed for the grid of
 every input); it still tells the token stride of a file read without its stored name.
