@@ -234,8 +234,9 @@ class LoadPolicy:
     describe_keys: Any = describe
 
 
-def apply_state_dict(model: nn.Module, checkpoint: PlainCheckpoint, policy: LoadPolicy = LoadPolicy(),
-                     *, strict: bool = True, name: Optional[str] = None) -> LoadReport:
+def apply_state_dict(model: nn.Module, checkpoint: PlainCheckpoint,
+                     policy: LoadPolicy = LoadPolicy(), *, strict: bool = True,
+                     name: Optional[str] = None) -> LoadReport:
     """Loads ``checkpoint`` into ``model`` under ``policy`` (see the module) and returns the report.
 
     Refuses (CheckpointError naming the file) a tensor that is neither loaded nor in the policy's
