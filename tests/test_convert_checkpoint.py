@@ -130,3 +130,30 @@ def test_never_writes_over_its_input_and_over_an_output_only_with_overwrite(tmp_
     assert dst.read_bytes() == b'keep me'
     assert convert_in_process(capsys, src, dst, '--overwrite')[0] == 0
     assert torch.load(dst, weights_only=True)['meta']['token_stride'] == 8
+
+
+def test_the_tool_refuses_a_zip_bomb_unread_and_names_the_member_of_a_zip_with_several(
+        tmp_path, capsys):
+    import zipfile
+    bomb = tmp_path / 'bomb.zip'
+    with zipfile.ZipFile(bomb, 'w', zipfile.ZIP_DEFLATED) as archive:
+        with archive.open('bixt/model_best.pth.tar', 'w', force_zip64=True) as member:
+            for _ in range(16):
+                member.write(bytes(1 << 20))
+    code, err = convert_in_process(capsys, bomb, tmp_path / 'a.pth')
+    assert code == 1 and len(err.splitlines()) == 1 and not (tmp_path / 'a.pth').exists()
+    assert 'bomb.zip: declares a member bixt/model_best.pth.tar of 16 MiB' in err
+
+    name = NAMELESS_S8
+    single = write_released_checkpoint(tmp_path / 'one.zip', released_layout_state(name), name,
+                                       zip_folder='run')
+    several = tmp_path / 'several.zip'
+    with zipfile.ZipFile(single) as source, zipfile.ZipFile(several, 'w') as archive:
+        data = source.read('run/model_best.pth.tar')
+        archive.writestr('run/checkpoint-299.pth.tar', data)
+        archive.writestr('run/model_best.pth.tar', data)
+    code = load_tool('convert_checkpoint').main([str(several), str(tmp_path / 'b.pth')])
+    out = capsys.readouterr()
+    assert code == 0
+    assert 'several.zip: holds 2 checkpoints' in out.out + out.err
+    assert 'using run/model_best.pth.tar' in out.out + out.err
