@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 
@@ -26,9 +26,6 @@ class BiXTArch:
     @property
     def depth(self) -> int:
         return self.num_layers + 1
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _released(depth: int, tokenizer: str, size: int, img_size: int = 224, embed_dims: int = 192,

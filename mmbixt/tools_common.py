@@ -1,16 +1,22 @@
 """What the command-line tools in ``tools/`` share: how an error reaches the user, how the demos run
-the other tools, and the classifier options of ``classify.py`` and ``eval_imagenet.py``."""
+the other tools, the options and config handling of the runner tools (``train.py``, ``test.py``),
+and the classifier options of ``classify.py`` and ``eval_imagenet.py``. The library (``mmbixt.engine``
+and the models) never imports this module."""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import os.path as osp
 import re
 import subprocess
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
+
+from mmengine.config import Config, DictAction
 
 DEBUG_FLAG = '--debug'
 # mmengine's registry prefixes a build error with the class it was building, once per nesting level.
@@ -129,3 +135,40 @@ def build_classifier(args: argparse.Namespace) -> tuple[Any, dict]:
     overrides = {'input_size': (3, args.img_size, args.img_size)} if args.img_size else {}
     data_config = resolve_data_config(overrides, model=model)
     return model.to(args.device), data_config
+
+
+# ---------------------------------------------------------------- runner tools (train, test)
+def tool_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the options every runner tool takes: the config, ``--work-dir``,
+    ``--cfg-options``, ``--launcher``, the launcher's ``--local-rank`` and ``--debug``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config settings, e.g. train_cfg.max_iters=1000')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_debug_arg(parser)
+    return parser
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def load_tool_config(args: argparse.Namespace) -> Config:
+    """The config with the launcher, the ``--cfg-options`` overrides and the work dir applied."""
+    from .engine.config_file import read_config, train_from_scratch_if_asked
+    from .fileio import check_output_dir
+    cfg = read_config(args.config)
+    cfg.launcher = args.launcher
+    cfg.merge_from_dict(args.cfg_options)
+    train_from_scratch_if_asked(cfg)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_output_dir(cfg.work_dir, '--work-dir')
+    return cfg

@@ -2,7 +2,6 @@
 configs, and the backbone's options."""
 from __future__ import annotations
 
-import shutil
 import zipfile
 
 import pytest
@@ -11,7 +10,7 @@ from mmseg.registry import MODELS
 
 import mmbixt  # noqa: F401
 from mmbixt.archs import RELEASED_ARCHS
-from mmbixt.checkpoint.weights import to_core_layout
+from mmbixt.checkpoint import to_core_layout
 from mmbixt.models.backbones import BiXTBackbone
 
 from conftest import (REFERENCE, VARIANTS, load_expected, reference_arch, released_layout_state,
@@ -239,7 +238,7 @@ def test_training_and_streaming_chunk_sizes_are_separate_settings():
 def test_the_encoder_as_a_classifier_uses_it_matches_the_original_latents(variant):
     # The timm classifier is a BiXTEncoder with the one-sided last layer: every layer's latents,
     # the last one included, match the original's, loaded under the one policy and remap.
-    from mmbixt.checkpoint import FIXED_POS_BUFFER, BiXTWeights, load_weights
+    from mmbixt.checkpoint import FIXED_POS_BUFFER, BiXTWeights, LoadPolicy, load_weights
     from mmbixt.models.core import BiXTEncoder, ImageEmbedding, build_core
     expected = load_expected(variant)
     arch = reference_arch(expected['config'])  # a dict of the arch settings
@@ -247,7 +246,8 @@ def test_the_encoder_as_a_classifier_uses_it_matches_the_original_latents(varian
                           arch).eval()
     weights = BiXTWeights.from_file(REFERENCE / variant / 'model_best.pth.tar')
     weights.check_arch(encoder.arch, encoder.arch_description)
-    report = load_weights(encoder, weights, drop=('fc_norm.', 'head.', FIXED_POS_BUFFER))
+    drop = ('fc_norm.', 'head.', FIXED_POS_BUFFER)
+    report = load_weights(encoder, weights, LoadPolicy(drop=drop, defaults=drop))
     assert report.new == [] and set(report.dropped) == {
         'fc_norm.weight', 'fc_norm.bias', 'head.weight', 'head.bias', FIXED_POS_BUFFER}
     depth = expected['config']['depth']

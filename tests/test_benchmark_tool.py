@@ -104,3 +104,24 @@ def test_vit_points_past_the_memory_limit_are_skipped_and_said_so(tmp_path):
         benchmark.scaling_table(peers)
     benchmark.plot(peers, tmp_path / 'plot.png', 'test')
     assert (tmp_path / 'plot.png').stat().st_size > 0
+
+
+def test_the_original_timm_fork_loads_under_its_own_name_beside_the_installed_timm(tmp_path):
+    import timm
+    fork = tmp_path / 'BiXT' / 'timm'
+    for folder, text in {'': 'from . import layers, models\n',
+                         'layers': 'class PatchEmbed: pass\nclass PatchEmbedHalfStride: pass\n'
+                                   'class PatchEmbedQuarterStride: pass\n',
+                         'models': ''}.items():
+        (fork / folder).mkdir(parents=True, exist_ok=True)
+        (fork / folder / '__init__.py').write_text(text)
+    (fork / 'models' / 'bixt.py').write_text(
+        'from timm.layers import PatchEmbed\n\nclass BiXT:\n    embed = PatchEmbed\n')
+    installed = {name: module for name, module in sys.modules.items()
+                 if name == 'timm' or name.startswith('timm.')}
+    BiXT, embeds = benchmark.load_original(str(tmp_path / 'BiXT'))
+    assert BiXT.embed is embeds[16] and embeds[16].__module__ == 'timm.layers'  # the fork's own
+    assert sys.modules['bixt_original_timm.models.bixt'].BiXT is BiXT
+    assert {name: module for name, module in sys.modules.items()
+            if name == 'timm' or name.startswith('timm.')} == installed  # untouched
+    assert sys.modules['timm'] is timm and str(tmp_path) not in ' '.join(sys.path)

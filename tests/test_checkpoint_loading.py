@@ -3,8 +3,10 @@ names the file, the problem and the fix — and nothing in a file ever executes.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,6 +232,68 @@ def test_zip_without_checkpoint_and_zip_with_several(tmp_path):
     assert 'several checkpoints' in refusal(several)
 
 
+@pytest.fixture
+def logged_warnings():
+    """The messages logged at WARNING or above to mmengine's current logger (the console's)."""
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_a_zip_with_several_checkpoints_says_which_member_it_used(released_tiny, tmp_path,
+                                                                  logged_warnings):
+    several = tmp_path / 'several.zip'
+    with zipfile.ZipFile(released_tiny) as source, zipfile.ZipFile(several, 'w') as archive:
+        data = source.read('downloads/bixt/model_best.pth.tar')
+        archive.writestr('run/checkpoint-299.pth.tar', data)
+        archive.writestr('run/model_best.pth.tar', data)
+    backbone().load_pretrained(str(several))
+    used = [m for m in logged_warnings if 'several.zip: holds 2 checkpoints' in m]
+    assert len(used) == 1 and used[0].endswith('using run/model_best.pth.tar')
+
+
+def test_a_zip_bomb_is_refused_from_its_declared_sizes_before_inflating(tmp_path, monkeypatch):
+    bomb = tmp_path / 'bomb.zip'
+    with zipfile.ZipFile(bomb, 'w', zipfile.ZIP_DEFLATED) as archive:
+        with archive.open('bixt/model_best.pth.tar', 'w', force_zip64=True) as member:
+            for _ in range(64):
+                member.write(bytes(1 << 20))  # 64 MiB of zeros: a few dozen KiB deflated
+    assert bomb.stat().st_size < 1 << 20
+
+    def inflate(*args, **kwargs):
+        raise AssertionError('the member was inflated')
+    monkeypatch.setattr(zipfile.ZipFile, 'open', inflate)
+    message = refusal(bomb)
+    assert 'declares a member bixt/model_best.pth.tar of 64 MiB' in message
+    assert 'compression ratio' in message and 'was not inflated' in message
+
+
+def test_a_file_lacking_one_layer_names_the_layer(tmp_path):
+    state = {k: v for k, v in tiny_classifier_state().items() if not k.startswith('blocks.1.')}
+    path = write_released_checkpoint(tmp_path / 'gap.pth.tar', state, 'bixt_tiny_p16')
+    message = refusal(path)
+    assert 'lacks every tensor of layer 1 (it holds layers up to 3)' in message
+    assert 'classifier' not in message and 'bi-directional layers' not in message
+
+
+def test_a_classifier_with_a_new_head_says_so_on_the_console(released_tiny, logged_warnings):
+    from mmbixt.models.classifiers import BiXTClassifier
+    model = BiXTClassifier(arch=TINY, num_classes=5)
+    report = model.load_pretrained(str(released_tiny))
+    assert set(report.new) == {'head.weight', 'head.bias'}
+    new_head = [m for m in logged_warnings if 'left newly initialised in the model: head' in m]
+    assert len(new_head) == 1 and str(released_tiny) in new_head[0]
+    assert not any('fourier_pos_encode' in m for m in logged_warnings)  # the documented drop
+    from mmengine.logging import MMLogger
+    assert any(isinstance(h, logging.StreamHandler)
+               for h in MMLogger.get_current_instance().handlers)  # reaches the console
+
+
 def test_ema_requested_but_absent(released_tiny):
     assert 'no EMA weights' in refusal(released_tiny, use_ema=True)
 
@@ -345,7 +409,6 @@ def in_home(tmp_path, monkeypatch):
 
 
 def test_home_and_path_checkpoints_through_init_cfg(in_home, tmp_path, monkeypatch):
-    from pathlib import Path
     name, source = in_home
     monkeypatch.chdir(tmp_path)
     for checkpoint in (name, Path(name).expanduser(), Path('ckpts/b.pth'), 'ckpts/b.pth'):
@@ -355,7 +418,6 @@ def test_home_and_path_checkpoints_through_init_cfg(in_home, tmp_path, monkeypat
 
 
 def test_home_and_path_checkpoints_through_mmengines_load_checkpoint(in_home):
-    from pathlib import Path
 
     from mmengine.runner import load_checkpoint
 
@@ -374,11 +436,25 @@ def test_home_and_path_checkpoints_through_mmengines_load_checkpoint(in_home):
                        source.core.latents)
 
 
-def test_http_checkpoints_are_fetched_by_mmengine_and_read_safely(tmp_path, released_tiny):
+@pytest.fixture
+def http_folder(tmp_path, monkeypatch):
+    """A folder served over http on loopback, its address, and a fresh download cache."""
     import functools
     import http.server
-    import shutil
     import threading
+    served = tmp_path / 'served'
+    served.mkdir()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))  # the download cache
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+
+
+def test_http_checkpoints_are_fetched_by_mmengine_and_read_safely(http_folder, released_tiny):
+    import shutil
+    tmp_path, url = http_folder
     shutil.copy(released_tiny, tmp_path / 'served.zip')
     marker = tmp_path / 'pwned'
 
@@ -387,15 +463,39 @@ def test_http_checkpoints_are_fetched_by_mmengine_and_read_safely(tmp_path, rele
             return os.system, (f'touch {marker}',)
 
     torch.save({'state_dict': {}, 'args': Exploit()}, tmp_path / 'evil.pth')
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f'http://127.0.0.1:{server.server_address[1]}'
-    try:
-        ckpt = CheckpointLoader.load_checkpoint(f'{url}/served.zip', map_location='cpu')
-        assert ckpt['arch'] == 'bixt_tiny_l8_d4_p16'  # a released zip, read through the reader
-        with pytest.raises(CheckpointError, match=f'{url}/evil.pth: asks to load'):
-            CheckpointLoader.load_checkpoint(f'{url}/evil.pth')
-    finally:
-        server.shutdown()
+    ckpt = CheckpointLoader.load_checkpoint(f'{url}/served.zip', map_location='cpu')
+    assert ckpt['arch'] == 'bixt_tiny_l8_d4_p16'  # a released zip, read through the reader
+    with pytest.raises(CheckpointError, match=f'{url}/evil.pth: asks to load'):
+        CheckpointLoader.load_checkpoint(f'{url}/evil.pth')
     assert not marker.exists()
+
+
+def test_http_checkpoint_in_init_cfg_is_downloaded_once_into_the_cache(http_folder, released_tiny):
+    import shutil
+    served, url = http_folder
+    shutil.copy(released_tiny, served / 'tiny.zip')
+    model = backbone(init_cfg=dict(type='Pretrained', checkpoint=f'{url}/tiny.zip'))
+    model.init_weights()
+    cached = Path(torch.hub.get_dir()) / 'checkpoints' / 'tiny.zip'
+    assert cached.read_bytes() == released_tiny.read_bytes()
+    (served / 'tiny.zip').unlink()  # a second load reads the cache, as mmengine's does
+    backbone(init_cfg=dict(type='Pretrained', checkpoint=f'{url}/tiny.zip')).init_weights()
+
+
+def test_timm_pretrained_file_overlay_fetches_an_http_address(http_folder, tmp_path):
+    import timm
+    served, url = http_folder
+    name = 'bixt_ti_l64_p16'
+    write_released_checkpoint(served / f'{name}.zip', released_layout_state(name), name,
+                              zip_folder=name)
+    model = timm.create_model(name, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=f'{url}/{name}.zip'))
+    expected = released_layout_state(name)['latents']
+    assert torch.equal(model.core.latents, expected)
+
+
+def test_a_failed_download_names_the_address(http_folder):
+    _, url = http_folder
+    with pytest.raises(CheckpointError, match=rf'^{url}/absent.pth: could not be downloaded '
+                                              r'\(HTTPError: HTTP Error 404'):
+        backbone(init_cfg=dict(type='Pretrained', checkpoint=f'{url}/absent.pth')).init_weights()

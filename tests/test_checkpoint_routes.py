@@ -59,7 +59,9 @@ def setup(tmp_path_factory) -> dict:
 
 WRONG = {'resnet18': r'tensors the model does not have .*bn1 \(4\), conv1 \(1\).*'
                      r'lacks 130 .*backbone \(85\), decode_head',
-         'bare_backbone': "bare backbone.*model.backbone.init_cfg",
+         'bare_backbone': r"holds the weights of a bare backbone \(keys without \"backbone.\"\), "
+                          r"not a checkpoint of the whole model: to start from them, set "
+                          r"model.backbone.init_cfg=dict\(type='Pretrained', checkpoint=",
          'other_width': r'another shape .*backbone.core.latents \(1, 8, 48\) where the model has '
                         r'\(1, 8, 32\)'}
 
@@ -80,8 +82,10 @@ def test_test_tool_route_refuses_another_models_checkpoint(setup, wrong):
     with pytest.raises(CheckpointError, match=WRONG[wrong]) as refused:
         run_test_tool(setup, path)
     message = str(refused.value)
-    assert message.startswith(f'{path}: does not match the model') and '\n' not in message
-    assert 'load_strict=False' in message  # the opt-out is named
+    assert message.startswith(f'{path}: ') and '\n' not in message
+    if wrong != 'bare_backbone':  # the opt-out is named where some tensors would load
+        assert message.startswith(f'{path}: does not match the model: ')
+        assert 'load_strict=False' in message
 
 
 def test_test_tool_exits_with_one_line_and_accepts_the_right_checkpoint(setup):
@@ -129,7 +133,7 @@ def test_infer_refuses_another_models_checkpoint(setup, wrong, tmp_path):
     with pytest.raises(SystemExit, match=WRONG[wrong]) as refused:
         load_infer_tool().main([setup['config'], str(path), setup['image'],
                                 '--out-dir', str(tmp_path), '--device', 'cpu'])
-    assert str(refused.value).startswith(f'error: {path}: does not match the model')
+    assert str(refused.value).startswith(f'error: {path}: ')
     assert not list(tmp_path.iterdir())  # nothing drawn
 
 
@@ -149,3 +153,63 @@ def test_infer_loads_the_right_checkpoint_exactly(setup, tmp_path):
     written = infer.main([setup['config'], str(setup['files']['right']), setup['image'],
                           '--out-dir', str(tmp_path), '--device', 'cpu', '--layers', '0'])
     assert len(written) == 1 and written[0].exists()
+
+
+def released_backbone_file(model: torch.nn.Module, path: Path) -> Path:
+    """The model's backbone as a released ImageNet file: classifier layout, head, stored name."""
+    state = {k.replace('core.', '', 1) if k.startswith('core.') else k: v
+             for k, v in model.backbone.state_dict().items() if not k.startswith('out_norms.')}
+    state.update({'head.weight': torch.zeros(1000, 32), 'head.bias': torch.zeros(1000),
+                  'fc_norm.weight': torch.ones(32), 'fc_norm.bias': torch.zeros(32)})
+    torch.save({'state_dict': state, 'arch': 'bixt_ti_l64_p16', 'epoch': 299}, path)
+    return path
+
+
+def test_a_released_imagenet_file_given_to_the_test_tool_says_how_to_use_it(setup, tmp_path):
+    path = released_backbone_file(setup['model'], tmp_path / 'model_best.pth.tar')
+    with pytest.raises(CheckpointError) as refused:
+        run_test_tool(setup, path)
+    message = str(refused.value)
+    assert message == (f"{path}: holds the ImageNet weights of bixt_ti_l64_p16, which are "
+                       "backbone weights, not a checkpoint of the whole model: to start from "
+                       "them, set model.backbone.init_cfg=dict(type='Pretrained', "
+                       f"checkpoint='{path}') and train")
+
+
+def test_load_strict_false_that_would_load_nothing_is_refused(setup):
+    with pytest.raises(CheckpointError, match=r'resnet18.pth: has no tensor the model can load '
+                                              r'\(0 of \d+ would load\)'):
+        run_test_tool(setup, setup['files']['resnet18'], 'load_strict=False')
+
+
+def test_compiled_files_without_batchnorm_counters_load_on_every_whole_model_route(setup,
+                                                                                  tmp_path):
+    from mmbixt.checkpoint.model_match import load_model_checkpoint
+    from mmbixt.deploy.onnx import load_segmentor
+    state = {f'_orig_mod.{k}': v for k, v in setup['model'].state_dict().items()
+             if not k.endswith('num_batches_tracked')}
+    path = tmp_path / 'compiled.pth'
+    torch.save({'state_dict': state, 'meta': {}}, path)
+    model = build_model(setup['cfg'])
+    torch.nn.init.zeros_(model.backbone.core.latents)
+    load_model_checkpoint(model, path)  # tools/infer.py, tools/demo_points.py, check_leak
+    assert torch.equal(model.backbone.core.latents, setup['model'].backbone.core.latents)
+    cfg = setup['cfg'].copy()
+    cfg.work_dir, cfg.load_from = str(tmp_path / 'work'), str(path)
+    build_runner(cfg).load_or_resume()  # load_from, tools/test.py
+    with pytest.raises(CheckpointError, match='another shape'):  # the export: same policy
+        load_segmentor(setup['config'], setup['files']['other_width'])
+
+
+def test_resume_refuses_nan_in_the_optimizer_state_naming_the_checkpoint(setup, tmp_path):
+    path = tmp_path / 'iter_2.pth'
+    optimizer = {'state': {0: {'step': torch.tensor(2.0), 'exp_avg': torch.tensor([0.0, 1.0]),
+                               'exp_avg_sq': torch.tensor([float('nan'), 1.0])}},
+                 'param_groups': [{'lr': 0.1, 'params': [0]}]}
+    torch.save({'state_dict': setup['model'].state_dict(), 'meta': {'iter': 2, 'seed': 0},
+                'message_hub': {}, 'optimizer': optimizer}, path)
+    cfg = setup['cfg'].copy()
+    cfg.work_dir, cfg.load_from, cfg.resume = str(tmp_path / 'work'), str(path), True
+    with pytest.raises(CheckpointError, match=rf'^{path}: has non-finite values .* optimizer '
+                                              r'state \(state.0.exp_avg_sq\), so --resume'):
+        build_runner(cfg)

@@ -20,7 +20,6 @@ from conftest import (REFERENCE, REPO, VARIANTS, load_expected, reference_arch, 
 from mmbixt.archs import RELEASED_ARCHS, canonical_name
 from mmbixt.checkpoint import CheckpointError
 from mmbixt.models.classifiers import CLASSIFIER_NAMES, BiXTClassifier
-from mmbixt.models.core import FourierPositionalEncoding2d
 
 POS = 'fourier_pos_encode.pos'
 
@@ -393,17 +392,6 @@ def test_group_matcher_drives_timm_layer_decay() -> None:
     assert decay_of[id(params['core.blocks.0.self_attention_latents.attn.qkv.weight'])] == 0.05
 
 
-def half_precision_supported() -> bool:
-    """The shared core casts its Fourier encoding to the model's dtype (helper perf's change)."""
-    try:
-        FourierPositionalEncoding2d(8).to(torch.bfloat16)(2, 2)
-    except RuntimeError:
-        return False
-    return True
-
-
-@pytest.mark.xfail(not half_precision_supported(), strict=True,
-                   reason='the Fourier encoding of mmbixt.models.core stays fp32 (dtype fix pending)')
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_half_precision(dtype: torch.dtype) -> None:
     model = tiny_classifier()

@@ -6,7 +6,7 @@ import torch
 
 from mmbixt.models.core import fast_ops
 from mmbixt.models.core.layers import BiXTCore, CrossAttentionBlock
-from mmbixt.models.core.reference import plain_forward_layers
+from plain_reference import plain_forward_layers
 
 DIMS, HEADS, LATENTS, LAYERS = 32, 2, 8, 3
 
@@ -160,10 +160,11 @@ def test_execution_settings_are_held_once_and_set_through_one_call():
         core.set_execution(train_chunk_size=-4)
 
 
-@pytest.mark.skipif(fast_ops.ONEDNN_LINEAR is None, reason='no oneDNN in this torch')
+@pytest.mark.skipif(fast_ops.onednn_linear() is None, reason='no oneDNN in this torch')
 def test_fused_switch_turns_the_onednn_kernels_off(monkeypatch):
-    calls, original = [], fast_ops.ONEDNN_LINEAR
-    monkeypatch.setattr(fast_ops, 'ONEDNN_LINEAR', lambda *args: calls.append(1) or original(*args))
+    calls, original = [], fast_ops.onednn_linear()
+    counted = lambda *args: calls.append(1) or original(*args)  # noqa: E731
+    monkeypatch.setattr(fast_ops, 'onednn_linear', lambda: counted)
     core = small_core().eval()
     tokens = torch.randn(2, 24, DIMS)
     with torch.no_grad():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from mmbixt.checkpoint import CheckpointError
 from mmbixt.deploy.onnx import (TOLERANCE, AdaptiveAvgPool2dForExport, ExportError,
                                 ImageSegmentorGraph, UpsampleForExport, export_graph,
                                 export_segmentor, image_test_step, load_segmentor,
@@ -254,14 +255,16 @@ def test_ort_session_for_the_benchmark_is_dynamic(image_export):
 # ---------------------------------------------------------------- refusals
 def test_checkpoint_of_another_model_is_refused_by_name(point_export, capsys, tmp_path):
     _, _, point_checkpoint = point_export
-    refusal = (rf'{point_checkpoint.name}: not a checkpoint of the model in '
-               r'.*demo_upernet_bixt_ti.py: tensors \d+ missing')
-    with pytest.raises(ExportError, match=refusal):
+    # The same whole-model policy as tools/test.py (mmbixt.checkpoint.model_match).
+    refusal = (rf'{point_checkpoint.name}: does not match the model: .*lacks \d+ tensors the '
+               r'model needs: .*backbone')
+    with pytest.raises(CheckpointError, match=refusal):
         load_segmentor(IMAGE_CONFIG, point_checkpoint)
     code = export_tool().main([str(IMAGE_CONFIG), str(point_checkpoint),
                                '--out', str(tmp_path / 'x.onnx')])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith(f'error: {point_checkpoint}: not a checkpoint')
+    assert code == 2 and err[-1].startswith(f'error: {point_checkpoint}: ')
+    assert "Point at a checkpoint of this config's model" in err[-1]
     assert not (tmp_path / 'x.onnx').exists()
 
 

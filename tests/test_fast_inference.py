@@ -23,7 +23,7 @@ from mmbixt.models.core.layers import LayerScale
 
 from conftest import REPO
 
-needs_onednn = pytest.mark.skipif(fast_ops.ONEDNN_LINEAR is None, reason='no oneDNN in this torch')
+needs_onednn = pytest.mark.skipif(fast_ops.onednn_linear() is None, reason='no oneDNN in this torch')
 
 
 def rel_err(actual, expected) -> float:

@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.abc
+import importlib.machinery
 import json
 import os
 import os.path as osp
@@ -82,27 +85,58 @@ def vit_attention_gb(size: int) -> float:
 
 
 # ----------------------------------------------------------------------------- peers
-def load_original(repo: str):
-    """The original's ``BiXT`` class and patch embeddings from its timm fork; the installed timm
-    is restored afterwards for mmbixt."""
+ORIGINAL_PACKAGE = 'bixt_original_timm'  # the original's timm fork, loaded beside the installed timm
+
+
+class ForkFinder(importlib.abc.MetaPathFinder):
+    """Finds ``timm`` and its submodules in the original's clone only (not on ``sys.path``)."""
+
+    def __init__(self, repo: str):
+        self.repo = repo
+
+    def find_spec(self, name, path=None, target=None):
+        if name != 'timm' and not name.startswith('timm.'):
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, path if path else [self.repo])
+
+
+def import_original_fork(repo: str, *names: str) -> list:
+    """The modules ``names`` (e.g. ``'timm.models.bixt'``) of the original's timm fork in the
+    clone ``repo``, kept in ``sys.modules`` as ``bixt_original_timm.*``. The fork imports itself as
+    ``timm``, so while it loads the installed timm's modules step aside; the very same module
+    objects come back afterwards (what mmbixt registered in them stays)."""
     if not osp.isfile(osp.join(repo, 'timm', 'models', 'bixt.py')):
         sys.exit(f'error: --original {repo} is not a clone of the original BiXT repository '
                  '(no timm/models/bixt.py); git clone https://github.com/mrkshllr/BiXT')
-    sys.path.insert(0, repo)
-    from timm import layers
-    from timm.models.bixt import BiXT
+    installed = {name: sys.modules.pop(name) for name in list(sys.modules) if is_timm(name)}
+    finder = ForkFinder(osp.abspath(repo))
+    sys.meta_path.insert(0, finder)
+    try:
+        return [importlib.import_module(name) for name in names]
+    finally:
+        sys.meta_path.remove(finder)
+        fork = {name: sys.modules.pop(name) for name in list(sys.modules) if is_timm(name)}
+        sys.modules.update(installed)
+        sys.modules.update({ORIGINAL_PACKAGE + name[len('timm'):]: module
+                            for name, module in fork.items()})
+
+
+def load_original(repo: str):
+    """The original's ``BiXT`` class and patch embeddings (``import_original_fork``)."""
+    bixt, layers = import_original_fork(repo, 'timm.models.bixt', 'timm.layers')
     embeds = {16: layers.PatchEmbed, 8: layers.PatchEmbedHalfStride,
               4: layers.PatchEmbedQuarterStride}
-    sys.path.remove(repo)
-    for name in [m for m in sys.modules if m == 'timm' or m.startswith('timm.')]:
-        del sys.modules[name]
-    return BiXT, embeds
+    return bixt.BiXT, embeds
+
+
+def is_timm(name: str) -> bool:
+    return name == 'timm' or name.startswith('timm.')
 
 
 def original_and_ours(original, stride: int, size: int):
     """The original's 12 bi-directional layers and ``BiXTBackbone`` with the same random weights:
     two functions image -> list of the 12 layers' tokens ``[B, N, D]``. ``original`` is what
-    ``load_original`` returned (called before mmbixt imports the installed timm)."""
+    ``load_original`` returned."""
     from mmbixt import checkpoint as ckpt
     from mmbixt.models.backbones import BiXTBackbone
     BiXT, embeds = original
@@ -110,13 +144,12 @@ def original_and_ours(original, stride: int, size: int):
                   sa_num_heads=6, ca_num_heads=6, num_latents=64, embed_layer=embeds[stride],
                   posenc_type_pat='fourier2d_embadd_proj').eval()
     ours = BiXTBackbone(arch=ARCHS[stride], out_indices=tuple(range(12)), out_norm=False).eval()
-    state = theirs.state_dict()
-    remap = getattr(ckpt, 'remap_released', None)  # the checkpoint package's one remap
-    state = remap(state) if remap else {ckpt.to_core_layout(k): v for k, v in state.items()}
-    wanted = ours.state_dict()
-    missing = ours.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)
-    if missing.missing_keys:
-        raise RuntimeError(f'original weights left {missing.missing_keys[:3]} unset')
+    # The original's weights through the one normalise + apply (its 13th layer, head and fixed
+    # ``pos`` buffer are the backbone's documented drops; the output norms are off).
+    weights = ckpt.BiXTWeights.from_checkpoint(ckpt.normalise_checkpoint(
+        theirs.state_dict(), shown_as='the original BiXT (random weights)'))
+    drop = ckpt.CLASSIFIER_ONLY + (ckpt.FIXED_POS_BUFFER,) + weights.deeper_layers(12)
+    ckpt.load_weights(ours, weights, ckpt.LoadPolicy(drop=drop, defaults=drop))
 
     def run_theirs(img: 'torch.Tensor') -> list:
         tokens, latents, outs = theirs.encode_pat(img), theirs.latents, []
@@ -175,8 +208,9 @@ def matmul_peaks() -> dict[str, Callable]:
         a = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
         b = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
         out[f'matmul {name} (mm)'] = lambda a=a, b=b: torch.mm(a, b)
-        if fast_ops.ONEDNN_LINEAR is not None:
-            out[f'matmul {name} (oneDNN)'] = lambda a=a, b=b: fast_ops.ONEDNN_LINEAR(
+        fused = fast_ops.onednn_linear()
+        if fused is not None:
+            out[f'matmul {name} (oneDNN)'] = lambda a=a, b=b, fused=fused: fused(
                 a, b, None, 'none', [], 'none')
     return out
 

@@ -23,10 +23,6 @@ from mmbixt.tools_common import run_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join('configs', 'bixt', 'demo_partseg_bixt.py')
-# What each part of the procedural shapes is (mmbixt/datasets/synthetic_shapes.py builds them).
-SYNTHETIC_PART_NAMES = {0: 'body', 1: 'wings', 2: 'tail', 3: 'engines', 12: 'back', 13: 'seat',
-                        14: 'legs', 15: 'arms', 24: 'base', 25: 'shade', 26: 'bulb', 27: 'pole',
-                        36: 'body', 37: 'handle', 47: 'top', 48: 'legs', 49: 'shelf'}
 SHOWN = re.compile(r'^per-category|Iter\((train|val|test)\)|mIoU|^\w+ +\d+ +[\d.]+$|^category')
 LOG_PREFIX = ' - mmengine - INFO - '
 
@@ -48,7 +44,8 @@ def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
     import mmbixt  # noqa: F401  (registers)
     from mmbixt.checkpoint.model_match import load_model_checkpoint
     from mmbixt.datasets.shapenet_part import CATEGORY_NAMES, CATEGORY_PARTS
-    from mmbixt.engine.tool_config import read_config
+    from mmbixt.datasets.synthetic_shapes import SYNTHETIC_PART_NAMES
+    from mmbixt.engine.config_file import read_config
     from mmbixt.fileio import check_output_dir
     from mmbixt.visualization import part_segmentation_figure
 

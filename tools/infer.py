@@ -28,7 +28,7 @@ from mmseg.registry import DATASETS
 
 from mmbixt.checkpoint import CheckpointError
 from mmbixt.checkpoint.model_match import load_model_checkpoint
-from mmbixt.engine.tool_config import read_config
+from mmbixt.engine.config_file import read_config
 from mmbixt.fileio import check_output_dir
 from mmbixt.tools_common import run_cli
 from mmbixt.visualization import (

@@ -15,8 +15,7 @@ import mmbixt  # noqa: F401,I001  (first: registers modules, the safe loader; qu
 from mmengine.config import Config
 
 from mmbixt.engine import build_runner
-from mmbixt.engine.tool_config import load_tool_config, parse_tool_args, tool_parser
-from mmbixt.tools_common import run_cli
+from mmbixt.tools_common import load_tool_config, parse_tool_args, run_cli, tool_parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,10 +1,14 @@
-"""Safe reading and checked loading of BiXT checkpoints."""
+"""Safe reading and checked loading of BiXT checkpoints: ``normalise_checkpoint`` turns any
+supported file into a plain state dict, ``apply_state_dict`` applies it under a route's policy."""
+from .loading import (LoadPolicy, LoadReport, PlainCheckpoint, apply_state_dict, describe,
+                      normalise_checkpoint, remap_released, strip_wrappers, to_core_layout)
 from .reader import CheckpointError, check_finite, non_finite_tensors, read_checkpoint
 from .runner_loading import install_safe_local_loader
 from .weights import (CLASSIFIER_ONLY, FIXED_POS_BUFFER, IMAGE_TOKENIZER_PREFIXES, BiXTWeights,
-                      LoadReport, describe, load_weights, remap_released, to_core_layout)
+                      load_weights)
 
 __all__ = ['CheckpointError', 'read_checkpoint', 'check_finite', 'non_finite_tensors',
+           'normalise_checkpoint', 'apply_state_dict', 'PlainCheckpoint', 'LoadPolicy',
            'BiXTWeights', 'LoadReport', 'load_weights', 'describe', 'CLASSIFIER_ONLY',
            'FIXED_POS_BUFFER', 'IMAGE_TOKENIZER_PREFIXES', 'install_safe_local_loader',
-           'remap_released', 'to_core_layout']
+           'remap_released', 'strip_wrappers', 'to_core_layout']

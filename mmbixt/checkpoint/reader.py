@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import logging
 import os
 import pickle
 import re
@@ -18,6 +19,9 @@ import zlib
 from typing import Any, Optional, Union
 
 import torch
+from mmengine.logging import print_log
+
+from ..compat import numpy_pickle_globals
 
 CHECKPOINT_SUFFIXES = ('.pth.tar', '.pth', '.pt', '.ckpt', '.tar', '.bin')
 PathLike = Union[str, os.PathLike]
@@ -38,6 +42,13 @@ def _is_torch_zip(names: list[str]) -> bool:
     return len(tops) == 1 and any(name.endswith('/data.pkl') for name in names)
 
 
+# A checkpoint member's declared size and compression ratio are checked before it is read: a zip
+# bomb (a small archive declaring a huge member) is refused without being inflated. Checkpoints
+# barely compress (float weights: a ratio near 1); 100 leaves room for sparse or zero tensors.
+MAX_MEMBER_BYTES = 16 << 30
+MAX_COMPRESSION_RATIO = 100
+
+
 def _member_in_archive(path: PathLike, archive: zipfile.ZipFile) -> str:
     names = [n for n in archive.namelist()
              if n.endswith(CHECKPOINT_SUFFIXES) and '__MACOSX' not in n]
@@ -51,8 +62,29 @@ def _member_in_archive(path: PathLike, archive: zipfile.ZipFile) -> str:
         if len(best) != 1:
             raise CheckpointError(path, f'holds several checkpoints ({", ".join(names)})',
                                   'Unpack the one you want and point at it')
+        print_log(f'{path}: holds {len(names)} checkpoints ({", ".join(names)}); using '
+                  f'{best[0]}', logger='current', level=logging.WARNING)
         names = best
     return names[0]
+
+
+def check_declared_sizes(path: PathLike, archive: zipfile.ZipFile,
+                         members: Optional[list[str]] = None) -> None:
+    """Refuses, before reading, a member larger than ``MAX_MEMBER_BYTES`` or compressed more than
+    ``MAX_COMPRESSION_RATIO`` times (a zip bomb); ``members`` None checks all of them."""
+    for info in archive.infolist():
+        if members is not None and info.filename not in members:
+            continue
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > MAX_MEMBER_BYTES or (info.file_size > 1 << 20
+                                                 and ratio > MAX_COMPRESSION_RATIO):
+            raise CheckpointError(
+                path, f'declares a member {info.filename} of {info.file_size / 2**20:.0f} MiB '
+                f'stored in {info.compress_size / 2**20:.2f} MiB (compression ratio {ratio:.0f}); '
+                f'no checkpoint is that large or compresses that well (limits: '
+                f'{MAX_MEMBER_BYTES >> 30} GiB, ratio {MAX_COMPRESSION_RATIO}), so it was not '
+                'inflated', 'The file is not a BiXT download: download it again from the '
+                'weights table')
 
 
 def _history_buffer_method(obj: Any, name: str) -> Any:
@@ -72,9 +104,8 @@ def safe_globals() -> list:
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
     numpy_dtypes = [getattr(np.dtypes, name) for name in np.dtypes.__all__]
-    return [argparse.Namespace, HistoryBuffer, np.ndarray, np.dtype,
-            np._core.multiarray._reconstruct, np._core.multiarray.scalar, *numpy_dtypes,
-            (_history_buffer_method, 'builtins.getattr')]
+    return [argparse.Namespace, HistoryBuffer, np.ndarray, np.dtype, *numpy_pickle_globals(),
+            *numpy_dtypes, (_history_buffer_method, 'builtins.getattr')]
 
 
 def _torch_load(source: Any, path: PathLike, map_location: Any = 'cpu') -> Any:
@@ -122,8 +153,11 @@ def _read(path: str, shown: str, map_location: Any) -> Any:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-                if not _is_torch_zip(names):
+                if _is_torch_zip(names):
+                    check_declared_sizes(shown, archive)
+                else:
                     member = _member_in_archive(shown, archive)
+                    check_declared_sizes(shown, archive, [member])
                     return _torch_load(io.BytesIO(archive.read(member)), f'{shown}!{member}',
                                        map_location)
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
@@ -140,27 +174,42 @@ def _looks_like_truncated_zip(path: PathLike) -> bool:
         return f.read(4) == b'PK\x03\x04'
 
 
-# Where a checkpoint keeps its weights: timm / mmengine / mmbixt files, then a bare state dict.
-WEIGHT_ENTRIES = ('state_dict', 'state_dict_ema', 'model')
+# Where a checkpoint keeps its weights: timm and mmengine write ``state_dict`` (timm's EMA copy in
+# ``state_dict_ema``), DeiT-style training scripts ``model``; anything else is a bare state dict.
+WEIGHT_ENTRIES = ('state_dict', 'model')
+EMA_ENTRY = 'state_dict_ema'
 
 
 def _weight_dicts(ckpt: Any) -> list[tuple[str, dict]]:
     if not isinstance(ckpt, dict):
         return []
-    found = [(f'{key}/', ckpt[key]) for key in WEIGHT_ENTRIES if isinstance(ckpt.get(key), dict)]
+    found = [(f'{key}/', ckpt[key]) for key in (*WEIGHT_ENTRIES, EMA_ENTRY)
+             if isinstance(ckpt.get(key), dict)]
     return found or [('', ckpt)]
 
 
 def non_finite_tensors(ckpt: Any) -> list[str]:
     """Names of the floating-point weight tensors of ``ckpt`` holding NaN or inf (weights under
-    ``state_dict``, ``state_dict_ema`` or ``model``, else the top-level tensors)."""
+    ``state_dict``, ``state_dict_ema`` or ``model``, else the top-level ones; an optimizer's
+    ``state_dict()`` is searched whole, nested containers included)."""
     bad = []
     for where, weights in _weight_dicts(ckpt):
-        for key, value in weights.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point() \
-                    and not bool(torch.isfinite(value).all()):
-                bad.append(f'{where}{key}' if where != 'state_dict/' else str(key))
+        for name, value in _tensors(weights, where):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad.append(name[len('state_dict/'):] if where == 'state_dict/' else name)
     return bad
+
+
+def _tensors(tree: Any, prefix: str):
+    """``(name, tensor)`` of every tensor in nested dicts, lists and tuples."""
+    if isinstance(tree, torch.Tensor):
+        yield prefix.rstrip('.'), tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _tensors(value, f'{prefix}{key}.')
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            yield from _tensors(value, f'{prefix}{index}.')
 
 
 def check_finite(ckpt: Any, path: PathLike) -> None:

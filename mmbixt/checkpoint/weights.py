@@ -1,35 +1,36 @@
 """BiXT weights from any source, in one layout, checked against the model that receives them.
 
 Sources: released classifier checkpoints (timm layout, ``latents`` / ``blocks.i``), files written by
-``tools/convert_checkpoint.py``, and mmseg training checkpoints (``backbone.`` prefix). All are brought
-to the layout of the mmbixt models (every ``BiXTEncoder``), whose core lives under ``core.``
-(``core.latents``, ``core.blocks.i``) by the one remap ``to_core_layout``.
+``tools/convert_checkpoint.py``, and mmseg training checkpoints (``backbone.`` prefix), all read by
+``normalise_checkpoint`` (``loading.py``) into the layout of the mmbixt models (every
+``BiXTEncoder``), whose core lives under ``core.`` (``core.latents``, ``core.blocks.i``).
 
-The loading policy (``load_weights``): every tensor of the file loads, or is in the model's
-documented drop set (logged), or the load is refused naming it; every tensor of the model is loaded
-or in its documented "stays new" set. Before that, ``BiXTWeights.arch_problems`` compares everything
-the file reveals (stored name, widths, heads, depth, LayerScale, tokenizer) with the model's arch.
+Before the one apply step (``load_weights`` = ``apply_state_dict`` with the route's policy),
+``BiXTWeights.arch_problems`` compares everything the file reveals (stored name, stored token stride
+or ``pos`` grid, widths, heads, depth, absent layers, LayerScale, tokenizer) with the model's arch.
 ``strict=False`` turns every refusal into a logged warning (for experts).
 """
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from ..archs import RELEASED_ARCHS, BiXTArch, canonical_name, variant_of_name
-from .reader import CheckpointError, PathLike, read_checkpoint
+from .loading import (LoadPolicy, LoadReport, PlainCheckpoint, apply_state_dict,
+                      normalise_checkpoint)
+from .reader import CheckpointError, PathLike
 
-WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 CLASSIFIER_ONLY = ('fc_norm.', 'head.', 'norm_lat.')
 FIXED_POS_BUFFER = 'fourier_pos_encode.pos'
 # Files with the fixed ``pos`` buffer were trained at 224px: its grid is 224 / token stride.
 POS_BUFFER_IMAGE_SIZE = 224
 IMAGE_TOKENIZER_PREFIXES = ('patch_embed.', 'fourier_pos_encode.')
+SEGMENTOR_BACKBONE = 'backbone.'
 _BIDIRECTIONAL = re.compile(r'^core\.blocks\.(\d+)\.cross_attention_latents_token\.attn\.rv_latents\.weight$')
 _ONE_SIDED = re.compile(r'^core\.blocks\.(\d+)\.cross_attention_latents_token\.attn\.r_latents\.weight$')
 _BLOCK = re.compile(r'^core\.blocks\.(\d+)\.')
@@ -38,54 +39,23 @@ LINEAR_TOKENIZER_WEIGHT = 'patch_embed.proj.weight'
 _CONV_STAGE = re.compile(r'^patch_embed\.proj\.(\d+)\.0\.weight$')
 
 
-def strip_wrappers(key: str) -> str:
-    """Drops the DDP (``module.``) and torch.compile (``_orig_mod.``) prefixes, wherever nested."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key.replace('._orig_mod.', '.')
-
-
-def to_core_layout(key: str) -> str:
-    """The one remap from the released (timm) layout to the mmbixt one: the core's latents and
-    layers move under ``core.``; tokenizer, encoding and classifier keys keep their names."""
-    if key == 'latents' or key.startswith('blocks.'):
-        return 'core.' + key
-    return key
-
-
-def remap_released(state_dict: dict) -> dict:
-    """A released-layout state dict (possibly DDP / torch.compile wrapped) in the mmbixt layout."""
-    return {to_core_layout(strip_wrappers(k)): v for k, v in state_dict.items()}
-
-
-def _pick_state_dict(ckpt: object, path: PathLike, use_ema: bool) -> dict:
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(path, f'holds a {type(ckpt).__name__}, not a checkpoint dict',
-                              'Point at a BiXT checkpoint')
-    key = 'state_dict_ema' if use_ema else 'state_dict'
-    if use_ema and key not in ckpt:
-        raise CheckpointError(path, 'has no EMA weights (state_dict_ema)',
-                              'Set use_ema=False to load the regular weights')
-    for candidate in (key, 'model', 'state_dict'):
-        if isinstance(ckpt.get(candidate), dict):
-            return ckpt[candidate]
-    if ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
-        return ckpt
-    raise CheckpointError(path, f'has no weights (top-level keys: {sorted(ckpt)[:8]})',
-                          'Point at a BiXT checkpoint')
-
-
-def _stored_name(ckpt: dict) -> Optional[str]:
-    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
-    args = ckpt.get('args')
-    for name in (ckpt.get('arch'), meta.get('bixt_arch'), getattr(args, 'model', None)):
+def stored_name(raw: object) -> Optional[str]:
+    """The released name a checkpoint stores: ``arch`` (released files), ``meta['bixt_arch']``
+    (converted files) or ``args.model`` (the original training script); None without one."""
+    if not isinstance(raw, dict):
+        return None
+    meta = raw.get('meta') if isinstance(raw.get('meta'), dict) else {}
+    for name in (raw.get('arch'), meta.get('bixt_arch'), getattr(raw.get('args'), 'model', None)):
         if isinstance(name, str) and name:
             return canonical_name(name)
     return None
+
+
+def stored_token_stride(raw: object) -> Optional[int]:
+    """``meta['token_stride']`` as ``tools/convert_checkpoint.py`` stores it; None without one."""
+    meta = raw.get('meta') if isinstance(raw, dict) else None
+    stride = meta.get('token_stride') if isinstance(meta, dict) else None
+    return stride if isinstance(stride, int) and not isinstance(stride, bool) else None
 
 
 @dataclass
@@ -95,22 +65,32 @@ class BiXTWeights:
     path: str
     state_dict: dict[str, Tensor]
     model_name: Optional[str] = None
+    stored_stride: Optional[int] = None  # ``meta['token_stride']`` of a converted file
 
     @classmethod
     def from_file(cls, path: PathLike, use_ema: bool = False) -> 'BiXTWeights':
-        ckpt = read_checkpoint(path)
-        raw = _pick_state_dict(ckpt, path, use_ema)
-        state = {strip_wrappers(k): v for k, v in raw.items() if isinstance(v, Tensor)}
-        if any(k.startswith('backbone.') for k in state):  # an mmseg segmentor checkpoint
-            state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
-        weights = cls(str(path), remap_released(state), _stored_name(ckpt))
+        """The BiXT weights of any supported file (``normalise_checkpoint``); from an mmseg
+        segmentor checkpoint, its backbone's."""
+        return cls.from_checkpoint(normalise_checkpoint(path, use_ema=use_ema))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: PlainCheckpoint) -> 'BiXTWeights':
+        state = checkpoint.state_dict
+        if any(k.startswith(SEGMENTOR_BACKBONE) for k in state):
+            state = {k[len(SEGMENTOR_BACKBONE):]: v for k, v in state.items()
+                     if k.startswith(SEGMENTOR_BACKBONE)}
+        weights = cls(checkpoint.path, state, stored_name(checkpoint.raw),
+                      stored_token_stride(checkpoint.raw))
         if 'core.latents' not in weights.state_dict or not weights.bidirectional_layers:
             sample = ', '.join(sorted(weights.state_dict)[:4]) or 'none'
             raise CheckpointError(
-                path, f'is not a BiXT checkpoint (no latents and no bi-directional layers; '
-                f'keys start with: {sample})',
+                checkpoint.path, f'is not a BiXT checkpoint (no latents and no bi-directional '
+                f'layers; keys start with: {sample})',
                 'Point at a BiXT checkpoint from the weights table, or a file written by mmbixt')
         return weights
+
+    def as_checkpoint(self) -> PlainCheckpoint:
+        return PlainCheckpoint(self.path, self.state_dict, None)
 
     # ---------------------------------------------------------------- what the file reveals
     @property
@@ -121,6 +101,18 @@ class BiXTWeights:
         while count in found:
             count += 1
         return count
+
+    @property
+    def deepest_layer(self) -> int:
+        """The index of the file's deepest layer (-1 without any)."""
+        return max((int(m.group(1)) for k in self.state_dict if (m := _BLOCK.match(k))),
+                   default=-1)
+
+    @property
+    def absent_layers(self) -> list[int]:
+        """Layers below the deepest one the file has no tensor of."""
+        found = {int(m.group(1)) for k in self.state_dict if (m := _BLOCK.match(k))}
+        return [i for i in range(self.deepest_layer) if i not in found]
 
     @property
     def has_one_sided_layer(self) -> bool:
@@ -151,6 +143,15 @@ class BiXTWeights:
         without one."""
         pos = self.state_dict.get(FIXED_POS_BUFFER)
         return None if pos is None else POS_BUFFER_IMAGE_SIZE / pos.shape[-1]
+
+    @property
+    def known_stride(self) -> Optional[float]:
+        """The token stride the file reveals: by its stored name, its stored ``token_stride``
+        or the grid of its fixed ``pos`` buffer; None when it cannot tell."""
+        variant = variant_of_name(self.model_name) if self.model_name else None
+        if variant is not None:
+            return variant[1]
+        return self.stored_stride or self.pos_buffer_stride
 
     @property
     def released_arch(self) -> Optional[BiXTArch]:
@@ -192,10 +193,20 @@ class BiXTWeights:
             f'holds {self.model_name} with {released.num_heads} heads, but {arch_hint} has '
             f'{arch.num_heads}' if released and released.num_heads != arch.num_heads else None,
             self._layer_scale_problem(arch, arch_hint),
-            self._depth_problem(min_layers, arch_hint) if min_layers is not None else None,
-            self._classifier_depth_problem(classifier_layers, arch_hint)
-            if classifier_layers is not None else None]
+            *self._layer_problems(min_layers, classifier_layers, arch_hint)]
         return [problem for problem in problems if problem]
+
+    def _layer_problems(self, min_layers: Optional[int], classifier_layers: Optional[int],
+                        arch_hint: str) -> list[Optional[str]]:
+        """A layer absent from the file is named first: the depth it leaves would mislead."""
+        absent = self.absent_layers
+        if absent:
+            shown = ', '.join(map(str, absent))
+            return [f'lacks every tensor of layer{"s" * (len(absent) > 1)} {shown} (it holds '
+                    f'layers up to {self.deepest_layer}): the file is incomplete']
+        return [self._depth_problem(min_layers, arch_hint) if min_layers is not None else None,
+                self._classifier_depth_problem(classifier_layers, arch_hint)
+                if classifier_layers is not None else None]
 
     def _tokenizer_problem(self, arch: BiXTArch, arch_hint: str) -> Optional[str]:
         held = self.image_tokenizer
@@ -212,11 +223,13 @@ class BiXTWeights:
             return (f'holds {self.model_name} ({variant[0]} tokenizer, token stride {variant[1]}), '
                     f'but the model was built as {arch_hint} ({tokenizer} tokenizer, token stride '
                     f'{stride})')
-        implied = self.pos_buffer_stride
+        implied = self.known_stride
         if variant is None and implied is not None and implied != stride:
-            return (f'has a fixed positional buffer for token stride {implied:g} (a '
-                    f'{POS_BUFFER_IMAGE_SIZE}px grid), but the model was built as {arch_hint} '
-                    f'(token stride {stride})')
+            evidence = (f'stores token stride {implied:g}' if self.stored_stride else
+                        f'has a fixed positional buffer for token stride {implied:g} (a '
+                        f'{POS_BUFFER_IMAGE_SIZE}px grid)')
+            return (f'{evidence}, but the model was built as {arch_hint} (token stride '
+                    f'{stride})')
         return None
 
     def _layer_scale_problem(self, arch: BiXTArch, arch_hint: str) -> Optional[str]:
@@ -249,8 +262,7 @@ class BiXTWeights:
         """What the file cannot tell: a linear tokenizer's stride when no name is stored (p16,
         p16s8 and p16s4 share every tensor shape)."""
         held = self.image_tokenizer
-        if (held is None or held[0] != 'linear' or self.model_name is not None
-                or self.pos_buffer_stride is not None):
+        if held is None or held[0] != 'linear' or self.known_stride is not None:
             return []
         return [f'stores no model name, so its token stride cannot be checked (p16, p16s8 and '
                 f'p16s4 share every tensor shape); it is loaded as token stride {arch.stride}. If '
@@ -279,147 +291,10 @@ class BiXTWeights:
     def _refuse(self, problems: list[str], fix: str) -> None:
         raise CheckpointError(self.path, '; '.join(problems), fix)
 
-    # The tokenizer/stride part of ``check_arch`` on its own (tools/convert_checkpoint.py --arch).
-    def check_variant(self, tokenizer: str, stride: int, arch_hint: str) -> None:
-        problem = self._variant_problem(tokenizer, stride, arch_hint)
-        if problem:
-            self._refuse([problem], f'Set arch to match the file (arch={self.model_name!r} for a '
-                                    'released one), or point at the checkpoint of this variant')
 
-
-@dataclass
-class LoadReport:
-    """What a load did: counts for the summary line, names for tests and logs. ``unexpected``,
-    ``missing`` and ``mismatched`` are only ever filled by a ``strict=False`` load (a strict one
-    refuses instead)."""
-    loaded: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    new: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-
-    def summary(self, path: str, name: Optional[str]) -> str:
-        what = f' ({name})' if name else ''
-        line = (f'Loaded {len(self.loaded)} tensors from {path}{what}; dropped '
-                f'{len(self.dropped)}: {describe(self.dropped)}; left new {len(self.new)}: '
-                f'{describe(self.new)}')
-        for label, keys in (('ignored (not in the model)', self.unexpected),
-                            ('missing from the file', self.missing),
-                            ('ignored (other shape)', self.mismatched)):
-            if keys:
-                line += f'; strict=False: {label} {len(keys)}: {describe(keys)}'
-        return line
-
-
-def describe(keys: Iterable[str]) -> str:
-    """A short human summary of key names: grouped by layer or top-level module."""
-    def group(key: str) -> str:
-        block = _BLOCK.match(key)
-        return f'layer {block.group(1)}' if block else key.rsplit('.', 1)[0] if '.' in key else key
-    return ', '.join(_groups(keys, group)) or 'nothing'
-
-
-def describe_by_prefix(keys: Iterable[str], depth: int = 2, most: int = 6) -> str:
-    """Key names grouped by their first ``depth`` module names (fewer when that gives more than
-    ``most`` groups), with counts: ``backbone.core (150), decode_head.conv_seg (2)`` for whole
-    models."""
-    keys = list(keys)
-    for level in range(depth, 0, -1):
-        groups = _groups(keys, lambda key: '.'.join(key.split('.')[:-1][:level]) or key)
-        if len(groups) <= most:
-            break
-    shown = ', '.join(f'{name} ({count})' for name, count in list(groups.items())[:most])
-    return shown + (f' and {len(groups) - most} more' if len(groups) > most else '')
-
-
-def _groups(keys: Iterable[str], group_of) -> dict[str, int]:
-    """Groups in natural key order, with how many keys each holds."""
-    groups: dict[str, int] = {}
-    for key in sorted(keys, key=_natural):
-        name = group_of(key)
-        groups[name] = groups.get(name, 0) + 1
-    return groups
-
-
-def _natural(key: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', key)]
-
-
-def _some(keys: list[str], count: int = 3) -> str:
-    return ', '.join(keys[:count]) + (', ...' if len(keys) > count else '')
-
-
-def compare_state_dicts(own: dict, theirs: dict, *, drop: Iterable[str] = (),
-                        may_stay_new: Iterable[str] = ()) -> tuple[LoadReport, dict[str, Tensor]]:
-    """Sorts a file's tensors against a model's ``state_dict()`` ``own``: dropped (under a
-    ``drop`` prefix), unexpected, of another shape, or to load; and the model's tensors the file
-    lacks: ``missing``, unless under a ``may_stay_new`` prefix (then ``new``). Returns the report
-    and the tensors to load."""
-    drop, may_stay_new = tuple(drop), tuple(may_stay_new)
-    report = LoadReport()
-    to_load: dict[str, Tensor] = {}
-    for key, value in theirs.items():
-        if key.startswith(drop):
-            report.dropped.append(key)
-        elif key not in own:
-            report.unexpected.append(key)
-        elif not isinstance(value, Tensor) or own[key].shape != value.shape:
-            report.mismatched.append(key)
-        else:
-            to_load[key] = value
-    mismatched = set(report.mismatched)
-    absent = [k for k in own if k not in to_load and k not in mismatched]
-    report.missing = [k for k in absent if not k.startswith(may_stay_new)]
-    report.new = [k for k in absent if k not in report.missing]
-    report.loaded = sorted(to_load, key=_natural)
-    return report, to_load
-
-
-def load_weights(model: nn.Module, weights: BiXTWeights, *, drop: Iterable[str] = (),
-                 may_stay_new: Iterable[str] = (), strict: bool = True) -> LoadReport:
-    """Loads ``weights`` into ``model`` under the one loading policy.
-
-    A file tensor under a ``drop`` prefix (the model's documented drop set) is dropped; any other
-    loads when the model has it in the same shape. A model tensor under a ``may_stay_new`` prefix
-    may be absent from the file. Everything else (a file tensor the model lacks, one of another
-    shape, a model tensor the file lacks) refuses the load with a CheckpointError naming it, or,
-    with ``strict=False``, is skipped and logged.
-    """
-    own = model.state_dict()
-    report, to_load = compare_state_dicts(own, weights.state_dict, drop=drop,
-                                          may_stay_new=may_stay_new)
-    problems = policy_problems(report, weights.state_dict, own)
-    if problems and strict:
-        raise CheckpointError(weights.path, '; '.join(problems),
-                              'The file is of another architecture or incomplete: set arch to '
-                              'match it, or download it again (init_cfg strict=False loads what '
-                              'matches and logs the rest)')
-    for problem in problems:
-        print_log(f'{weights.path}: strict=False: {problem}', logger='current',
-                  level=logging.WARNING)
-    model.load_state_dict(to_load, strict=False)
-    return report
-
-
-def policy_problems(report: LoadReport, theirs: dict, own: dict, describe_keys=describe
-                    ) -> list[str]:
-    """The loading policy's refusals of ``report`` as sentences: tensors of another shape (one
-    example, the latents when they differ), unexpected and missing ones (``describe_keys``)."""
-    problems = []
-    if report.mismatched:
-        # Name the latents when they differ: their shape says width and count at a glance.
-        latents = [k for k in report.mismatched if k.endswith('core.latents')]
-        example = (latents or report.mismatched)[0]
-        shape = getattr(theirs[example], 'shape', type(theirs[example]).__name__)
-        problems.append(
-            f'has {len(report.mismatched)} tensors of another shape than the model, e.g. {example} '
-            f'{tuple(shape)} where the model has {tuple(own[example].shape)}')
-    if report.unexpected:
-        problems.append(f'has {len(report.unexpected)} tensors the model does not have and does '
-                        f'not drop: {describe_keys(report.unexpected)} '
-                        f'({_some(report.unexpected)})')
-    if report.missing:
-        problems.append(f'lacks {len(report.missing)} tensors the model needs: '
-                        f'{describe_keys(report.missing)} ({_some(report.missing)})')
-    return problems
+def load_weights(model: nn.Module, weights: BiXTWeights, policy: LoadPolicy, *,
+                 strict: bool = True) -> LoadReport:
+    """``apply_state_dict`` for BiXT weights: loads them into ``model`` under ``policy``, the
+    summary line naming the stored model."""
+    return apply_state_dict(model, weights.as_checkpoint(), policy, strict=strict,
+                            name=weights.model_name)

@@ -20,7 +20,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 from .sample_checks import check_sample_files, empty_split_message
 from ..image_files import not_a_regular_file
 from ..sizes import check_pipeline_crop_sizes
-from .seg_files import (SegDataError, check_label_file, check_training_labels,  # noqa: F401
+from .seg_files import (SegDataError, check_label_file, check_training_labels,
                         size_mismatch_error, unlabelled_split_problem)
 
 # What tools/check_dataset.py runs on every sample: loading and the checks, no augmentation.

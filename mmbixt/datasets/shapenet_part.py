@@ -45,7 +45,7 @@ SHAPENETPART_CATEGORIES: tuple[PartCategory, ...] = (
 CATEGORY_NAMES = tuple(c.name for c in SHAPENETPART_CATEGORIES)
 CATEGORY_PARTS = tuple(c.parts for c in SHAPENETPART_CATEGORIES)
 SYNSET_TO_CATEGORY = {c.synset: i for i, c in enumerate(SHAPENETPART_CATEGORIES)}
-NUM_PARTS = 50
+NUM_PARTS = 1 + max(max(c.parts) for c in SHAPENETPART_CATEGORIES)  # 50
 SPLITS = ('train', 'val', 'test')
 
 

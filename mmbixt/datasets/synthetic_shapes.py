@@ -22,6 +22,10 @@ from .shapenet_part import SHAPENETPART_CATEGORIES
 Surface = tuple[np.ndarray, np.ndarray]  # xyz [n, 3], normals [n, 3]
 Sampler = Callable[[int, np.random.Generator], Surface]
 DEMO_CATEGORIES = ('Airplane', 'Chair', 'Lamp', 'Mug', 'Table')
+# What each part id of the shapes built here is (the ids are ShapeNetPart's, shapenet_part.py).
+SYNTHETIC_PART_NAMES = {0: 'body', 1: 'wings', 2: 'tail', 3: 'engines', 12: 'back', 13: 'seat',
+                        14: 'legs', 15: 'arms', 24: 'base', 25: 'shade', 26: 'bulb', 27: 'pole',
+                        36: 'body', 37: 'handle', 47: 'top', 48: 'legs', 49: 'shelf'}
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -245,9 +245,10 @@ def load_segmentor(config: PathLike, checkpoint: Optional[PathLike] = None,
     from mmseg.registry import MODELS
 
     import mmbixt  # noqa: F401  (registers the modules)
+    from mmbixt.checkpoint.model_match import load_model_checkpoint
     from mmbixt.models.segmentors import PointPartSegmentor
 
-    from mmbixt.engine.tool_config import read_config
+    from mmbixt.engine.config_file import read_config
 
     config = str(config)
     cfg = read_config(config)
@@ -276,40 +277,11 @@ def load_segmentor(config: PathLike, checkpoint: Optional[PathLike] = None,
         backbone_cfg['init_cfg'] = None  # the checkpoint below brings every weight
     model = revert_sync_batchnorm(MODELS.build(model_cfg)).eval()
     if checkpoint is not None:
-        load_state_strictly(model, checkpoint, config)
+        load_model_checkpoint(model, checkpoint)
     if isinstance(model, PointPartSegmentor):
         return LoadedSegmentor(model, 'point', config)
     preprocessing = ImagePreprocessing.from_config(model_cfg.get('data_preprocessor'), config)
     return LoadedSegmentor(model, 'image', config, preprocessing)
-
-
-def load_state_strictly(model: nn.Module, checkpoint: PathLike, config: str) -> None:
-    """Loads a checkpoint written for ``model`` (mmseg training, or ``state_dict`` of this model),
-    read safely; names the file and the keys when it belongs to another model."""
-    from mmbixt.checkpoint import read_checkpoint
-    from mmbixt.checkpoint.weights import strip_wrappers
-
-    ckpt = read_checkpoint(checkpoint)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ExportError(f'{checkpoint}: holds no state_dict of tensors; pass a checkpoint '
-                          f'written by tools/train.py for {config}')
-    state = {strip_wrappers(k): v for k, v in state.items()}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mis_shaped = sorted(k for k in set(state) & set(expected)
-                        if state[k].shape != expected[k].shape)
-    if missing or unexpected or mis_shaped:
-        problems = []
-        for what, keys in (('missing', missing), ('unexpected', unexpected),
-                           ('of another shape', mis_shaped)):
-            if keys:
-                problems.append(f'{len(keys)} {what} ({", ".join(keys[:3])}'
-                                f'{", ..." if len(keys) > 3 else ""})')
-        raise ExportError(f'{checkpoint}: not a checkpoint of the model in {config}: tensors '
-                          + '; '.join(problems) + '; pass the checkpoint trained with this config')
-    model.load_state_dict(state, strict=True)
 
 
 # ---------------------------------------------------------------- export

@@ -16,7 +16,8 @@ exactly where they stopped, and whose trainings never write into another run's w
 - a training whose loss or gradients turn non-finite stops
   (:class:`~mmbixt.engine.non_finite.NonFiniteLossHook`).
 - ``load_from``, ``--resume`` and ``tools/test.py`` load a checkpoint only when it matches the
-  model: every tensor in name and shape (:mod:`~mmbixt.checkpoint.model_match`); the config
+  model: every tensor in name and shape (:mod:`~mmbixt.checkpoint.model_match`; a ``--resume``
+  checkpoint's optimizer state must be finite too); the config
   setting ``load_strict=False`` loads what matches and logs the rest (mmengine's behaviour).
 - a failed save (disk full, quota) never costs the last complete checkpoint, whatever
   ``max_keep_ckpts`` is: every ``CheckpointHook`` becomes a
@@ -34,7 +35,6 @@ signature), ``runner.cfg``, ``set_randomness``'s effect on ``runner.seed``, and 
 from __future__ import annotations
 
 import inspect
-import os
 import os.path as osp
 from typing import Any, Optional
 
@@ -45,23 +45,24 @@ from mmengine.dist import barrier, broadcast_object_list, is_distributed, is_mai
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.model import BaseTTAModel, is_model_wrapper, revert_sync_batchnorm
-from mmengine.runner import CheckpointLoader, Runner
+from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 from torch.utils.data import DataLoader
 
-from ..checkpoint import CheckpointError, read_checkpoint
+from ..checkpoint import CheckpointError, non_finite_tensors, normalise_checkpoint, read_checkpoint
+from ..checkpoint.model_match import apply_whole_model, revise
 from ..fileio import atomic_write
-from ..checkpoint.model_match import (MMENGINE_REVISE_KEYS, check_model_checkpoint,
-                                      checkpoint_state_dict)
 from .checkpoint_hook import KeepCompleteCheckpointHook
 from .iteration_seed import IterationSeedHook
 from .non_finite import NonFiniteLossHook
 from .sample_seed import seed_samples_by_position
-from .work_dir import (WorkDirError, WorkDirLock, earlier_run_files,  # noqa: F401
-                       find_resumable_checkpoint, is_complete_checkpoint, named_in_last_checkpoint,
-                       remove_orphaned_temporaries, set_aside_earlier_run)
+from .work_dir import (WorkDirError, WorkDirLock, earlier_run_files, find_resumable_checkpoint,
+                       named_in_last_checkpoint, remove_orphaned_temporaries, set_aside_earlier_run)
 
 TRAINING_CHECKPOINT_KEYS = ('meta', 'message_hub', 'optimizer')  # what resuming restores
+MMENGINE_REVISE_KEYS = [(r'^module\.', '')]  # mmengine's default: drop the DDP prefix
+# What ``normalise_checkpoint`` also strips, for mmengine's own (bookkeeping) load of the same file.
+COMPILE_REVISE_KEYS = [(r'^(_orig_mod\.)+', ''), (r'\._orig_mod\.', '.')]
 
 
 def training_checkpoint_meta(path: str) -> dict:
@@ -77,6 +78,12 @@ def training_checkpoint_meta(path: str) -> dict:
             path, f'is not a training checkpoint (it has no {", ".join(map(repr, missing))}), '
             'so --resume cannot continue from it',
             f'To start a new training from its weights, set load_from={path} without --resume')
+    bad = non_finite_tensors(checkpoint['optimizer'])
+    if bad:
+        raise CheckpointError(
+            path, f'has non-finite values (NaN or inf) in its optimizer state ({", ".join(bad[:3])}'
+            f'{", ..." if len(bad) > 3 else ""}), so --resume cannot continue from it',
+            'Resume from an earlier checkpoint of the run (set load_from=PATH with --resume)')
     return checkpoint['meta']
 
 
@@ -152,13 +159,12 @@ class BiXTRunner(Runner):
         # model as ``.module`` and the checkpoint keys are the bare model's.
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
-        # Read here once more (on the CPU): mmengine offers no public hook between its reading and
-        # loading that knows the file's name.
-        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
-        state = checkpoint_state_dict(checkpoint, revise_keys)
-        check_model_checkpoint(model, state, filename, strict=bool(strict))
+        checkpoint = revise(normalise_checkpoint(filename), revise_keys)
+        apply_whole_model(model, checkpoint, strict=bool(strict))
+        # mmengine's own load repeats the same tensors (it then runs the after_load_checkpoint
+        # hooks and marks the model loaded; it offers no public hook for that alone).
         return super().load_checkpoint(filename, map_location, strict=False,
-                                       revise_keys=revise_keys)
+                                       revise_keys=list(revise_keys) + COMPILE_REVISE_KEYS)
 
     def register_default_hooks(self, hooks: Optional[dict] = None) -> None:
         hooks = dict(hooks or {})

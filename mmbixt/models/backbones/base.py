@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence, Union
 
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
 
-from ...checkpoint import CLASSIFIER_ONLY, BiXTWeights, CheckpointError, LoadReport, load_weights
+from ...checkpoint import (CLASSIFIER_ONLY, BiXTWeights, CheckpointError, LoadPolicy, LoadReport,
+                          load_weights)
 from ..core import BiXTEncoder, build_core, layer_norm, take_indices
 from ..quiet_init import QuietInitWeights
 
@@ -36,7 +36,8 @@ class BiXTPretrainedBackbone(BiXTEncoder, QuietInitWeights, BaseModule):
     the end), except that an int names one layer, as in mmseg's backbones.
 
     ``init_cfg=dict(type='Pretrained', checkpoint=PATH, use_ema=False, strict=True)`` loads through
-    the safe reader under the one loading policy of ``mmbixt.checkpoint.load_weights``: the file is
+    the safe reader (local paths and http(s) addresses) under the one loading policy of
+    ``mmbixt.checkpoint.apply_state_dict``: the file is
     compared with the arch (``BiXTWeights.arch_problems``), then every tensor loads or is in the
     drop set (``dropped_prefixes`` plus the file's layers beyond ``num_layers``, logged), and every
     tensor of the backbone loads or is in ``new_prefixes``; anything else is refused naming it.
@@ -85,12 +86,15 @@ class BiXTPretrainedBackbone(BiXTEncoder, QuietInitWeights, BaseModule):
 
     def load_pretrained(self, path: str, use_ema: bool = False, strict: bool = True) -> LoadReport:
         """Loads a BiXT checkpoint (``state_dict_ema`` with ``use_ema``) under the loading policy
-        (see the class); logs one summary line."""
+        (see the class); logs one summary line. Every drop and new tensor here is the documented
+        default of a backbone."""
         check_local_checkpoint(path)
         weights = BiXTWeights.from_file(path, use_ema=use_ema)
         self.check_weights(weights, strict=strict)
-        report = load_weights(self, weights, strict=strict,
-                              drop=self.dropped_prefixes + weights.deeper_layers(self.num_layers),
-                              may_stay_new=self.new_prefixes)
-        print_log(report.summary(str(path), weights.model_name), logger='current')
-        return report
+        drop = self.dropped_prefixes + weights.deeper_layers(self.num_layers)
+        policy = LoadPolicy(drop=drop, may_stay_new=self.new_prefixes,
+                            defaults=drop + self.new_prefixes,
+                            fix='The file is of another architecture or incomplete: set arch to '
+                                'match it, or download it again',
+                            opt_out='init_cfg strict=False loads what matches and logs the rest')
+        return load_weights(self, weights, policy, strict=strict)

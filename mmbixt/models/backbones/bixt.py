@@ -5,7 +5,6 @@ from typing import Optional, Sequence, Union
 
 from mmseg.registry import MODELS
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import FIXED_POS_BUFFER
 from ..core import ImageEmbedding
@@ -13,6 +12,9 @@ from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 from .base import BiXTPretrainedBackbone
 
 __all__ = ['BiXTBackbone']
+
+# torch's public BatchNorm classes (their common base is private), for ``norm_eval``.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @MODELS.register_module()
@@ -100,6 +102,6 @@ class BiXTBackbone(BiXTPretrainedBackbone):
         self._freeze_stages()
         if mode and self.norm_eval:
             for module in self.modules():
-                if isinstance(module, _BatchNorm):
+                if isinstance(module, BATCH_NORMS):
                     module.eval()
         return self

@@ -6,46 +6,52 @@ model once ``mmbixt`` is imported. The loading routes timm documents, and how ea
 
 * ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``: the pretrained
   cfg has ``custom_load=True``, so timm hands the file to ``model.load_pretrained``, which reads a
-  released zip as downloaded (or its ``.pth.tar``) through ``mmbixt.checkpoint`` (``weights_only``,
-  only ``argparse.Namespace`` allowed) and checks the stored name, widths, depth and tokenizer.
+  released zip as downloaded (or its ``.pth.tar``, or an http(s) address, downloaded into the cache)
+  through ``mmbixt.checkpoint`` (``weights_only``, only data classes allowed) and checks the stored
+  name, widths, depth and tokenizer.
 * ``create_model(name, checkpoint_path=PATH)`` and ``timm.models.load_checkpoint(model, PATH)``: timm
   reads ``PATH`` itself (``torch.load(weights_only=True)``) and passes the state dict to
   ``model.load_state_dict``. That reader cannot open a zip, and no hook runs before it: these routes
-  take the ``.pth.tar`` inside the zip. ``load_state_dict`` recognises the released layout and runs
-  ``checkpoint_filter_fn`` (the same remap and checks as ``pretrained_filter_fn`` of timm's other
-  pretrained sources, e.g. ``pretrained_cfg_overlay=dict(state_dict=...)``).
+  take the ``.pth.tar`` inside the zip. ``load_state_dict`` recognises the released layout and loads
+  it like ``load_pretrained`` (``normalise_checkpoint`` + ``apply_state_dict``); timm's other
+  pretrained sources (e.g. ``pretrained_cfg_overlay=dict(state_dict=...)``) pass
+  ``checkpoint_filter_fn`` (the same normalisation and checks).
+
+A head for another number of classes stays new and says so at WARNING on the console.
 
 The fixed ``pos`` buffer of 224px files is dropped (the positional encoding is computed for the grid of
 every input); it still tells the token stride of a file read without its stored name.
 """
 # No ``from __future__ import annotations``: torch.fx reads ``forward``'s annotations as types.
 import logging
+from collections import namedtuple
 from typing import Optional, Sequence, Union
 
 import timm
 import torch
+from mmengine.logging import print_log
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import (build_model_with_cfg, generate_default_cfgs, register_model,
                          resolve_pretrained_cfg)
 from torch import Tensor, nn
 
 from ...archs import ARCH_ALIASES, RELEASED_ARCHS, BiXTArch, canonical_name
-from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadReport, load_weights,
-                           to_core_layout)
-from ...checkpoint.weights import WRAPPER_PREFIXES, strip_wrappers
+from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadPolicy, LoadReport,
+                           load_weights, normalise_checkpoint, to_core_layout)
+from ...checkpoint.loading import WRAPPER_PREFIXES
 from ..core import (BiXTEncoder, ImageEmbedding, build_core, layer_norm, pad_to_multiple,
                     take_indices)
 from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
 
 __all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'checkpoint_filter_fn', 'create_classifier']
 
-_logger = logging.getLogger(__name__)
-
 # Every registered timm name: the 17 released ones and the original spelling of the conv models.
 CLASSIFIER_NAMES: tuple[str, ...] = tuple(RELEASED_ARCHS) + tuple(ARCH_ALIASES)
 # ``features_only`` returns the tokens of these bi-directional layers unless ``out_indices`` is given:
 # the layers the dense BiXT models read (the last one counted from the end, so d12 models work too).
 FEATURE_OUT_INDICES = (3, 5, 7, -1)
+# What ``load_state_dict`` returns, as ``nn.Module.load_state_dict`` does.
+IncompatibleKeys = namedtuple('IncompatibleKeys', ['missing_keys', 'unexpected_keys'])
 STATE_DICT_SOURCE = 'the state dict loaded into the BiXT classifier (read without its stored name)'
 
 
@@ -62,10 +68,10 @@ def checkpoint_filter_fn(state_dict: dict, model: 'BiXTClassifier') -> dict:
     Refuses (CheckpointError) a state dict of another variant, width, depth or tokenizer than
     ``model`` (``BiXTClassifier.check_weights``); drops the fixed ``pos`` buffer.
     """
-    # The same remap as BiXTWeights.from_file applies to a file.
-    state = {to_core_layout(strip_wrappers(key)): value for key, value in state_dict.items()}
-    model.check_weights(BiXTWeights(STATE_DICT_SOURCE, state))
-    return {key: value for key, value in state.items() if key != FIXED_POS_BUFFER}
+    weights = BiXTWeights.from_checkpoint(
+        normalise_checkpoint(state_dict, shown_as=STATE_DICT_SOURCE))
+    model.check_weights(weights)
+    return {key: value for key, value in weights.state_dict.items() if key != FIXED_POS_BUFFER}
 
 
 class BiXTClassifier(BiXTEncoder):
@@ -191,11 +197,15 @@ class BiXTClassifier(BiXTEncoder):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``; a state dict in the released layout (what timm's
         ``load_checkpoint`` and ``create_model(checkpoint_path=...)`` read from a released
-        ``.pth.tar``) first goes through ``checkpoint_filter_fn``: remapped, and refused with a
-        CheckpointError if it holds another variant, width, depth or tokenizer."""
-        if in_released_layout(state_dict):
-            state_dict = checkpoint_filter_fn(state_dict, self)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        ``.pth.tar``) is loaded by ``load_bixt_weights`` instead: remapped, checked against the
+        arch (a CheckpointError for another variant, width, depth or tokenizer) and applied under
+        the loading policy."""
+        if not in_released_layout(state_dict):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        weights = BiXTWeights.from_checkpoint(
+            normalise_checkpoint(state_dict, shown_as=STATE_DICT_SOURCE))
+        report = self.load_bixt_weights(weights, strict=strict)
+        return IncompatibleKeys(report.missing, report.unexpected)
 
     def load_pretrained(self, path: str, use_ema: bool = False) -> LoadReport:
         """Loads a BiXT classifier checkpoint (a released zip as downloaded, its ``.pth.tar``, ...).
@@ -205,16 +215,21 @@ class BiXTClassifier(BiXTEncoder):
         """
         return self.load_bixt_weights(BiXTWeights.from_file(path, use_ema=use_ema))
 
-    def load_bixt_weights(self, weights: BiXTWeights) -> LoadReport:
-        """Loads weights already read by ``BiXTWeights.from_file``, with the checks above."""
+    def load_bixt_weights(self, weights: BiXTWeights, strict: bool = True) -> LoadReport:
+        """Loads weights already read by ``BiXTWeights.from_file``, with the checks above;
+        ``strict=False`` loads what matches and logs the rest."""
         self.check_weights(weights)
         stored_head = weights.state_dict.get('head.weight')
         keep_head = stored_head is not None and stored_head.shape[0] == self.num_classes
         new_head = () if keep_head else ('head.',)
-        report = load_weights(self, weights, drop=(FIXED_POS_BUFFER,) + new_head,
-                              may_stay_new=new_head)
+        # The fixed ``pos`` buffer is the documented drop; a new head is announced (WARNING).
+        policy = LoadPolicy(drop=(FIXED_POS_BUFFER,) + new_head, may_stay_new=new_head,
+                            defaults=(FIXED_POS_BUFFER,),
+                            fix='Point at a checkpoint of this classifier',
+                            opt_out='timm.models.load_checkpoint(model, PATH, strict=False) '
+                                    'loads what matches')
+        report = load_weights(self, weights, policy, strict=strict)
         self._note_other_resolution(weights.model_name)
-        _logger.info(report.summary(weights.path, weights.model_name))
         return report
 
     def check_weights(self, weights: BiXTWeights) -> None:
@@ -230,8 +245,9 @@ class BiXTClassifier(BiXTEncoder):
     def _note_other_resolution(self, stored: Optional[str]) -> None:
         # p16 and p16_ft384 share every shape and the tokeniser: only their data config differs.
         if stored and self.arch_name and stored in RELEASED_ARCHS and stored != self.arch_name:
-            _logger.warning(f'loading weights stored as {stored} into {self.arch_name}; the input '
-                            f'size of {self.arch_name} ({self.arch.img_size}px) is used')
+            print_log(f'loading weights stored as {stored} into {self.arch_name}; the input '
+                      f'size of {self.arch_name} ({self.arch.img_size}px) is used',
+                      logger='current', level=logging.WARNING)
 
 
 # ---------------------------------------------------------------- timm registration

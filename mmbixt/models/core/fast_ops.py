@@ -5,7 +5,8 @@ the broadcast bias into the output, then GELU and the residual add as separate p
 ``[B, N, 4D]`` / ``[B, N, D]`` activations. oneDNN's fused linear (``torch.ops.mkldnn``, the kernel
 inductor's CPU backend emits for the same pattern) does matmul + bias + GELU, or matmul + bias +
 residual add, in one call. It has no autograd, so it serves inference only (no grad, no autocast);
-everything else, training included, runs the plain PyTorch ops, bit for bit as before.
+everything else, training included, runs the plain PyTorch ops, bit for bit as before. The op is
+private: ``mmbixt.compat.onednn_linear`` checks it once and falls back to ``F.linear`` for good.
 """
 from __future__ import annotations
 
@@ -19,15 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _onednn_op(name: str):
-    try:
-        return getattr(torch.ops.mkldnn, name)
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return None
+from ...compat import onednn_linear
 
 
-ONEDNN_LINEAR = _onednn_op('_linear_pointwise') if torch.backends.mkldnn.is_available() else None
 FUSED_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -61,25 +56,26 @@ def fused_linear_applies(x: Tensor, layer: nn.Linear) -> bool:
     """Whether oneDNN's fused linear serves ``layer(x)``: eager CPU inference (no gradients, no
     autocast, no tracing), fp32 (or bf16 where this CPU has bf16 instructions) input in the layer's dtype, with a bias."""
     # An FX Proxy (symbolic tracing) is no Tensor: it records the standard ops.
-    return (ONEDNN_LINEAR is not None and isinstance(x, Tensor) and x.device.type == 'cpu'
+    return (isinstance(x, Tensor) and x.device.type == 'cpu'
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
             and not graph_capture() and fused_kernels_enabled()
             and x.dtype == layer.weight.dtype and layer.bias is not None
             and (x.dtype == torch.float32
-                 or (x.dtype == torch.bfloat16 and cpu_bf16_capability().native)))
+                 or (x.dtype == torch.bfloat16 and cpu_bf16_capability().native))
+            and onednn_linear() is not None)
 
 
 def linear(x: Tensor, layer: nn.Linear) -> Tensor:
     """``layer(x)``; in CPU inference with the bias added inside the matmul (no bias copy)."""
     if fused_linear_applies(x, layer):
-        return ONEDNN_LINEAR(x, layer.weight, layer.bias, 'none', [], 'none')
+        return onednn_linear()(x, layer.weight, layer.bias, 'none', [], 'none')
     return layer(x)
 
 
 def linear_gelu(x: Tensor, layer: nn.Linear) -> Tensor:
     """``GELU(layer(x))`` (exact erf GELU)."""
     if fused_linear_applies(x, layer):
-        return ONEDNN_LINEAR(x, layer.weight, layer.bias, 'gelu', [], 'none')
+        return onednn_linear()(x, layer.weight, layer.bias, 'gelu', [], 'none')
     return F.gelu(layer(x))
 
 
@@ -95,7 +91,7 @@ def linear_residual(x: Tensor, layer: nn.Linear, residual: Tensor, scale: nn.Mod
         gamma = getattr(scale, 'gamma', None)
         if gamma is not None:
             weight, bias = weight * gamma[:, None], bias * gamma
-        return ONEDNN_LINEAR(x, residual.contiguous(), weight, bias, 'add')
+        return onednn_linear()(x, residual.contiguous(), weight, bias, 'add')
     branch = scale(layer(x))
     return residual + (branch if keep is None else branch * keep)
 

@@ -56,7 +56,7 @@ def derive_head_settings(heads: HeadCfg, channels: list[int], setting: str, sour
 def derive_from_backbone(geometry: BackboneGeometry, neck: Optional[dict],
                          decode_head: HeadCfg, auxiliary_head: HeadCfg) -> None:
     """Fills in (or checks) the neck's width and stride and the heads' input widths."""
-    if neck is not None and neck.get('type') in ('BiXTFeaturePyramid', 'mmbixt.BiXTFeaturePyramid'):
+    if neck is not None and neck.get('type') == 'BiXTFeaturePyramid':
         derive_neck_settings(neck, geometry.width, geometry.stride, geometry.source)
         channels, source = pyramid_channels(neck), 'the neck outputs (model.neck)'
     elif neck is None:

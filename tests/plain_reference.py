@@ -1,17 +1,16 @@
 """A plain BiXT forward: the textbook math, both attention matrices materialised and kept.
 
-It reads the parameters of a ``BiXTCore`` and serves as an independent check of the fast paths in
-the tests (plain PyTorch ops only: no fused kernels, no chunking). It is not meant for use: the core
-is faster and leaner with the same result.
+A test oracle: it reads the parameters of a ``BiXTCore`` and serves as an independent check of the
+fast paths (plain PyTorch ops only: no fused kernels, no chunking).
 """
 from __future__ import annotations
 
 from typing import Iterator, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .layers import BiCrossAttention, BiXTCore, CrossAttentionBlock
+from mmbixt.models.core.layers import BiCrossAttention, BiXTCore, CrossAttentionBlock
 
 
 def _heads(x: Tensor, parts: int, num_heads: int) -> list[Tensor]:
@@ -58,11 +57,3 @@ def plain_forward_layers(core: BiXTCore, tokens: Tensor) -> Iterator[tuple[Tenso
         latents, tokens = plain_cross_block(block, latents, tokens)
         latents = layer.self_attention_latents(latents)
         yield latents, tokens
-
-
-def make_plain(model: nn.Module) -> nn.Module:
-    """Switches every ``BiXTCore`` inside ``model`` to the plain forward (in place); returns model."""
-    for module in model.modules():
-        if isinstance(module, BiXTCore):
-            module.forward_layers = lambda tokens, core=module: plain_forward_layers(core, tokens)
-    return model

@@ -1,19 +1,15 @@
-"""Command-line handling shared by ``tools/train.py`` and ``tools/test.py``."""
+"""Reading a config file with errors that name it, and the from-scratch switch of a config
+(``checkpoint = None``). Used by the tools and by the ONNX export."""
 from __future__ import annotations
 
-import argparse
 import ast
-import os
 import os.path as osp
 import tempfile
 import traceback
 from typing import Optional
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
-
-from ..fileio import check_output_dir
-from ..tools_common import add_debug_arg
 
 
 class ConfigFileError(ValueError):
@@ -69,40 +65,6 @@ def read_config(path: str) -> Config:
     except (NameError, TypeError, ValueError, KeyError, AttributeError, ImportError) as err:
         raise ConfigFileError(f'config {path} (or a file it inherits) fails{executed_line(err)}: '
                               f'{type(err).__name__}: {err}') from None
-
-
-def tool_parser(description: str) -> argparse.ArgumentParser:
-    """A parser with the options every runner tool takes: the config, ``--work-dir``,
-    ``--cfg-options``, ``--launcher``, the launcher's ``--local-rank`` and ``--debug``."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go '
-                        '(default: work_dirs/<config name>)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config settings, e.g. train_cfg.max_iters=1000')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    add_debug_arg(parser)
-    return parser
-
-
-def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
-
-
-def load_tool_config(args: argparse.Namespace) -> Config:
-    """The config with the launcher, the ``--cfg-options`` overrides and the work dir applied."""
-    cfg = read_config(args.config)
-    cfg.launcher = args.launcher
-    cfg.merge_from_dict(args.cfg_options)
-    train_from_scratch_if_asked(cfg)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
-    check_output_dir(cfg.work_dir, '--work-dir')
-    return cfg
 
 
 def train_from_scratch_if_asked(cfg: Config) -> None:

@@ -1,0 +1,192 @@
+"""The one door to third-party internals (mmbixt/compat.py): nothing else in mmbixt or tools uses a
+private name of torch, numpy, mmengine or timm, the door's guards fall back or accept as they should,
+and the package metadata agrees with the tested pins."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmbixt import compat
+
+REPO = Path(__file__).resolve().parents[1]
+GUARDED = ('torch', 'numpy', 'mmengine', 'timm')  # packages whose private names are guarded
+DOOR = REPO / 'mmbixt' / 'compat.py'
+
+
+def _is_private(part: str) -> bool:
+    return part.startswith('_') and not part.startswith('__')
+
+
+def _chain(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    """``numpy._core.multiarray`` for ``np._core.multiarray`` when ``np`` imports numpy."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in aliases:
+        return None
+    return '.'.join([aliases[node.id], *reversed(parts)])
+
+
+def private_uses(path: Path) -> list[tuple[str, str]]:
+    """``(where, dotted name)`` of each private name of a ``GUARDED`` package that ``path``
+    imports or reaches through an attribute of an imported name."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases, found = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            module = (node.module or '') if isinstance(node, ast.ImportFrom) else ''
+            for alias in node.names:
+                full = f'{module}.{alias.name}' if module else alias.name
+                if full.split('.')[0] not in GUARDED:
+                    continue
+                if any(map(_is_private, full.split('.'))):
+                    found.append((f'{path.name}:{node.lineno}', full))
+                if alias.asname or module:
+                    aliases[alias.asname or alias.name] = full
+                else:
+                    aliases[full.split('.')[0]] = full.split('.')[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            name = _chain(node, aliases)
+            if name is not None:
+                found.append((f'{path.name}:{node.lineno}', name))
+    return found
+
+
+def unexpected_private_uses(paths: list[Path]) -> list[str]:
+    """Private uses outside the door, or in the door but not on its allow-list."""
+    bad = []
+    for path in paths:
+        for where, name in private_uses(path):
+            allowed = path == DOOR and any(listed == name or listed.startswith(name + '.')
+                                           for listed in compat.PRIVATE_NAMES)
+            if not allowed:
+                bad.append(f'{where} {name}')
+    return bad
+
+
+def test_private_names_of_torch_numpy_mmengine_and_timm_go_through_the_door_only():
+    sources = sorted((REPO / 'mmbixt').rglob('*.py')) + sorted((REPO / 'tools').glob('*.py'))
+    bad = unexpected_private_uses(sources)
+    assert not bad, 'private third-party names outside the allow-list: ' + '; '.join(bad)
+    uses = {name for _, name in private_uses(DOOR)}
+    assert 'torch.ops.mkldnn._linear_pointwise' in uses  # the check sees the door's own uses
+
+
+def test_the_private_use_check_can_fail(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text('import numpy as np\nimport torch\nfrom mmengine.runner import checkpoint as c\n'
+                   'from mmengine.runner.checkpoint import _load_checkpoint\n'
+                   'np._core.multiarray._reconstruct\ntorch.ops.mkldnn._linear_pointwise\n'
+                   'c.CheckpointLoader._schemes\n')
+    names = sorted(name for _, name in private_uses(bad))
+    assert 'mmengine.runner.checkpoint._load_checkpoint' in names
+    assert 'mmengine.runner.checkpoint.CheckpointLoader._schemes' in names
+    assert 'numpy._core.multiarray._reconstruct' in names
+    assert len(unexpected_private_uses([bad])) == len(names)  # only compat.py may use them
+
+
+def test_the_onednn_op_falls_back_for_good_on_an_error_or_a_mismatch(monkeypatch):
+    compat.onednn_linear.cache_clear()
+    try:
+        monkeypatch.setattr(compat, '_onednn_mismatch', lambda op: 'linear differs from F.linear')
+        assert compat.onednn_linear() is None
+        monkeypatch.setattr(compat, '_onednn_mismatch', lambda op: None)
+        assert compat.onednn_linear() is None  # checked once: the verdict stays
+
+        def broken(op):
+            raise RuntimeError('no kernel for this build')
+        compat.onednn_linear.cache_clear()
+        monkeypatch.setattr(compat, '_onednn_mismatch', broken)
+        assert compat.onednn_linear() is None
+    finally:
+        compat.onednn_linear.cache_clear()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='no oneDNN in this torch')
+def test_the_onednn_op_of_this_torch_agrees_with_f_linear():
+    compat.onednn_linear.cache_clear()
+    assert compat._onednn_mismatch(torch.ops.mkldnn._linear_pointwise) is None
+    assert compat.onednn_linear() is not None
+
+
+@pytest.mark.parametrize('major', [1, 2])
+def test_numpy_arrays_in_a_checkpoint_read_under_numpy_1_and_2(tmp_path, monkeypatch, major):
+    """Under numpy 1.x the reconstruct function lives in numpy.core: a good file must not be
+    called damaged; files written by either numpy name either module."""
+    from mmbixt.checkpoint import read_checkpoint
+    from mmbixt.checkpoint.reader import safe_globals
+    import numpy.core  # noqa: F401  (what numpy 1.x has; numpy 2 keeps it as a shim)
+    monkeypatch.setattr(compat, 'numpy_major', lambda: major)
+    safe_globals.cache_clear()
+    try:
+        path = tmp_path / 'with_numpy.pth'
+        torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'arr': np.arange(3),
+                                                                 'x': np.float64(2.5)}}, path)
+        meta = read_checkpoint(path)['meta']
+        assert meta['arr'].tolist() == [0, 1, 2] and meta['x'] == 2.5
+        names = {name for _, name in compat.numpy_pickle_globals()}
+        assert {'numpy.core.multiarray._reconstruct', 'numpy._core.multiarray._reconstruct'} <= names
+    finally:
+        safe_globals.cache_clear()
+
+
+def test_remote_schemes_come_from_mmengines_backend_registry():
+    from mmengine.fileio.backends import prefix_to_backends
+    assert set(compat.remote_checkpoint_schemes()) == {p for p in prefix_to_backends if p}
+    assert {'http', 'https'} <= set(compat.remote_checkpoint_schemes())
+
+
+def _requirement_names(lines) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        line = line.split('#', 1)[0].strip()
+        if line:
+            name = re.split(r'[<>=!~\[ ]', line, maxsplit=1)[0].lower()
+            pins[name] = line
+    return pins
+
+
+def test_setup_requirements_agree_with_requirements_runtime():
+    setup_py = (REPO / 'setup.py').read_text()
+    install_requires = re.search(r'install_requires=(\[.*?\])', setup_py, re.S).group(1)
+    declared = _requirement_names(ast.literal_eval(install_requires))
+    pinned = _requirement_names((REPO / 'requirements' / 'runtime.txt').read_text().splitlines())
+    assert declared == pinned
+
+
+def test_pytest_ini_filters_warnings_narrowly():
+    ini = (REPO / 'pytest.ini').read_text()
+    for blanket in ('ignore::DeprecationWarning\n', 'ignore::FutureWarning\n'):
+        assert blanket not in ini + '\n', f'pytest.ini hides every {blanket.split("::")[1]}'
+
+
+def test_the_library_does_not_import_the_command_line_helpers():
+    importers = [str(path.relative_to(REPO)) for path in sorted((REPO / 'mmbixt').rglob('*.py'))
+                 if path.name != 'tools_common.py'
+                 and re.search(r'^\s*from \.+tools_common import|^\s*(from|import) mmbixt\.tools_common',
+                               path.read_text(), re.M)]
+    assert not importers, importers
+
+
+def test_the_reference_data_script_explains_itself_and_refuses_a_missing_clone(tmp_path):
+    import subprocess
+    import sys
+    script = REPO / 'tests' / 'make_reference_data.py'
+    shown = subprocess.run([sys.executable, str(script), '--help'], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and '--original' in shown.stdout
+    missing = tmp_path / 'no_clone'
+    refused = subprocess.run([sys.executable, str(script), '--original', str(missing),
+                              '--out', str(tmp_path / 'out')], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and not (tmp_path / 'out').exists()
+    assert refused.stderr.strip() == (
+        f'error: --original {missing} is not a clone of the original BiXT repository (no '
+        'timm/models/bixt.py). Clone it: git clone https://github.com/mrkshllr/BiXT')
