@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmbixt-installed
+# Runs a command with the environment's tools (ninja, for the fused kernel's first build) on PATH.
+IN_VENV := PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: setup demo test test-slow bench gpu-check clean
 
@@ -15,21 +17,21 @@ $(STAMP): requirements/runtime.txt requirements/tests.txt setup.py
 	touch $(STAMP)
 
 demo: setup
-	$(PY) tools/demo.py
-	$(PY) tools/demo_points.py
+	$(IN_VENV) $(PY) tools/demo.py
+	$(IN_VENV) $(PY) tools/demo_points.py
 
 test: setup
-	$(PY) -m pytest -q -m 'not slow' tests
+	$(IN_VENV) $(PY) -m pytest -q -m 'not slow' tests
 
 test-slow: setup
-	$(PY) -m pytest -q -m slow tests
+	$(IN_VENV) $(PY) -m pytest -q -m slow tests
 
 bench: setup
-	$(PY) tools/benchmark.py $(if $(ORIGINAL),--original $(ORIGINAL))
+	$(IN_VENV) $(PY) tools/benchmark.py $(if $(ORIGINAL),--original $(ORIGINAL))
 
 # On a CUDA machine: parity, AMP training, attention kernels, throughput, DDP (docs/gpu.md).
 gpu-check: setup
-	$(PY) tools/gpu_check.py
+	$(IN_VENV) $(PY) tools/gpu_check.py
 
 clean:
 	rm -rf $(VENV) work_dirs demo_output

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -63,6 +64,10 @@ def _cache_name(source: str) -> str:
 def load_kernel() -> Optional[object]:
     """The compiled kernel op (compiled on the first call, then cached on disk by PyTorch), or
     None when it cannot be built here (a warning says why)."""
+    # torch's extension builder logs a CUDA_HOME notice on import, meaningless for a CPU kernel.
+    builder_log = logging.getLogger('torch.utils.cpp_extension')
+    level = builder_log.level
+    builder_log.setLevel(logging.ERROR)
     try:
         from torch.utils.cpp_extension import load_inline
         source = KERNEL_SOURCE.read_text()
@@ -75,6 +80,8 @@ def load_kernel() -> Optional[object]:
                       f'({type(exc).__name__}: {first_line}); using two fused-attention calls '
                       'instead (same results, slower on CPU)')
         return None
+    finally:
+        builder_log.setLevel(level)
 
 
 def kernel_applies(*inputs: Tensor) -> bool:
