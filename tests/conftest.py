@@ -27,6 +27,15 @@ def reference_arch(config: dict) -> dict:
                 stride=config['token_stride'], layer_scale=config['init_values'] is not None)
 
 
+@pytest.fixture
+def one_thread():
+    """Runs a test on one torch thread (restored after): small models run faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def reference_dir() -> Path:
     if not REFERENCE.is_dir():

@@ -11,12 +11,8 @@ from mmbixt.models.core import BiXTEncoder, ImageEmbedding, PointEmbedding, take
 ARCH = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=3, stride=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on one torch thread: faster, above all on a busy machine.
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def test_every_model_is_an_encoder_with_a_stride():

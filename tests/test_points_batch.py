@@ -16,12 +16,8 @@ TOKENIZERS = {'per_point': dict(type='per_point', hidden_dims=16),
               'grouped': dict(type='grouped', num_groups=8, group_size=6, hidden_dims=16)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on one torch thread: faster, above all on a busy machine.
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def clouds(seed: int = 0) -> list[torch.Tensor]:

@@ -18,13 +18,8 @@ from mmbixt.models.core import BiXTCore
 from mmbixt.models.segmentors import PointPartSegmentor
 from mmseg.registry import DATASETS
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Models this small run faster on one thread, and much faster on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on one torch thread: faster, above all on a busy machine.
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 TINY_ARCH = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=3)

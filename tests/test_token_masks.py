@@ -9,12 +9,8 @@ from mmbixt.models.core.layers import BiXTCore
 DIMS, HEADS, LATENTS, LAYERS = 32, 2, 8, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small models on one torch thread: faster, above all on a busy machine.
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def random_core(one_sided_last: bool = False, chunk=None) -> BiXTCore:
