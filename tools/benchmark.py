@@ -89,15 +89,20 @@ ORIGINAL_PACKAGE = 'bixt_original_timm'  # the original's timm fork, loaded besi
 
 
 class ForkFinder(importlib.abc.MetaPathFinder):
-    """Finds ``timm`` and its submodules in the original's clone only (not on ``sys.path``)."""
+    """Finds ``timm`` and its submodules in the original's clone only (not on ``sys.path``), and
+    the clone's own top-level modules the fork imports (``three_augment``) where nothing else
+    provides that name."""
 
     def __init__(self, repo: str):
         self.repo = repo
 
     def find_spec(self, name, path=None, target=None):
-        if name != 'timm' and not name.startswith('timm.'):
-            return None
-        return importlib.machinery.PathFinder.find_spec(name, path if path else [self.repo])
+        if is_timm(name):
+            return importlib.machinery.PathFinder.find_spec(name, path if path else [self.repo])
+        if ('.' not in name and osp.isfile(osp.join(self.repo, name + '.py'))
+                and importlib.machinery.PathFinder.find_spec(name) is None):
+            return importlib.machinery.PathFinder.find_spec(name, [self.repo])
+        return None
 
 
 def import_original_fork(repo: str, *names: str) -> list:
