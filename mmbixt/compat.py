@@ -39,7 +39,7 @@ def onednn_linear() -> Optional[Callable]:
     try:
         if not torch.backends.mkldnn.is_available():
             return None
-        op = torch.ops.mkldnn._linear_pointwise
+        op = by_overload(torch.ops.mkldnn._linear_pointwise)
         problem = _onednn_mismatch(op)
     except Exception as err:  # noqa: BLE001  whatever a torch build without the op raises
         problem = f'{type(err).__name__}: {err}'.splitlines()[0]
@@ -48,6 +48,18 @@ def onednn_linear() -> Optional[Callable]:
     print_log(f'oneDNN fused linear disabled ({problem}); inference uses F.linear',
               logger='current', level=logging.WARNING)
     return None
+
+
+def by_overload(packet) -> Callable:
+    """``packet(*args)`` with the overload picked by arity: the packet's own resolution builds
+    the message of the overload it rejects first, a full repr of every tensor argument (about a
+    tenth of a 512 px forward)."""
+    unary, binary = packet.default, packet.binary
+
+    def fused_linear(x, *rest):
+        # unary: (x, weight, bias, attr, scalars, algorithm); binary: (x, other, weight, bias, attr)
+        return binary(x, *rest) if len(rest) == 4 else unary(x, *rest)
+    return fused_linear
 
 
 def _onednn_mismatch(op: Callable) -> Optional[str]:
