@@ -101,11 +101,12 @@ def test_infer_on_a_large_image_never_resizes_to_full_size_or_draws_it(checkpoin
 
     monkeypatch.setattr(F, 'interpolate', recording_interpolate)
     monkeypatch.setattr(segmentation, 'show', recording_show)
+    monkeypatch.setattr(postprocess, 'TILE_ELEMENTS', 5 * width * 64)  # strips of 64 rows
     written = load_tool('infer').main([CONFIG, str(checkpoint), str(tmp_path / 'big.jpg'),
                                        '--out-dir', str(tmp_path / 'out'), '--layers', '0',
                                        '--cfg-options', 'model.test_cfg.max_full_logits=1000000'])
     assert [p.name for p in written] == ['big_bixt.png']
-    assert 0 < largest['resize'] < 5 * height * width / 10  # 5 classes: no full-size logits
+    assert 0 < largest['resize'] <= postprocess.TILE_ELEMENTS  # 5 classes: never full size
     assert largest['drawn'] == segmentation.DRAW_MAX_SIDE
 
 

@@ -3,7 +3,7 @@
 mmseg's ``postprocess_result`` resizes each image's logits to its original size in one call: a
 7000x5000 image with 150 classes asks for 21 GB at once. :func:`predict_in_tiles` resizes
 (bilinear, mmseg's ``align_corners``) and takes the argmax (or the sigmoid threshold of a
-one-channel head) tile by tile, so at most ``TILE_ELEMENTS`` resized logits exist at any time; the
+one-channel head) strip by strip, so at most ``TILE_ELEMENTS`` resized logits exist at any time; the
 prediction is then the only full-size array. Used by
 :class:`~mmbixt.models.segmentors.BiXTEncoderDecoder` for every image whose full-size logits would
 exceed ``test_cfg.max_full_logits`` elements (default :data:`MAX_FULL_LOGITS`; None: never); smaller
@@ -12,10 +12,10 @@ those over its augmentations, so ``tools/test.py --tta`` sets ``max_full_logits=
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from mmengine.structures import PixelData
 from torch import Tensor
 
@@ -60,32 +60,36 @@ def source_positions(out_size: int, in_size: int, align_corners: bool, start: in
     return first, second, (source - first).float()
 
 
-def resized_tile(logits: Tensor, rows: tuple, columns: tuple) -> Tensor:
-    """The ``[C, rows, columns]`` part of the bilinear resize of ``logits`` ``[C, h, w]``."""
-    top, bottom, row_weight = rows
-    left, right, column_weight = columns
-    band = torch.lerp(logits[:, top], logits[:, bottom], row_weight[:, None].to(logits.dtype))
-    return torch.lerp(band[:, :, left], band[:, :, right], column_weight.to(logits.dtype))
+def resized_rows(logits: Tensor, height: int, align_corners: bool, start: int, stop: int
+                 ) -> Tensor:
+    """Rows ``start..stop-1`` of the bilinear resize of ``logits`` ``[C, h, w]`` to ``height``
+    rows, at the input width: ``[C, stop - start, w]``."""
+    upper, lower, weight = (p.to(logits.device) for p in source_positions(
+        height, logits.shape[1], align_corners, start, stop))
+    return torch.lerp(logits[:, upper], logits[:, lower], weight[:, None].to(logits.dtype))
 
 
 def predict_in_tiles(logits: Tensor, size: tuple[int, int], align_corners: bool,
                      threshold: Optional[float] = None) -> Tensor:
     """``[1, H, W]`` (``size``) class indices of ``logits`` ``[C, h, w]`` resized to ``size``:
-    the argmax, or for one channel ``sigmoid > threshold`` (in the logits' dtype, as mmseg)."""
-    num_classes, in_height, in_width = logits.shape
+    the argmax, or for one channel ``sigmoid > threshold`` (in the logits' dtype, as mmseg).
+
+    Works in full-width strips of output rows: each strip's rows are interpolated by hand (a
+    strip starts mid-image, where ``F.interpolate``'s own row positions would not apply), then
+    ``F.interpolate`` widens the strip (its rows map to themselves; its columns are the whole
+    image's), so only the strip's ``[C, rows, W]`` values exist at once."""
+    num_classes = logits.shape[0]
     height, width = size
-    side = max(1, math.isqrt(TILE_ELEMENTS // num_classes))
+    rows_per_strip = max(1, TILE_ELEMENTS // (num_classes * width))
     dtype = torch.long if num_classes > 1 else logits.dtype
     prediction = torch.empty((1, height, width), dtype=dtype, device=logits.device)
-    for top in range(0, height, side):
-        rows = [p.to(logits.device) for p in source_positions(
-            height, in_height, align_corners, top, min(top + side, height))]
-        for left in range(0, width, side):
-            columns = [p.to(logits.device) for p in source_positions(
-                width, in_width, align_corners, left, min(left + side, width))]
-            tile = resized_tile(logits, rows, columns)
-            prediction[0, top:top + side, left:left + side] = (
-                tile.argmax(0) if num_classes > 1 else (tile[0].sigmoid() > threshold))
+    for top in range(0, height, rows_per_strip):
+        bottom = min(top + rows_per_strip, height)
+        band = resized_rows(logits, height, align_corners, top, bottom)
+        strip = F.interpolate(band[None], size=(bottom - top, width), mode='bilinear',
+                              align_corners=align_corners)[0]
+        prediction[0, top:bottom] = (strip.argmax(0) if num_classes > 1
+                                     else (strip[0].sigmoid() > threshold))
     return prediction
 
 
