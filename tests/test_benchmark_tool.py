@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, load_tool
 
 benchmark = load_tool('benchmark')
@@ -125,3 +127,41 @@ def test_the_original_timm_fork_loads_under_its_own_name_beside_the_installed_ti
     assert {name: module for name, module in sys.modules.items()
             if name == 'timm' or name.startswith('timm.')} == installed  # untouched
     assert sys.modules['timm'] is timm and str(tmp_path) not in ' '.join(sys.path)
+
+
+def test_a_stopped_run_keeps_its_results_and_resume_runs_only_the_rest(tmp_path, monkeypatch,
+                                                                      capsys):
+    measured = []
+
+    def fake_child(job, threads):  # the children's protocol, without their minutes
+        measured.append(job['case'])
+        return {'error': 'stopped'} if job['case'].startswith('ViT') and len(measured) < 4 \
+            else {'ms': 1.0, 'peak_mb': float(len(measured))}
+    monkeypatch.setattr(benchmark, 'in_child', fake_child)
+    arguments = ['--quick', '--threads', '1', '--out', str(tmp_path), '--sections', 'fits']
+    benchmark.main(arguments)
+    first = json.loads((tmp_path / 'results.json').read_text())
+    assert measured == ['BiXT-Ti/16:128', 'BiXT-Ti/8:64', 'ViT-Ti/16:128']
+    assert set(first['done']) == {'BiXT-Ti/16:128', 'BiXT-Ti/8:64'}  # not the failed one
+    benchmark.main(arguments + ['--resume'])
+    assert measured[3:] == ['ViT-Ti/16:128'] and 'kept from the earlier run' in capsys.readouterr().out
+    second = json.loads((tmp_path / 'results.json').read_text())
+    assert second['fits']['BiXT-Ti/8:64'] == first['fits']['BiXT-Ti/8:64']
+    assert second['fits']['ViT-Ti/16:128'] == {'ms': 1.0, 'peak_mb': 4.0}
+    assert '| UPerNet-ViT-Ti/16, 128 px | 1 | 4 |' in (tmp_path / 'table.md').read_text()
+    (tmp_path / 'results.json').write_text(json.dumps({'machine': 'another machine'}))
+    with pytest.raises(SystemExit, match='was measured as "another machine"'):
+        benchmark.main(arguments + ['--resume'])
+
+
+def test_profiles_name_the_ops_where_the_time_goes():
+    cases = {case: benchmark.profile_case(case, size=32)
+             for case in ('BiXT-Ti/4 backbone, fp32', 'UPerNet-BiXT-Ti/16 whole image, fast path')}
+    for result in cases.values():
+        assert result['size'] == 32 and len(result['ops']) == benchmark.PROFILE_TOP + 1
+        assert result['ops'][-1][0] == '(all other ops)'
+        assert abs(sum(share for _, _, share in result['ops']) - 1) < 1e-6
+    backbone_ops = {name for name, _, _ in cases['BiXT-Ti/4 backbone, fp32']['ops']}
+    assert backbone_ops & {'mkldnn::_linear_pointwise', 'aten::addmm'}
+    table = benchmark.profile_table(cases)
+    assert '| BiXT-Ti/4 backbone, fp32, 32 px | (whole call, unprofiled) |' in table

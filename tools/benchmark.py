@@ -25,10 +25,14 @@ process's resident set before the measured call; the peak is reset before each c
   are skipped and said so), plotted (``scaling.png``).
 - ``fits``: whole-image UPerNet inference of a 2048x2048 image (BiXT-Ti/16, ViT-Ti/16) and a
   1024x1024 one (BiXT-Ti/8), each once, against the 16 GB budget.
+- ``profile``: ``torch.profiler``'s time per op of the calls behind the hardest goals (the fp32
+  backbone at 1024 and Ti/4 at 512, UPerNet and Semantic FPN on the fast path at 512): where the
+  time goes when a goal is missed.
 
 Prints every table and every goal of issue 22 with its value and PASS/MISS; writes ``results.json``,
-``table.md`` and ``scaling.png`` under ``--out``. Only ratios from one run mean anything on a
-shared machine.
+``table.md`` and ``scaling.png`` under ``--out``; results and table are saved after every job, so
+a stopped run keeps what it measured and ``--resume`` runs only what is missing. Only ratios from
+one group (one process, interleaved) mean anything on a shared machine.
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 DIMS, HEADS_VIT, LAYERS, LATENTS, MLP_RATIO = 192, 3, 12, 64, 4
 ARCHS = {16: 'bixt_ti_l64_d13_p16', 8: 'bixt_ti_l64_d13_p16s8', 4: 'bixt_ti_l64_d13_p16s4'}
 PEAK_SIZE = 2048
-SECTIONS = ('forward', 'segment', 'train', 'scaling', 'fits')
+SECTIONS = ('forward', 'segment', 'train', 'scaling', 'fits', 'profile')
 SCALING_SIZES = (256, 384, 512, 768, 1024, 1536, 2048)
 VIT_LIMIT_GB = 20     # the scaling plot's ViT points stop where its attention passes this
 FIT_BUDGET_GB = 16    # whole-image inference budget of issue 22, goal 5
@@ -547,7 +551,7 @@ def segmentor_step(model, size: int, batch: int) -> Callable:
 def train_case(case: str, args: dict) -> dict:
     """One training measurement (``head:backbone label:size``) in this fresh process: the first
     step gives the peak memory, the median of ``train_repeats`` steps after it the time (the first
-    step's time when 0)."""
+    step's time when 0, and above 512 px, where one step is long enough to time alone)."""
     import torch
     torch.manual_seed(0)
     head, label, size = case.split(':')
@@ -556,7 +560,7 @@ def train_case(case: str, args: dict) -> dict:
     step = segmentor_step(model, int(size), args['train_batch'])
     first_ms, peak = measure(step)  # the first step's peak: AdamW's state is created in it
     times = []
-    for _ in range(rounds_at(int(size), args['train_repeats'])):
+    for _ in range(args['train_repeats'] if int(size) <= 512 else 0):
         start = time.perf_counter()
         step()
         times.append((time.perf_counter() - start) * 1e3)
@@ -615,6 +619,63 @@ def fit_case(case: str, args: dict) -> dict:
     return {'ms': ms, 'peak_mb': peak}
 
 
+# ----------------------------------------------------------------------------- profiles
+# What the goals that are hard to meet spend their time on, op by op (the explanation of a MISS).
+PROFILES = {
+    'BiXT-Ti/16 backbone, fp32': ('backbone', 16, 1024, 'fp32'),
+    'BiXT-Ti/4 backbone, fp32': ('backbone', 4, 512, 'fp32'),
+    'UPerNet-BiXT-Ti/16 whole image, fast path': ('upernet', 16, 512, 'fast path'),
+    'Semantic FPN-BiXT-Ti/16 whole image, fast path': ('fpn', 16, 512, 'fast path')}
+PROFILE_TOP = 8
+
+
+def profile_case(case: str, size: Optional[int] = None) -> dict:
+    """``torch.profiler``'s self CPU time per op of one warm call of ``PROFILES[case]`` (at
+    ``size`` instead of its own, for smoke runs): the ``PROFILE_TOP`` largest, the rest summed."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    what, stride, own_size, mode = PROFILES[case]
+    size = size or own_size
+    torch.manual_seed(0)
+    if what == 'backbone':
+        from mmbixt.models.backbones import BiXTBackbone
+        model = BiXTBackbone(arch=ARCHS[stride], out_indices=(3, 5, 7, 11)).eval()
+        img = torch.randn(1, 3, size, size)
+        call = lambda: model(img)  # noqa: E731
+    else:
+        model = segmentor(what, 'bixt', stride, size).eval()
+        data = whole_image_batch(size)
+        call = lambda: model.test_step(data)  # noqa: E731
+    if mode == 'fast path':
+        call = on_fast_path(call, model)
+    with torch.no_grad():
+        call()
+        start = time.perf_counter()
+        call()
+        ms = (time.perf_counter() - start) * 1e3
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            call()
+    ops = sorted(((e.key, e.self_cpu_time_total / 1e3) for e in prof.key_averages()),
+                 key=lambda op: -op[1])
+    total = sum(t for _, t in ops) or 1.0
+    top = [[name, t, t / total] for name, t in ops[:PROFILE_TOP]]
+    rest = total - sum(t for _, t, _ in top)
+    return {'size': size, 'ms': ms, 'profiled_ms': total,
+            'ops': top + [['(all other ops)', rest, rest / total]]}
+
+
+def profile_table(cases: dict) -> str:
+    lines = ['| profile (one warm call, self CPU time) | op | ms | share |', '|---|---|---:|---:|']
+    for case, result in cases.items():
+        if 'ops' not in result:
+            lines.append(f'| {case} | error: {result.get("error", "")} | | |')
+            continue
+        lines.append(f'| {case}, {result["size"]} px | (whole call, unprofiled) | '
+                     f'{result["ms"]:.0f} | |')
+        lines += [f'| | {name} | {t:.0f} | {share:.0%} |' for name, t, share in result['ops']]
+    return '\n'.join(lines)
+
+
 # ----------------------------------------------------------------------------- children
 def child_main(spec: str) -> None:
     job = json.loads(spec)
@@ -624,7 +685,8 @@ def child_main(spec: str) -> None:
                'segment': lambda: segment_group(job['head'], job['size'], job['args']),
                'train': lambda: train_case(job['case'], job['args']),
                'scaling': lambda: scaling_group(job['size'], job['peers'], job['args']),
-               'fits': lambda: fit_case(job['case'], job['args'])}
+               'fits': lambda: fit_case(job['case'], job['args']),
+               'profile': lambda: profile_case(job['case'], job.get('size'))}
     try:
         result = runners[job['kind']]()
     except Exception as exc:  # noqa: BLE001  (reported, the run goes on)
@@ -944,6 +1006,9 @@ def parse_args(argv=None):
                              'nothing padded, batch 4 vs batch 1 test over mixed sizes')
     parser.add_argument('--out', type=Path, default=REPO / 'work_dirs' / 'benchmark')
     parser.add_argument('--plot', type=Path, help='where the plot goes (default OUT/scaling.png)')
+    parser.add_argument('--resume', action='store_true',
+                        help="keep the jobs OUT/results.json already holds (a stopped run's), "
+                             'run the others')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -978,33 +1043,69 @@ def jobs_of(section: str, args) -> list[tuple[str, dict]]:
         peers += ['original BiXT-Ti/16'] if args.original else []
         return [(f'scaling {size} px', dict(kind='scaling', size=size, peers=peers))
                 for size in args.scaling_sizes]
+    if section == 'profile':
+        return [(f'profile {case}', dict(kind='profile', case=case,
+                                         **({'size': 64} if args.quick else {})))
+                for case in PROFILES]
     ti16, ti8 = args.fit_sizes
     return [(case, dict(kind='fits', case=case))
             for case in (f'BiXT-Ti/16:{ti16}', f'BiXT-Ti/8:{ti8}', f'ViT-Ti/16:{ti16}')]
 
 
-def run_sections(args) -> dict:
+KEYED_SECTIONS = ('train', 'fits', 'profile')  # results keyed by case; the others are lists
+
+
+def empty_results() -> dict:
+    return {'forward': [], 'segment': [], 'train': {}, 'scaling': [], 'fits': {}, 'profile': {},
+            'done': {}}
+
+
+def run_sections(args, results: dict, save: Callable[[dict], None]) -> dict:
+    """Runs every job of ``args.sections`` not already in ``results['done']`` (``--resume``),
+    each in a fresh process, and saves the results after each one."""
     common = dict(threads=args.threads, rounds=args.rounds, original=args.original,
                   train_batch=args.train_batch, train_repeats=args.train_repeats,
                   scaling_rounds=args.scaling_rounds)
-    results: dict = {'forward': [], 'segment': [], 'train': {}, 'scaling': [], 'fits': {}}
     for section in args.sections:
         for label, job in jobs_of(section, args):
+            if label in results['done']:
+                print(f'  {label}: kept from the earlier run', flush=True)
+                continue
             job['args'] = {**common, **{k: job.pop(k) for k in list(job)
                                         if k not in ('kind', 'size', 'stride', 'head', 'case',
                                                      'peers')}}
             start = time.perf_counter()
             result = in_child(job, args.threads)
             took = time.perf_counter() - start
-            if section in ('train', 'fits'):
+            if section in KEYED_SECTIONS:
                 results[section][job['case']] = result
             else:
                 for key in ('size', 'stride', 'head'):
                     if key in job:
                         result.setdefault(key, job[key])
+                result['label'] = label
+                results[section] = [r for r in results[section] if r.get('label') != label]
                 results[section].append(result)
+            if 'error' not in result:
+                results['done'][label] = round(took)
+            save(results)
             print(f'  {label} ({took:.0f} s): {summary(result)}', flush=True)
     return results
+
+
+def earlier_results(path: Path, machine: str) -> dict:
+    """``--resume``: the results of an earlier run of this machine and settings at ``path``."""
+    if not path.is_file():
+        return empty_results()
+    try:
+        earlier = json.loads(path.read_text())
+    except ValueError as err:
+        sys.exit(f'error: --resume: {path} is not a benchmark result ({err}); move it away or '
+                 'run without --resume')
+    if earlier.get('machine') != machine:
+        sys.exit(f'error: --resume: {path} was measured as "{earlier.get("machine")}", this run '
+                 f'is "{machine}"; give another --out or run without --resume')
+    return {**empty_results(), **{k: v for k, v in earlier.items() if k in empty_results()}}
 
 
 def summary(result: dict) -> str:
@@ -1026,6 +1127,7 @@ def report(results: dict, machine: str, command: str, args) -> str:
              scaling_table(scaling_points(results['scaling'])) if results['scaling'] else '',
              cases_table(f'whole-image UPerNet inference, fp32 (budget {FIT_BUDGET_GB} GB)',
                          results['fits']) if results['fits'] else '',
+             profile_table(results['profile']) if results.get('profile') else '',
              targets_table(targets(results))]
     return f'{machine}; `{command}`\n\n' + '\n\n'.join(p for p in parts if p) + '\n'
 
@@ -1039,7 +1141,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
         print('\n'.join(masks_report(args.rounds, args.quick)))
         return None
-    from mmbixt.fileio import check_output_dir
+    from mmbixt.fileio import atomic_write, check_output_dir
     from mmbixt.models.core.fast_ops import cpu_bf16_capability
     check_output_dir(str(args.out), '--out')
     args.out.mkdir(parents=True, exist_ok=True)
@@ -1048,15 +1150,19 @@ def main(argv=None) -> None:
     print(f'# mmbixt benchmark: {machine}; batch 1 forward; medians of interleaved rounds',
           flush=True)
     started = time.perf_counter()
-    results = run_sections(args)
     command = 'python tools/benchmark.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
-    text = report(results, machine, command.strip(), args)
-    print('\n' + text)
-    (args.out / 'table.md').write_text(text)
-    with open(args.out / 'results.json', 'w') as f:
-        json.dump(dict(machine=machine, seconds=time.perf_counter() - started, **results), f,
-                  indent=1)
-    written = [args.out / 'table.md', args.out / 'results.json']
+    results_path, table_path = args.out / 'results.json', args.out / 'table.md'
+    results = earlier_results(results_path, machine) if args.resume else empty_results()
+
+    def save(results: dict) -> None:  # after every job: a stopped run keeps what it measured
+        with atomic_write(str(results_path)) as tmp, open(tmp, 'w') as f:
+            json.dump(dict(machine=machine, **results), f, indent=1)
+        with atomic_write(str(table_path)) as tmp, open(tmp, 'w') as f:
+            f.write(report(results, machine, command.strip(), args))
+    results = run_sections(args, results, save)
+    save(results)
+    print('\n' + table_path.read_text())
+    written = [table_path, results_path]
     if results['scaling']:
         plot_path = args.plot or args.out / 'scaling.png'
         plot(scaling_points(results['scaling']), plot_path,
