@@ -23,7 +23,7 @@ def test_quick_run_writes_tables_goals_and_the_scaling_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / 'results.json').read_text())
     times = results['forward'][0]['ms']
-    assert {'matmul fp32 (mm)', 'mmbixt fp32', 'mmbixt fp32, two SDPA calls',
+    assert {'matmul fp32 (mm)', 'mmbixt fp32', 'mmbixt fp32, fused attention kernel',
             'mmbixt fast path', 'mmseg ViT-Ti/16 fp32'} <= set(times)
     upernet = next(g for g in results['segment'] if g['head'] == 'upernet')
     assert {'BiXT-Ti/16 fp32', 'BiXT-Ti/16 fast path', 'BiXT-Ti/4 fast path',

@@ -16,6 +16,22 @@ from mmbixt.models.core.layers import BiXTCore
 needs_kernel = pytest.mark.skipif(load_kernel() is None, reason='the kernel did not build here')
 
 
+@pytest.fixture(autouse=True)
+def kernel_switched_on(monkeypatch):
+    """The kernel is opt-in; these tests are about it."""
+    monkeypatch.setenv(bidir_attention.SWITCH, '1')
+
+
+def test_the_kernel_is_opt_in(monkeypatch):
+    r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
+    monkeypatch.delenv(bidir_attention.SWITCH)
+    with torch.no_grad():
+        assert not kernel_applies(r_lat, r_tok)
+        default = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
+    for actual, expected in zip(default, portable_attention(r_lat, v_lat, r_tok, v_tok)):
+        assert torch.equal(actual, expected)
+
+
 def refs_and_values(batch, heads, latents, tokens, head_dims, dtype=torch.float32, seed=0):
     """Views ``[B, heads, n, a]`` into ``[B, n, 2, heads, a]`` projections, as the layers pass them."""
     gen = torch.Generator().manual_seed(seed)

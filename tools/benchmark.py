@@ -8,8 +8,9 @@ Sections, each in fresh subprocesses (peak memory = the growth of the peak resid
 process's resident set before the measured call; the peak is reset before each call):
 
 - ``forward``: the backbone forward, batch 1, interleaved round-robin per input size (medians),
-  with the fp32 and bf16 matmul peaks in the same window: mmbixt in fp32 (fused bi-directional
-  attention kernel), in fp32 with two fused-attention calls instead, on its fast path
+  with the fp32 and bf16 matmul peaks in the same window: mmbixt in fp32 (the default: one fused
+  attention call per direction), in fp32 with the opt-in fused bi-directional attention kernel, on
+  its fast path
   (``fast_inference()``) and compiled with ``torch.compile`` (fp32 and under the fast path, at the
   first size); the original (``--original``: its own classes, the same random weights, fp32 and
   under bf16 autocast); mmseg's ViT with the same width and depth.
@@ -374,7 +375,7 @@ def forward_group(size: int, stride: int, args: dict) -> dict:
         from mmbixt.models.backbones import BiXTBackbone
         ours = BiXTBackbone(arch=ARCHS[stride], out_indices=(3, 5, 7, 11)).eval()
     functions['mmbixt fp32'] = lambda: ours(img)
-    functions['mmbixt fp32, two SDPA calls'] = with_switch('0', lambda: ours(img))
+    functions['mmbixt fp32, fused attention kernel'] = with_switch('1', lambda: ours(img))
     functions['mmbixt fast path'] = on_fast_path(lambda: ours(img))
     if args['compile']:
         functions.update(compiled_peers(ours, img))
@@ -1115,6 +1116,9 @@ def summary(result: dict) -> str:
         return ', '.join(f'{k} {v:.0f} ms' for k, v in result['ms'].items())
     if 'runs' in result:
         return ', '.join(f'{k} {v["ms"]:.0f} ms' for k, v in result['runs'].items())
+    if 'ops' in result:
+        return f'{result["ms"]:.0f} ms, ' + ', '.join(f'{name} {share:.0%}'
+                                                      for name, _, share in result['ops'][:3])
     return f'{result.get("ms", 0):.0f} ms, peak {result.get("peak_mb", 0):.0f} MB'
 
 

@@ -177,8 +177,8 @@ def fast_inference(model: Optional[nn.Module] = None, *,
     """The fast CPU inference path, one switch: ``with fast_inference(model): outputs = model(x)``.
 
     No gradients; bf16 autocast where this CPU has bf16 matrix instructions, otherwise fp32 with
-    the fused kernels above (and the fused bi-directional attention of ``bidir_attention``). Given
-    ``model`` (a segmentor, a backbone), its convolutions move to channels-last layout first
+    the fused kernels above (and, opted in, the fused bi-directional attention of
+    ``bidir_attention``). Given ``model`` (a segmentor, a backbone), its convolutions move to channels-last layout first
     (``channels_last_convolutions``; they stay so afterwards). With bf16, segmentation predictions
     agree with fp32 on at least 99.5% of pixels for the small test segmentor
     (tests/test_fast_inference.py); `make bench` reports the share for UPerNet-BiXT-Ti/16 with

@@ -220,8 +220,8 @@ class BiCrossAttention(nn.Module):
 
     def reads(self, r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
               token_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        """``(latent_read, token_read)`` from one similarity matrix (bidir_attention.py: a fused
-        CPU inference kernel, else one fused attention call per direction)."""
+        """``(latent_read, token_read)`` (bidir_attention.py: one fused attention call per
+        direction, or, opted in, a CPU inference kernel that forms the similarity matrix once)."""
         if torch.jit.is_scripting():  # the kernel's dispatch is Python only
             return (self.latent_read(r_lat, r_tok, v_tok, token_mask),
                     self.token_read(r_tok, r_lat, v_lat))
