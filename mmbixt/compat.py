@@ -52,8 +52,8 @@ def onednn_linear() -> Optional[Callable]:
 
 def by_overload(packet) -> Callable:
     """``packet(*args)`` with the overload picked by arity: the packet's own resolution builds
-    the message of the overload it rejects first, a full repr of every tensor argument (about a
-    tenth of a 512 px forward)."""
+    the message of the overload it rejects first, a full repr of every tensor argument (that made
+    a 512 px fp32 BiXT-Ti/16 forward 1.7x slower)."""
     unary, binary = packet.default, packet.binary
 
     def fused_linear(x, *rest):

@@ -178,8 +178,8 @@ def fast_inference(model: Optional[nn.Module] = None, *,
 
     No gradients; bf16 autocast where this CPU has bf16 matrix instructions, otherwise fp32 with
     the fused kernels above (and, opted in, the fused bi-directional attention of
-    ``bidir_attention``). Given ``model`` (a segmentor, a backbone), its convolutions move to channels-last layout first
-    (``channels_last_convolutions``; they stay so afterwards). With bf16, segmentation predictions
+    ``bidir_attention``). Given ``model`` (a segmentor, a backbone), its convolutions move to
+    channels-last layout first (``channels_last_convolutions``; they stay so afterwards). With bf16, segmentation predictions
     agree with fp32 on at least 99.5% of pixels for the small test segmentor
     (tests/test_fast_inference.py); `make bench` reports the share for UPerNet-BiXT-Ti/16 with
     random weights, whose 150 near-tied logits per pixel flip more easily (97.4% at 512 px in one
