@@ -94,6 +94,8 @@ def test_goals_pass_and_miss_by_the_issue_thresholds():
     assert verdicts['5. UPerNet-BiXT-Ti/8 at 1024 whole-image inference within 16 GB'] == (
         '17.0 GB', False)
     assert verdicts['5. UPerNet-ViT-Ti/16 at 2048 does not fit 16 GB'] == ('9.0 GB', False)
+    gpu_goal = verdicts['6. CUDA parity, AMP steps, attention kernels, throughput, DDP']
+    assert gpu_goal == ('`make gpu-check` on a GPU (docs/gpu.md)', None)  # never judged here
 
 
 def test_vit_points_past_the_memory_limit_are_skipped_and_said_so(tmp_path):
