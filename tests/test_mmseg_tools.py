@@ -64,7 +64,7 @@ def mmseg_trained(data: Path, tmp_path_factory) -> Path:
     """Two iterations of the demo config through mmseg's own tools/train.py."""
     work_dir = tmp_path_factory.mktemp('mmseg_train')
     run(MMSEG_TOOLS / 'train.py', DEMO, '--work-dir', work_dir, '--cfg-options',
-        *data_options(data), 'train_cfg.max_iters=1', 'train_cfg.val_interval=100',
+        *data_options(data), 'train_cfg.max_iters=2', 'train_cfg.val_interval=100',
         'default_hooks.checkpoint.interval=2')
     assert (work_dir / 'iter_2.pth').is_file()
     return work_dir / 'iter_2.pth'
