@@ -58,11 +58,22 @@ def run_cli(main: Callable[[Optional[list[str]]], Any], argv: Optional[Sequence[
             ) -> int:
     """Runs a tool's ``main(argv)`` and returns its exit status. An exception ends it with
     ``error: <one line>`` on stderr and status 1; the traceback goes to the run's log file, and to
-    the console with ``--debug`` (taken out of ``argv``: every tool run this way accepts it)."""
+    the console with ``--debug`` (taken out of ``argv``: every tool run this way accepts it).
+    A worker of a distributed run ends right here (``end_distributed_worker``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
     try:
-        status = main([arg for arg in argv if arg != DEBUG_FLAG])
+        status = _status_of(main, [arg for arg in argv if arg != DEBUG_FLAG], debug)
+    finally:
+        distributed = release_process_group()
+    if distributed:
+        end_distributed_worker(status)
+    return status
+
+
+def _status_of(main: Callable[[Optional[list[str]]], Any], argv: list[str], debug: bool) -> int:
+    try:
+        status = main(argv)
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)
         return 130
@@ -72,18 +83,31 @@ def run_cli(main: Callable[[Optional[list[str]]], Any], argv: Optional[Sequence[
         log_traceback_to_files(traceback.format_exc())
         print(f'error: {error_summary(err)} ({DEBUG_FLAG} shows the traceback)', file=sys.stderr)
         return 1
-    finally:
-        release_process_group()
     return status if isinstance(status, int) else 0
 
 
-def release_process_group() -> None:
-    """Shuts a distributed run's process group down before the interpreter exits: left to exit,
-    gloo's threads can be torn down while still joinable and abort the process after a finished
-    run (seen as "terminate called without an active exception", exit -6, in a 2-process CPU run)."""
+def release_process_group() -> bool:
+    """Shuts a distributed run's process group down before the interpreter exits (True when there
+    was one): left to exit, gloo's threads can be torn down while still joinable and abort the
+    process after a finished run ("terminate called without an active exception", exit -6, in a
+    2-process CPU run)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        return True
+    return False
+
+
+def end_distributed_worker(status: int) -> None:
+    """Ends a distributed worker whose tool has finished (its checkpoints and logs written and
+    closed) without the interpreter's teardown, where threads of torch's distributed runtime can
+    still abort the process (exit -6 after a finished 2-process CPU run, seen in a fresh clone's
+    test suite although the process group had been destroyed): the logs and output streams are
+    flushed, then the process exits with the tool's status."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def run_tool(args: Sequence[str], cwd: Union[str, Path], shown: re.Pattern,
