@@ -10,8 +10,7 @@ process's resident set before the measured call; the peak is reset before each c
 - ``forward``: the backbone forward, batch 1, interleaved round-robin per input size (medians),
   with the fp32 and bf16 matmul peaks in the same window: mmbixt in fp32 (the default: one fused
   attention call per direction), in fp32 with the opt-in fused bi-directional attention kernel, on
-  its fast path
-  (``fast_inference()``) and compiled with ``torch.compile`` (fp32 and under the fast path, at the
+  its fast path (``fast_inference()``) and compiled with ``torch.compile`` (fp32 and under the fast path, at the
   first size); the original (``--original``: its own classes, the same random weights, fp32 and
   under bf16 autocast); mmseg's ViT with the same width and depth.
 - ``segment``: whole-image inference as users run it (``test_step`` on a uint8 image: data
@@ -171,6 +170,12 @@ def original_and_ours(original, stride: int, size: int):
     def run_ours(img: 'torch.Tensor') -> list:
         return [fmap.flatten(2).transpose(1, 2) for fmap in ours(img)]
     return run_theirs, run_ours, ours
+
+
+def bixt_backbone(stride: int):
+    """mmbixt's BiXT-Ti/``stride`` backbone (random weights, the configs' four output layers)."""
+    from mmbixt.models.backbones import BiXTBackbone
+    return BiXTBackbone(arch=ARCHS[stride], out_indices=(3, 5, 7, 11)).eval()
 
 
 def vit_backbone(size: int):
@@ -372,8 +377,7 @@ def forward_group(size: int, stride: int, args: dict) -> dict:
         functions['original fp32'] = lambda: run_theirs(img)
         functions['original bf16 autocast'] = autocast(lambda: run_theirs(img))
     else:
-        from mmbixt.models.backbones import BiXTBackbone
-        ours = BiXTBackbone(arch=ARCHS[stride], out_indices=(3, 5, 7, 11)).eval()
+        ours = bixt_backbone(stride)
     functions['mmbixt fp32'] = lambda: ours(img)
     functions['mmbixt fp32, fused attention kernel'] = with_switch('1', lambda: ours(img))
     functions['mmbixt fast path'] = on_fast_path(lambda: ours(img))
@@ -521,8 +525,8 @@ def split_times(model, size: int, mode: str, rounds: int) -> dict[str, float]:
 
 
 def rounds_at(size: int, rounds: int) -> int:
-    """Segmentor rounds (and timed training steps) at ``size``: as asked up to 512 px, one above
-    (a 1024 px UPerNet step is about 4x a 512 px one; this keeps `make bench` in its budget)."""
+    """Segmentor rounds at ``size``: as asked up to 512 px, one above (a 1024 px UPerNet call is
+    about 4x a 512 px one; this keeps `make bench` in its budget)."""
     return rounds if size <= 512 else min(rounds, 1)
 
 
@@ -603,9 +607,7 @@ def scaling_model(peer: str, size: int, original) -> Callable:
         return vit_backbone(size)
     if peer == 'original BiXT-Ti/16':
         return original_and_ours(original, 16, size)[0]
-    from mmbixt.models.backbones import BiXTBackbone
-    stride = int(peer.rsplit('/', 1)[1])
-    return BiXTBackbone(arch=ARCHS[stride], out_indices=(3, 5, 7, 11)).eval()
+    return bixt_backbone(int(peer.rsplit('/', 1)[1]))
 
 
 def fit_case(case: str, args: dict) -> dict:
@@ -641,8 +643,7 @@ def profile_case(case: str, size: Optional[int] = None) -> dict:
     size = size or own_size
     torch.manual_seed(0)
     if what == 'backbone':
-        from mmbixt.models.backbones import BiXTBackbone
-        model = BiXTBackbone(arch=ARCHS[stride], out_indices=(3, 5, 7, 11)).eval()
+        model = bixt_backbone(stride)
         img = torch.randn(1, 3, size, size)
         call = lambda: model(img)  # noqa: E731
     else:
@@ -926,9 +927,8 @@ def mask_cost(size: int, rounds: int) -> dict:
     and with ``valid_shapes`` (every pixel real), and its layers without a token mask and with an
     all-valid one (what the masked attention itself costs, as in a batch with padding)."""
     import torch
-    from mmbixt.models.backbones import BiXTBackbone
     torch.manual_seed(0)
-    backbone = BiXTBackbone(arch=ARCHS[16], out_indices=(3, 5, 7, 11)).eval()
+    backbone = bixt_backbone(16)
     img = torch.randn(1, 3, size, size)
     tokens = torch.randn(1, tokens_of(size, 16), DIMS)
     all_valid = torch.ones(tokens.shape[:2], dtype=torch.bool)
