@@ -168,3 +168,8 @@ def test_profiles_name_the_ops_where_the_time_goes():
     assert backbone_ops & {'mkldnn::_linear_pointwise', 'aten::addmm'}
     table = benchmark.profile_table(cases)
     assert '| BiXT-Ti/4 backbone, fp32, 32 px | (whole call, unprofiled) |' in table
+
+
+def test_the_masks_section_runs():
+    lines = benchmark.masks_report(rounds=1, quick=True)
+    assert len(lines) == 3 and lines[-1].startswith('batched test, 4 mixed sizes')

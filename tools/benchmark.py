@@ -957,7 +957,7 @@ def batched_test_gain(rounds: int, shapes=MIXED_TEST_SHAPES) -> dict:
     one image at a time, interleaved (median ms and the speed-up)."""
     import torch
     torch.manual_seed(0)
-    model = segmentor('bixt', 16, max(max(s) for s in shapes)).eval()
+    model = segmentor('upernet', 'bixt', 16, max(max(s) for s in shapes)).eval()
     batch = mixed_test_batch(shapes)
     singles = [dict(inputs=[img], data_samples=[sample])
                for img, sample in zip(batch['inputs'], batch['data_samples'])]
