@@ -1,12 +1,10 @@
-"""mmbixt: BiXT for MMSegmentation. ``import mmbixt`` registers every module in mmseg's registries."""
+"""mmbixt: BiXT for MMSegmentation and timm. ``import mmbixt`` (what ``custom_imports=['mmbixt']``
+does) registers the models, datasets, transforms and metrics in mmseg's (and timm's) registries and
+changes nothing else in the host. The tools and the runner live in :mod:`mmbixt.operations`."""
 __version__ = '0.1.0'
 
-from .quiet_imports import ignore_missing_mmcv_ops_warning, import_mmseg_datasets_quietly
+from .quiet_imports import import_mmseg_datasets_quietly, missing_mmcv_ops_warning_ignored
 
-ignore_missing_mmcv_ops_warning()
-import_mmseg_datasets_quietly()  # before anything else of mmbixt imports mmseg
-
-from . import datasets, engine, evaluation, models  # noqa: E402,F401  (registers)
-from .checkpoint import install_safe_local_loader  # noqa: E402
-
-install_safe_local_loader()
+with missing_mmcv_ops_warning_ignored():
+    import_mmseg_datasets_quietly()  # before anything else of mmbixt imports mmseg
+    from . import datasets, evaluation, models  # noqa: E402,F401  (registers)

@@ -14,16 +14,22 @@ import contextlib
 import io
 import sys
 import warnings
+from typing import Iterator
 
 ONEDL_NOTICE = 'Could not import OneDL'
 MMCV_OPS_NOTICE = r'Fail to import ``MultiScaleDeformableAttention``'
 MMCV_OPS_MODULE = r'mmcv\.cnn\.bricks\.transformer'
 
 
-def ignore_missing_mmcv_ops_warning() -> None:
-    """mmcv's notice about its missing compiled op, matched by message, category and module."""
-    warnings.filterwarnings('ignore', message=MMCV_OPS_NOTICE, category=UserWarning,
-                            module=MMCV_OPS_MODULE)
+@contextlib.contextmanager
+def missing_mmcv_ops_warning_ignored() -> Iterator[None]:
+    """Within the block, mmcv's notice about its missing compiled op (matched by message, category
+    and module) is dropped; the warning filters are restored afterwards, so the host's are
+    unchanged."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=MMCV_OPS_NOTICE, category=UserWarning,
+                                module=MMCV_OPS_MODULE)
+        yield
 
 
 def import_mmseg_datasets_quietly() -> None:

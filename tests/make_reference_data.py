@@ -10,12 +10,11 @@ and, with the dynamic positional encoding, at 96x128. It writes ``model_best.pth
 layout, with its ``argparse.Namespace``) and ``expected.pt`` (see README.md there), and
 ``released_state_dict_shapes.json`` with every key and shape of every released architecture. The
 original's timm fork is imported as ``bixt_original_timm`` beside the installed timm
-(``tools/benchmark.py``'s ``import_original_fork``).
+(``mmbixt.operations.benchmark.original``, the loader the benchmark uses).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -44,12 +43,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 
-
-def import_fork(repo: str, *names: str) -> list:
-    spec = importlib.util.spec_from_file_location('benchmark_tool', REPO / 'tools' / 'benchmark.py')
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    return benchmark.import_original_fork(repo, *names)
 
 
 def build(modules: dict, variant: tuple, size: tuple, posenc: str) -> torch.nn.Module:
@@ -133,7 +126,9 @@ def main(argv=None) -> int:
               '(no timm/models/bixt.py). Clone it: git clone https://github.com/mrkshllr/BiXT',
               file=sys.stderr)
         return 2
-    fork_timm, bixt, convtok, layers = import_fork(
+    sys.path.insert(0, str(REPO))  # this checkout's mmbixt, also when run as a script
+    from mmbixt.operations.benchmark.original import import_original_fork
+    fork_timm, bixt, convtok, layers = import_original_fork(
         args.original, 'timm', 'timm.models.bixt', 'timm.models.bixt_convtok', 'timm.layers')
     modules = dict(bixt=bixt, convtok=convtok, layers=layers)
     generator = torch.Generator().manual_seed(args.seed)

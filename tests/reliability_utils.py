@@ -105,8 +105,8 @@ def write_tiny_config(path: Path, data_root: Path, *, iters: int = 6, ckpt_inter
 def with_test_hooks(path: Path, base: Path, *hooks: dict) -> Path:
     """A config that is ``base`` plus hooks of ``tests/reliability_hooks.py``."""
     path.write_text(f"_base_ = [{str(base)!r}]\n"
-                    "custom_imports = dict(imports=['mmbixt', 'reliability_hooks'], "
-                    "allow_failed_imports=False)\n"
+                    "custom_imports = dict(imports=['mmbixt', 'mmbixt.operations', "
+                    "'reliability_hooks'], allow_failed_imports=False)\n"
                     f"custom_hooks = {list(hooks)!r}\n")
     return path
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import mmbixt  # noqa: F401  (installs the safe local loader)
+import mmbixt.operations  # noqa: F401  (installs the safe loaders in mmengine)
 from mmbixt.checkpoint import BiXTWeights, CheckpointError, read_checkpoint
 from mmbixt.models.backbones import BiXTBackbone
 
@@ -421,7 +421,7 @@ def test_home_and_path_checkpoints_through_mmengines_load_checkpoint(in_home):
 
     from mmengine.runner import load_checkpoint
 
-    from mmbixt.checkpoint.runner_loading import load_from_safe_local
+    from mmbixt.checkpoint.sources import load_from_safe_local
     name, source = in_home
     model = backbone()
     load_checkpoint(model, name, map_location='cpu')

@@ -17,7 +17,7 @@ from PIL import Image
 
 import mmbixt  # noqa: F401  (registers)
 from mmbixt.checkpoint import CheckpointError
-from mmbixt.engine import build_runner
+from mmbixt.operations.engine import build_runner
 from reliability_utils import REPO, make_tiny_data, subprocess_env, write_tiny_config
 from test_bad_input_images import load_infer_tool
 
@@ -185,7 +185,7 @@ def test_load_strict_false_that_would_load_nothing_is_refused(setup):
 def test_compiled_files_without_batchnorm_counters_load_on_every_whole_model_route(setup,
                                                                                   tmp_path):
     from mmbixt.checkpoint.model_match import load_model_checkpoint
-    from mmbixt.deploy.onnx import load_segmentor
+    from mmbixt.operations.deploy.onnx import load_segmentor
     state = {f'_orig_mod.{k}': v for k, v in setup['model'].state_dict().items()
              if not k.endswith('num_batches_tracked')}
     path = tmp_path / 'compiled.pth'

@@ -169,8 +169,8 @@ def test_pytest_ini_filters_warnings_narrowly():
 
 def test_the_library_does_not_import_the_command_line_helpers():
     importers = [str(path.relative_to(REPO)) for path in sorted((REPO / 'mmbixt').rglob('*.py'))
-                 if path.name != 'tools_common.py'
-                 and re.search(r'^\s*from \.+tools_common import|^\s*(from|import) mmbixt\.tools_common',
+                 if path.name != 'cli.py'
+                 and re.search(r'^\s*from \.+cli import|^\s*(from|import) mmbixt\.operations\.cli',
                                path.read_text(), re.M)]
     assert not importers, importers
 

@@ -10,8 +10,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmbixt  # noqa: F401  (registers)
-from mmbixt.engine.consistency import check_classes
-from mmbixt.engine.layer_decay import bixt_layer_id
+from mmbixt.operations.engine.consistency import check_classes
+from mmbixt.operations.engine.layer_decay import bixt_layer_id
 from mmseg.registry import DATASETS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from PIL import Image
 
 import mmbixt  # noqa: F401  (registers)
 from mmbixt.datasets import SegDataError
-from mmbixt.engine.config_file import train_from_scratch_if_asked
+from mmbixt.operations.engine.config_file import train_from_scratch_if_asked
 from mmseg.registry import DATASETS, MODELS
 
 REPO = Path(__file__).resolve().parents[1]

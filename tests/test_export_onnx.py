@@ -1,4 +1,4 @@
-"""ONNX export (mmbixt/deploy/onnx.py, tools/export_onnx.py): the graphs in ONNX Runtime against
+"""ONNX export (mmbixt/operations/deploy/onnx.py, tools/export_onnx.py): the graphs in ONNX Runtime against
 the models' own ``test_step`` in PyTorch, the exportable stand-ins against what they replace, and
 the refusals."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mmbixt.checkpoint import CheckpointError
-from mmbixt.deploy.onnx import (TOLERANCE, AdaptiveAvgPool2dForExport, ExportError,
+from mmbixt.operations.deploy.onnx import (TOLERANCE, AdaptiveAvgPool2dForExport, ExportError,
                                 ImageSegmentorGraph, UpsampleForExport, export_graph,
                                 export_segmentor, image_test_step, load_segmentor,
                                 ort_inference_session, ort_session, point_test_step,
@@ -293,7 +293,7 @@ def test_test_paths_the_graph_does_not_reproduce_are_refused(options, message):
 
 
 def test_an_operator_onnx_lacks_is_named(tmp_path, capfd):
-    from mmbixt.deploy.onnx import GraphSpec
+    from mmbixt.operations.deploy.onnx import GraphSpec
 
     class Eigen(nn.Module):
         def forward(self, x):

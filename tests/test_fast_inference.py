@@ -14,11 +14,10 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from mmbixt.models.core import fast_ops
-from mmbixt.models.core.fast_ops import (CpuBf16Capability, bf16_kind, compile_backbone,
-                                         cross_attention_kernels,
-                                         fast_inference, fast_inference_dtype,
-                                         fused_linear_applies, linear, linear_gelu,
-                                         linear_residual, sdpa_kernel)
+from mmbixt.models.core.fast_ops import (CpuBf16Capability, bf16_kind, fused_linear_applies,
+                                         linear, linear_gelu, linear_residual)
+from mmbixt.models.inference import compile_backbone, fast_inference, fast_inference_dtype
+from mmbixt.operations.attention_kernels import cross_attention_kernels, sdpa_kernel
 from mmbixt.models.core.layers import LayerScale
 
 from conftest import REPO

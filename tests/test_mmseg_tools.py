@@ -118,7 +118,7 @@ def test_tta_without_a_tta_pipeline_is_one_line(tmp_path: Path):
 
 def build_tool_runner(tool: str, argv: list[str], name: str):
     """The runner ``tools/<tool>.py argv`` would run, built in this process."""
-    from mmbixt.engine import build_runner
+    from mmbixt.operations.engine import build_runner
     module = load_tool(tool)
     cfg = module.build_config(module.parse_args([str(a) for a in argv]))
     cfg.experiment_name = name  # runners in one process need distinct logger/visualizer names

@@ -11,8 +11,8 @@ import torch
 from mmengine.config import Config
 
 import mmbixt  # noqa: F401  (registers)
-from mmbixt.engine import BiXTRunner, build_runner
-from mmbixt.engine.work_dir import (find_resumable_checkpoint, is_complete_checkpoint,
+from mmbixt.operations.engine import BiXTRunner, build_runner
+from mmbixt.operations.engine.work_dir import (find_resumable_checkpoint, is_complete_checkpoint,
                                     remove_orphaned_temporaries)
 from reliability_utils import make_tiny_data, weights, write_tiny_config
 

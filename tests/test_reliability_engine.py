@@ -21,8 +21,8 @@ from mmengine.runner import Runner
 
 import mmbixt  # noqa: F401  (registers)
 from mmbixt.checkpoint import CheckpointError, read_checkpoint
-from mmbixt.engine import BiXTRunner, NonFiniteLossHook, NonFiniteTrainingError, WorkDirError
-from mmbixt.engine.runner import training_checkpoint_meta
+from mmbixt.operations.engine import BiXTRunner, NonFiniteLossHook, NonFiniteTrainingError, WorkDirError
+from mmbixt.operations.engine.runner import training_checkpoint_meta
 from reliability_utils import (REPO, losses_by_iter, make_tiny_data, max_weight_difference,
                                start_training, train, weights, with_test_hooks,
                                write_tiny_config)
@@ -202,8 +202,8 @@ def test_training_with_a_nan_batch_stops_and_keeps_the_last_good_checkpoint(tiny
 def test_training_skips_an_allowed_nan_batch_and_ends_finite(tiny, tmp_path):
     poisoned = tmp_path / 'skip.py'
     poisoned.write_text(f'_base_ = [{str(tiny)!r}]\n'
-                        "custom_imports = dict(imports=['mmbixt', 'reliability_hooks'], "
-                        'allow_failed_imports=False)\n'
+                        "custom_imports = dict(imports=['mmbixt', 'mmbixt.operations', "
+                        "'reliability_hooks'], allow_failed_imports=False)\n"
                         "custom_hooks = [dict(type='PoisonBatchHook', at_iters=[2]), "
                         "dict(type='NonFiniteLossHook', max_skipped=1)]\n")
     train(poisoned, tmp_path / 'work')

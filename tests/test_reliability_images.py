@@ -14,8 +14,8 @@ from mmengine.config import Config
 from PIL import Image
 
 from conftest import REPO, load_tool
-from mmbixt.image_files import read_image
-from mmbixt.tools_common import run_cli
+from mmbixt.datasets.image_files import read_image
+from mmbixt.operations.cli import run_cli
 from test_classify_tools import TINY, tiny_checkpoint  # noqa: F401  (fixture)
 
 CONFIG = str(REPO / 'configs' / 'bixt' / 'demo_upernet_bixt_ti.py')

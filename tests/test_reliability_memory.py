@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import REPO, load_tool
 from mmbixt.datasets import make_synthetic_ade20k
 from mmbixt.models.segmentors import postprocess
-from mmbixt.visualization import segmentation
+from mmbixt.operations.visualization import segmentation
 
 CONFIG = str(REPO / 'configs' / 'bixt' / 'demo_upernet_bixt_ti.py')
 
@@ -111,7 +111,7 @@ def test_infer_on_a_large_image_never_resizes_to_full_size_or_draws_it(checkpoin
 
 
 def test_an_image_beyond_the_bomb_limit_is_named_with_the_way_to_raise_it(tmp_path, monkeypatch):
-    from mmbixt.image_files import InputFileError, read_image
+    from mmbixt.datasets.image_files import InputFileError, read_image
     Image.new('RGB', (300, 200)).save(tmp_path / 'wide.png')
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 20000)  # 60000 pixels: over twice the limit
     with pytest.raises(InputFileError) as error:

@@ -19,7 +19,7 @@ import mmbixt  # noqa: F401  (registers)
 from conftest import REPO, load_tool
 from mmbixt.datasets import SegDataError, make_synthetic_ade20k
 from mmbixt.datasets.shapenet_part import ShapeNetPartDataError, read_points_file
-from mmbixt.tools_common import run_cli
+from mmbixt.operations.cli import run_cli
 from test_points_dataset import MUG, rows, write_dataset
 
 DEMO = REPO / 'configs' / 'bixt' / 'demo_upernet_bixt_ti.py'
@@ -203,7 +203,7 @@ def test_an_output_folder_that_is_a_file_says_so(tmp_path, capsys):
 
 
 def test_export_verify_blames_a_model_that_itself_outputs_nan(tmp_path, capsys):
-    from mmbixt.deploy.onnx import load_segmentor
+    from mmbixt.operations.deploy.onnx import load_segmentor
     torch.manual_seed(0)
     model = load_segmentor(DEMO).model
     with torch.no_grad():

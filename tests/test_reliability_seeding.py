@@ -1,5 +1,5 @@
 """A training sample's random numbers depend on its stream position only
-(mmbixt.engine.sample_seed)."""
+(mmbixt.operations.engine.sample_seed)."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +8,7 @@ import numpy as np
 from mmengine.dataset import InfiniteSampler
 from torch.utils.data import DataLoader
 
-from mmbixt.engine.sample_seed import (PositionedSampler, PositionSeededDataset,
+from mmbixt.operations.engine.sample_seed import (PositionedSampler, PositionSeededDataset,
                                        seed_samples_by_position)
 
 

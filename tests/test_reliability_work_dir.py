@@ -13,8 +13,8 @@ import pytest
 from mmengine.config import Config
 
 import mmbixt  # noqa: F401  (registers)
-from mmbixt.engine import BiXTRunner, KeepCompleteCheckpointHook, WorkDirError, WorkDirLock
-from mmbixt.engine.work_dir import LOCK_NAME, find_resumable_checkpoint, is_complete_checkpoint
+from mmbixt.operations.engine import BiXTRunner, KeepCompleteCheckpointHook, WorkDirError, WorkDirLock
+from mmbixt.operations.engine.work_dir import LOCK_NAME, find_resumable_checkpoint, is_complete_checkpoint
 from reliability_utils import make_tiny_data, start_training, write_tiny_config
 
 

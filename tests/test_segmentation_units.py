@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from PIL import Image
 
-import mmbixt  # noqa: F401  (registers)
+import mmbixt.operations  # noqa: F401  (registers the model layer and the layer decay)
 from mmbixt.datasets import SegDataError, make_synthetic_ade20k
 from mmseg.registry import DATASETS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 

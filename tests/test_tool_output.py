@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mmbixt.tools_common import error_summary
+from mmbixt.operations.cli import error_summary
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = 'configs/bixt/demo_upernet_bixt_ti.py'
@@ -101,7 +101,7 @@ def test_eval_imagenet_does_not_import_the_classify_tool():
 
 @pytest.mark.parametrize('writer', ['runner', 'convert'])
 def test_one_atomic_write_helper(writer: str):
-    """Checkpoints of the runner and of convert_checkpoint.py go through mmbixt.fileio."""
+    """Checkpoints of the runner and of convert_checkpoint.py go through mmbixt.operations.fileio."""
     path = {'runner': REPO / 'mmbixt' / 'engine' / 'runner.py',
             'convert': REPO / 'tools' / 'convert_checkpoint.py'}[writer]
     text = path.read_text()
@@ -109,7 +109,7 @@ def test_one_atomic_write_helper(writer: str):
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path):
-    from mmbixt.fileio import atomic_write
+    from mmbixt.operations.fileio import atomic_write
     target = tmp_path / 'a' / 'file.bin'
     with atomic_write(str(target)) as tmp:
         Path(tmp).write_bytes(b'x')

@@ -10,7 +10,7 @@ import torch
 from torch.export import Dim
 
 import mmbixt  # noqa: F401
-from mmbixt.deploy.onnx import exportable_copy, load_segmentor
+from mmbixt.operations.deploy.onnx import exportable_copy, load_segmentor
 from mmbixt.models.backbones import BiXTBackbone, PointBiXTBackbone
 from mmbixt.models.classifiers import BiXTClassifier
 from mmbixt.models.core.tracing import concrete

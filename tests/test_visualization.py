@@ -1,4 +1,4 @@
-"""mmbixt.visualization: which latents are shown, how inputs are read and named, and that the
+"""mmbixt.operations.visualization: which latents are shown, how inputs are read and named, and that the
 figures have the panels, legends and sizes they promise."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mmbixt.visualization import (InputFileError, LayerAttention, figure_paths, label_paths,
+from mmbixt.operations.visualization import (InputFileError, LayerAttention, figure_paths, label_paths,
                                   most_distinct, part_segmentation_figure, read_label_map,
                                   relative_attention, segmentation_figure)
-from mmbixt.visualization.points import project
+from mmbixt.operations.visualization.points import project
 
 
 def test_relative_attention_is_log2_of_the_ratio_to_the_latents_mean():
@@ -140,7 +140,7 @@ def test_part_figure_fills_its_frames_and_reports_the_shape_iou():
 
 def test_recorder_maps_are_attention_distributions_also_under_autocast():
     from mmbixt.models.backbones import BiXTBackbone
-    from mmbixt.visualization import AttentionRecorder
+    from mmbixt.operations.visualization import AttentionRecorder
     torch.manual_seed(0)
     backbone = BiXTBackbone(arch=dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2,
                                       patch_size=16, stride=8), out_indices=(0, 1)).eval()
@@ -168,7 +168,7 @@ def test_recorder_maps_are_attention_distributions_also_under_autocast():
                                         ((2, 2), (2, 2))])
 def test_token_maps_reach_the_pixels_as_torch_nearest_does(grid, size):
     import torch.nn.functional as F
-    from mmbixt.visualization.segmentation import to_pixels
+    from mmbixt.operations.visualization.segmentation import to_pixels
     tokens = torch.rand(grid)
     expected = F.interpolate(tokens[None, None], size=size, mode='nearest')[0, 0]
     np.testing.assert_array_equal(to_pixels(tokens.numpy(), size), expected.numpy())

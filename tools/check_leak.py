@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mmbixt.tools_common import run_cli
+from mmbixt.operations.cli import run_cli
 
 DEFAULT_CONFIG = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                           'configs', 'bixt', 'demo_upernet_bixt_ti.py')
@@ -113,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
     from mmseg.apis import init_model
 
-    import mmbixt  # noqa: F401  (registers modules and the safe checkpoint loader)
+    import mmbixt  # noqa: F401  (registers modules)
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', torch.get_num_threads())))
     from mmbixt.checkpoint.model_match import load_model_checkpoint
     model = init_model(args.config, None, device='cpu')

@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 import torch
 from timm.data import ImageNetInfo, create_transform
 
-from mmbixt.image_files import open_rgb_image
+from mmbixt.datasets.image_files import open_rgb_image
 from mmbixt.models.classifiers import BiXTClassifier
-from mmbixt.tools_common import add_classifier_args, build_classifier, run_cli
+from mmbixt.operations.cli import add_classifier_args, build_classifier, run_cli
 
 
 @torch.no_grad()

@@ -23,8 +23,8 @@ import torch
 import mmbixt
 from mmbixt.archs import RELEASED_ARCHS, BiXTArch, canonical_name, resolve_arch
 from mmbixt.checkpoint import FIXED_POS_BUFFER, BiXTWeights, CheckpointError
-from mmbixt.fileio import atomic_write
-from mmbixt.tools_common import parse_arch, run_cli
+from mmbixt.operations.fileio import atomic_write
+from mmbixt.operations.cli import parse_arch, run_cli
 
 
 def sha256(path: str) -> str:

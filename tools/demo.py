@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mmbixt.datasets import make_synthetic_ade20k
-from mmbixt.tools_common import run_tool
+from mmbixt.operations.cli import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 

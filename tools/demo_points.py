@@ -19,7 +19,7 @@ import os.path as osp
 import re
 import time
 
-from mmbixt.tools_common import run_tool
+from mmbixt.operations.cli import run_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join('configs', 'bixt', 'demo_partseg_bixt.py')
@@ -45,9 +45,9 @@ def render(config: str, checkpoint: str, out_dir: str) -> list[str]:
     from mmbixt.checkpoint.model_match import load_model_checkpoint
     from mmbixt.datasets.shapenet_part import CATEGORY_NAMES, CATEGORY_PARTS
     from mmbixt.datasets.synthetic_shapes import SYNTHETIC_PART_NAMES
-    from mmbixt.engine.config_file import read_config
-    from mmbixt.fileio import check_output_dir
-    from mmbixt.visualization import part_segmentation_figure
+    from mmbixt.operations.engine.config_file import read_config
+    from mmbixt.operations.fileio import check_output_dir
+    from mmbixt.operations.visualization import part_segmentation_figure
 
     cfg = read_config(config)
     check_output_dir(out_dir, 'the output folder')

@@ -20,8 +20,8 @@ from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
 from mmbixt.archs import PUBLISHED_ACCURACY
-from mmbixt.image_files import open_rgb_image
-from mmbixt.tools_common import add_classifier_args, build_classifier, run_cli
+from mmbixt.datasets.image_files import open_rgb_image
+from mmbixt.operations.cli import add_classifier_args, build_classifier, run_cli
 
 
 def imagenet_folder(root: str, transform) -> ImageFolder:

@@ -33,9 +33,9 @@ import mmbixt  # noqa: F401,I001  (first: registers modules, quiets mmseg's and 
 from mmengine.config import DictAction
 
 from mmbixt.checkpoint import CheckpointError
-from mmbixt.fileio import check_output_dir
-from mmbixt.tools_common import run_cli
-from mmbixt.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,
+from mmbixt.operations.fileio import check_output_dir
+from mmbixt.operations.cli import run_cli
+from mmbixt.operations.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,
                                 export_segmentor, load_segmentor, verify_export)
 
 

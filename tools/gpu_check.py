@@ -9,7 +9,7 @@ Writes one report (printed, and ``report.md`` + ``report.json`` under ``--out``)
 2. AMP training: UPerNet-BiXT-Ti/16 trained on one fixed batch under fp16 (with a gradient
    scaler) and bf16 autocast: every loss finite and the loss falling over the steps;
 3. which kernel PyTorch's fused attention takes for each attention call of a BiXT layer, per
-   dtype, as the profiler names it, next to ``fast_ops.sdpa_kernel``'s prediction;
+   dtype, as the profiler names it, next to ``attention_kernels.sdpa_kernel``'s prediction;
 4. throughput (images/s) and peak memory of BiXT-Ti/16 against mmseg's ViT-Ti/16 (backbone
    forward, half-precision autocast) at 512, 1024 and 2048 px;
 5. with two GPUs visible: training throughput of a 2-process DDP run against one process.
@@ -156,7 +156,7 @@ def sdpa_kernels(plan: Plan) -> dict:
     import torch
     import torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile
-    from mmbixt.models.core.fast_ops import sdpa_kernel
+    from mmbixt.operations.attention_kernels import sdpa_kernel
     tokens = (plan.sizes[0] // 16) ** 2
     out = {}
     for dtype in [torch.float32] + plan.half_dtypes:
@@ -297,7 +297,7 @@ def report_md(report: dict) -> str:
     kernels = report.get('sdpa', {})
     if kernels and 'error' not in kernels:
         lines += ['## 3. Fused-attention kernel per attention call (head width 32)', '',
-                  '| dtype | call | kernel that ran | predicted (fast_ops.sdpa_kernel) |',
+                  '| dtype | call | kernel that ran | predicted (attention_kernels.sdpa_kernel) |',
                   '|---|---|---|---|']
         for dtype, calls in kernels.items():
             for call, row in calls.items():

@@ -28,14 +28,14 @@ from mmseg.registry import DATASETS
 
 from mmbixt.checkpoint import CheckpointError
 from mmbixt.checkpoint.model_match import load_model_checkpoint
-from mmbixt.engine.config_file import read_config
-from mmbixt.fileio import check_output_dir
-from mmbixt.tools_common import run_cli
-from mmbixt.visualization import (
+from mmbixt.operations.engine.config_file import read_config
+from mmbixt.operations.fileio import check_output_dir
+from mmbixt.operations.cli import run_cli
+from mmbixt.operations.visualization import (
     AttentionRecorder, InputFileError, check_regular_file, figure_paths, label_paths, read_image,
     read_label_map, segmentation_figure)
-from mmbixt.visualization.colours import distinct_colours
-from mmbixt.visualization.files import check_same_size
+from mmbixt.operations.visualization.colours import distinct_colours
+from mmbixt.operations.visualization.files import check_same_size
 
 
 def non_negative(text: str) -> int:

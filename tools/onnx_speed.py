@@ -19,7 +19,7 @@ import statistics
 import torch
 
 import mmbixt  # noqa: F401  (registers modules)
-from mmbixt.deploy.onnx import (ImageSegmentorGraph, interleaved_ms,
+from mmbixt.operations.deploy.onnx import (ImageSegmentorGraph, interleaved_ms,
                                 load_segmentor, ort_session)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -16,12 +16,12 @@ import argparse
 import os.path as osp
 import sys
 
-import mmbixt  # noqa: F401,I001  (first: registers modules, the safe loader; quiet imports)
+import mmbixt  # noqa: F401,I001  (first: registers modules; quiet imports)
 from mmengine.config import Config
 
-from mmbixt.engine import build_runner
-from mmbixt.fileio import check_output_dir
-from mmbixt.tools_common import load_tool_config, parse_tool_args, run_cli, tool_parser
+from mmbixt.operations.engine import build_runner
+from mmbixt.operations.fileio import check_output_dir
+from mmbixt.operations.cli import load_tool_config, parse_tool_args, run_cli, tool_parser
 
 
 class ToolError(Exception):

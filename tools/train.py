@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import mmbixt  # noqa: F401,I001  (first: registers modules, the safe loader; quiet imports)
+import mmbixt  # noqa: F401,I001  (first: registers modules; quiet imports)
 from mmengine.config import Config
 
-from mmbixt.engine import build_runner
-from mmbixt.tools_common import load_tool_config, parse_tool_args, run_cli, tool_parser
+from mmbixt.operations.engine import build_runner
+from mmbixt.operations.cli import load_tool_config, parse_tool_args, run_cli, tool_parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:

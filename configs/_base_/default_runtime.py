@@ -1,5 +1,5 @@
 default_scope = 'mmseg'
-custom_imports = dict(imports=['mmbixt'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmbixt', 'mmbixt.operations'], allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

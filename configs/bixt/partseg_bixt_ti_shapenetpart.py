@@ -5,7 +5,7 @@
 _base_ = ['../_base_/datasets/shapenetpart.py', '../_base_/models/partseg_bixt.py']
 
 default_scope = 'mmseg'
-custom_imports = dict(imports=['mmbixt'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmbixt', 'mmbixt.operations'], allow_failed_imports=False)
 
 max_iters = 60000
 val_interval = 2000

@@ -81,10 +81,9 @@ def normalise_checkpoint(source: PathLike | Mapping, *, use_ema: bool = False,
 
 
 def read_any(path: PathLike) -> Any:
-    """A local or remote checkpoint through mmengine's public loader registry, where mmbixt's
-    safe loaders serve every local path and http(s)/s3 address (``runner_loading``)."""
-    from mmengine.runner.checkpoint import CheckpointLoader
-    return CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
+    """A local or remote checkpoint, read safely (``sources.read_from``)."""
+    from .sources import read_from
+    return read_from(path, map_location='cpu')
 
 
 def _weight_entry(raw: Any, shown: str, use_ema: bool) -> Mapping:

@@ -2,8 +2,8 @@
 
 ``BiXTSegDataset`` is mmseg's ``BaseSegDataset`` (the same settings: ``data_root``,
 ``data_prefix``, ``img_suffix``, ``seg_map_suffix``, ``reduce_zero_label``, ``metainfo``) with the
-checks of :class:`~mmbixt.datasets.ade20k.CheckedSegFiles`, and every label map checked when the
-dataset is built, so each data error names its file before the first iteration.
+checks of :class:`~mmbixt.datasets.checked_files.CheckedSegFiles`, and every label map checked
+when the dataset is built, so each data error names its file before the first iteration.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Optional
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from .ade20k import CheckedSegFiles
+from .checked_files import CheckedSegFiles
 from .seg_files import SegDataError
 
 

@@ -1,4 +1,5 @@
-"""Fused CPU kernels for inference, and what this CPU can do in bf16.
+"""Fused CPU kernels for inference, and what this CPU can do in bf16 (which decides where they
+apply). The inference policy built on them is :mod:`mmbixt.models.inference`.
 
 PyTorch's ``F.linear`` on the CPU runs the matmul (MKL or oneDNN, whichever ATen picks) after copying
 the broadcast bias into the output, then GELU and the residual add as separate passes over
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import weakref
 from typing import Optional
 
 import torch
@@ -138,94 +138,3 @@ def cpu_bf16_capability() -> CpuBf16Capability:
     """This machine's bf16 capability (cached)."""
     isa = torch.backends.cpu.get_cpu_capability()
     return CpuBf16Capability(bf16_kind(read_cpu_flags(), isa), isa)
-
-
-def fast_inference_dtype(capability: Optional[CpuBf16Capability] = None) -> torch.dtype:
-    """bf16 where the CPU multiplies bf16 natively (AMX or AVX512-BF16), else fp32 (emulated bf16
-    is slower than fp32)."""
-    return torch.bfloat16 if (capability or cpu_bf16_capability()).native else torch.float32
-
-
-def channels_last_convolutions(model: nn.Module) -> nn.Module:
-    """Puts the weights of every 2-D convolution in ``model`` into channels-last layout, in place
-    (a layout change only: the values are the same). oneDNN runs convolutions fastest in this
-    layout (fp32 and bf16); the dense backbones' feature maps are channels-last already (views of
-    ``[B, N, D]`` tokens), so neck and heads then run without a layout conversion."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            module.to(memory_format=torch.channels_last)
-    return model
-
-
-_COMPILED: 'weakref.WeakSet[nn.Module]' = weakref.WeakSet()
-
-
-def compile_backbone(model: nn.Module, backend: str = 'inductor') -> nn.Module:
-    """Compiles ``model.backbone`` (``model`` itself when it has no backbone) in place with
-    ``torch.compile`` (``nn.Module.compile``: parameter names and checkpoints unchanged), once per
-    module. The first call at each new input size compiles (minutes on a small CPU)."""
-    target = getattr(model, 'backbone', model)
-    if target not in _COMPILED:
-        target.compile(backend=backend)
-        _COMPILED.add(target)
-    return model
-
-
-def fast_inference(model: Optional[nn.Module] = None, *,
-                   capability: Optional[CpuBf16Capability] = None,
-                   compile: bool = False) -> contextlib.ExitStack:
-    """The fast CPU inference path, one switch: ``with fast_inference(model): outputs = model(x)``.
-
-    No gradients; bf16 autocast where this CPU has bf16 matrix instructions, otherwise fp32 with
-    the fused kernels above (and, opted in, the fused bi-directional attention of
-    ``bidir_attention``). Given ``model`` (a segmentor, a backbone), its convolutions move to
-    channels-last layout first (``channels_last_convolutions``; they stay so afterwards). With bf16, segmentation predictions
-    agree with fp32 on at least 99.5% of pixels for the small test segmentor
-    (tests/test_fast_inference.py); `make bench` reports the share for UPerNet-BiXT-Ti/16 with
-    random weights, whose 150 near-tied logits per pixel flip more easily (97.4% at 512 px in one
-    run). ``capability`` overrides the detection.
-
-    ``compile=True`` (with ``model``) also compiles its backbone (``compile_backbone``): under
-    the bf16 fast path the compiled BiXT-Ti/16 backbone ran 1.2x the eager one at 512 px in
-    ``make bench``; in fp32 the two were even (docs: performance)."""
-    if model is not None:
-        channels_last_convolutions(model)
-        if compile:
-            compile_backbone(model)
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.no_grad())
-    if fast_inference_dtype(capability) == torch.bfloat16:
-        stack.enter_context(torch.autocast('cpu', dtype=torch.bfloat16))
-    return stack
-
-
-# ---------------------------------------------------------------------------- attention kernels
-def sdpa_kernel(device_type: str, dtype: torch.dtype, head_dims: int,
-                has_mask: bool = False) -> str:
-    """Which kernel PyTorch's ``scaled_dot_product_attention`` (torch 2.x) picks for our calls
-    (no mask, no dropout, q/k/v of one head width), in its default priority order.
-
-    CUDA: ``'flash'`` (FlashAttention-2: fp16/bf16, head width a multiple of 8 up to 256, no mask),
-    else ``'efficient'`` (memory-efficient: also fp32 and masks, head width a multiple of 8 for
-    half types / 4 for fp32), else ``'math'`` (materialises the attention matrix).
-    CPU: ``'flash_cpu'`` (a blocked kernel for fp32/bf16/fp16), else ``'math'``. docs/gpu.md
-    explains the choice for each direction of BiXT's cross-attention."""
-    half = dtype in (torch.float16, torch.bfloat16)
-    if device_type == 'cpu':
-        return 'flash_cpu' if half or dtype == torch.float32 else 'math'
-    if device_type != 'cuda':
-        return 'math'
-    if half and not has_mask and head_dims % 8 == 0 and head_dims <= 256:
-        return 'flash'
-    if dtype in (torch.float32, torch.float16, torch.bfloat16) and head_dims % (8 if half else 4) == 0:
-        return 'efficient'
-    return 'math'
-
-
-def cross_attention_kernels(attn_dims: int, num_heads: int, device_type: str,
-                            dtype: torch.dtype) -> dict[str, str]:
-    """The SDPA kernel of each BiXT attention call: both directions of the cross-attention and the
-    latent self-attention (all unmasked, one head width ``attn_dims // num_heads``)."""
-    kernel = sdpa_kernel(device_type, dtype, attn_dims // num_heads)
-    return {'latents_read_tokens': kernel, 'tokens_read_latents': kernel,
-            'latent_self_attention': kernel}

@@ -247,8 +247,7 @@ def load_segmentor(config: PathLike, checkpoint: Optional[PathLike] = None,
     import mmbixt  # noqa: F401  (registers the modules)
     from mmbixt.checkpoint.model_match import load_model_checkpoint
     from mmbixt.models.segmentors import PointPartSegmentor
-
-    from mmbixt.engine.config_file import read_config
+    from mmbixt.operations.engine.config_file import read_config
 
     config = str(config)
     cfg = read_config(config)

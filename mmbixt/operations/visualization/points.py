@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..evaluation import shape_iou
+from ...evaluation import shape_iou
 from .colours import distinct_colours
 
 # (yaw about the up axis, elevation) in degrees: from the front-left side, nearly level, and from

@@ -13,7 +13,7 @@ nothing else:
 - torch (dropout, drop-path) is reseeded right before the forward pass of iteration ``k``.
 
 The data pipeline of resumable (infinite) training loaders is seeded per sample instead, in the
-workers too (:mod:`~mmbixt.engine.sample_seed`); the numpy/``random`` reseeding here covers the
+workers too (:mod:`~mmbixt.operations.engine.sample_seed`); the numpy/``random`` reseeding here covers the
 main process for the rest.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class IterationSeedHook(Hook):
     ``(runner.seed, iteration)``. With ``randomness.diff_rank_seed`` mmengine's ``runner.seed``
     is already the run's seed plus the rank, so each process draws its own numbers.
 
-    Registered by :class:`~mmbixt.engine.BiXTRunner` with the lowest priority, so that it runs after
+    Registered by :class:`~mmbixt.operations.engine.BiXTRunner` with the lowest priority, so that it runs after
     every other hook of the same stage (after the checkpoint is written, right before the data)."""
 
     priority = 'LOWEST'

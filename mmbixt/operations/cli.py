@@ -1,7 +1,7 @@
 """What the command-line tools in ``tools/`` share: how an error reaches the user, how the demos run
 the other tools, the options and config handling of the runner tools (``train.py``, ``test.py``),
-and the classifier options of ``classify.py`` and ``eval_imagenet.py``. The library (``mmbixt.engine``
-and the models) never imports this module."""
+and the classifier options of ``classify.py`` and ``eval_imagenet.py``. Nothing else in mmbixt (the
+models, ``mmbixt.operations.engine``) imports this module."""
 from __future__ import annotations
 
 import argparse
@@ -59,7 +59,11 @@ def run_cli(main: Callable[[Optional[list[str]]], Any], argv: Optional[Sequence[
     """Runs a tool's ``main(argv)`` and returns its exit status. An exception ends it with
     ``error: <one line>`` on stderr and status 1; the traceback goes to the run's log file, and to
     the console with ``--debug`` (taken out of ``argv``: every tool run this way accepts it).
-    A worker of a distributed run ends right here (``end_distributed_worker``)."""
+    Every checkpoint the tool loads, of any model, goes through the safe reader
+    (``install_safe_loading``). A worker of a distributed run ends right here
+    (``end_distributed_worker``)."""
+    from .safe_loading import install_safe_loading
+    install_safe_loading()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
     try:
@@ -154,7 +158,7 @@ def build_classifier(args: argparse.Namespace) -> tuple[Any, dict]:
     config."""
     from timm.data import resolve_data_config
 
-    from .models.classifiers import create_classifier
+    from ..models.classifiers import create_classifier
     model = create_classifier(args.checkpoint, parse_arch(args.arch), use_ema=args.use_ema)
     overrides = {'input_size': (3, args.img_size, args.img_size)} if args.img_size else {}
     data_config = resolve_data_config(overrides, model=model)

@@ -1,8 +1,4 @@
-"""Routes mmengine's checkpoint loading (``load_checkpoint``, ``load_from``, ``--resume``,
-``tools/test.py``, ``init_cfg`` of other modules) through the safe reader.
-
-mmengine retries a refused ``torch.load(weights_only=True)`` with ``weights_only=False``, which runs
-whatever a pickle asks for. After ``import mmbixt``:
+"""Where a BiXT checkpoint comes from, each source read by the safe reader (nothing from a file runs):
 
 - a local path (``~`` expanded, relative to the working directory, a ``str`` or ``os.PathLike``) is
   read by ``read_checkpoint``, which also understands the released zips and refuses non-finite
@@ -15,21 +11,22 @@ whatever a pickle asks for. After ``import mmbixt``:
   serve) is fetched by mmengine's public file API (``mmengine.fileio.get_local_path``);
 - both are then read by the same safe reader.
 
-Nothing from a file runs on any of these routes. mmengine's other schemes (``open-mmlab://``,
-``torchvision://``, ``mmcls://``, ``pavi://``) resolve to model-zoo downloads of their own and are left
-to mmengine.
+``read_from`` serves every route of ours that reads a file for a BiXT model (``init_cfg``
+``Pretrained``, ``BiXTWeights.from_file``, the Python API) without touching mmengine's loader
+table. Routing mmengine's own loading (``load_from``, ``--resume``, other models' ``init_cfg``)
+through these loaders is an explicit choice: ``mmbixt.operations.safe_loading``.
 """
 from __future__ import annotations
 
 import os
 import os.path as osp
+import re
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from mmengine.dist import barrier, get_local_rank
 from mmengine.fileio import get_local_path
-from mmengine.runner.checkpoint import CheckpointLoader
 
 from ..compat import remote_checkpoint_schemes
 from .reader import CheckpointError, PathLike, read_checkpoint
@@ -79,13 +76,22 @@ def load_from_safe_remote(filename: str, map_location: Any = None) -> Any:
                                shown_as=os.fspath(filename))
 
 
-def install_safe_local_loader() -> None:
-    # '' is the catch-all prefix mmengine uses for local paths; mmengine logs a loader by its name
-    # after 'load_from_' ('safe_local', 'safe_http', 'safe_remote'). An object store's scheme may
-    # carry a cluster name ('cluster:s3://'), as mmengine's own patterns allow.
-    stores = [rf'(\S+\:)?{scheme}://' for scheme in remote_checkpoint_schemes()
-              if scheme not in HTTP_SCHEMES]
-    CheckpointLoader.register_scheme(prefixes='', loader=load_from_safe_local, force=True)
-    CheckpointLoader.register_scheme(prefixes=[f'{s}://' for s in HTTP_SCHEMES],
-                                     loader=load_from_safe_http, force=True)
-    CheckpointLoader.register_scheme(prefixes=stores, loader=load_from_safe_remote, force=True)
+def store_patterns() -> list[str]:
+    """mmengine's loader prefixes of the object stores its file backends serve; a scheme may carry
+    a cluster name ('cluster:s3://'), as mmengine's own patterns allow."""
+    return [rf'(\S+\:)?{scheme}://' for scheme in remote_checkpoint_schemes()
+            if scheme not in HTTP_SCHEMES]
+
+
+def read_from(source: PathLike, map_location: Any = 'cpu') -> Any:
+    """A checkpoint from a local path, an http(s) address or an object store, read safely; any
+    other scheme (mmengine's model-zoo names such as ``open-mmlab://``) is refused."""
+    shown = os.fspath(source)
+    if not isinstance(shown, str) or '://' not in shown:
+        return load_from_safe_local(source, map_location)
+    if urlparse(shown).scheme in HTTP_SCHEMES:
+        return load_from_safe_http(shown, map_location)
+    if any(re.match(pattern, shown) for pattern in store_patterns()):
+        return load_from_safe_remote(shown, map_location)
+    raise CheckpointError(shown, 'is not a local path, an http(s) address or an object-store '
+                          'address', 'Download the file and give its local path')

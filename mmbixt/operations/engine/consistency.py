@@ -10,8 +10,8 @@ from mmseg.registry import HOOKS
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..datasets.point_transforms import SamplePoints
-from ..models.backbones.bixt_point import GroupedPointTokenizer
+from ...datasets.point_transforms import SamplePoints
+from ...models.core.point_tokenizers import GroupedPointTokenizer
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..image_files import InputFileError, check_regular_file, read_image  # noqa: F401  (shared)
+from ...datasets.image_files import InputFileError, check_regular_file, read_image  # noqa: F401  (shared)
 
 
 def read_label_map(path: str, num_classes: int, reduce_zero_label: bool,

@@ -5,7 +5,7 @@
   cut short by a full disk or copied in half never gets picked).
 - a new training never writes into a work dir that holds another run's checkpoints: it continues
   that run (``--resume``), or sets its files aside on request (``--overwrite``), or stops
-  (:meth:`~mmbixt.engine.runner.BiXTRunner.check_work_dir`).
+  (:meth:`~mmbixt.operations.engine.runner.BiXTRunner.check_work_dir`).
 - a training holds the work dir's lock (:class:`WorkDirLock`) for its whole life: a second training
   on the same work dir is refused; the lock of a killed run is taken over.
 """
@@ -24,7 +24,7 @@ import time
 import zipfile
 from typing import Optional
 
-from ..checkpoint import CheckpointError, read_checkpoint
+from ...checkpoint import CheckpointError, read_checkpoint
 from ..fileio import TEMPORARY_NAME, atomic_write
 
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')

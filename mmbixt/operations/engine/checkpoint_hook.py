@@ -7,7 +7,7 @@ deletion off for local folders and deletes old checkpoints itself, after the new
 A failed save raises before any deletion, so the previous checkpoint and the ``last_checkpoint``
 naming it survive; should mmengine's in-place rewrite of ``last_checkpoint`` itself fail, it is
 made to name the newest complete checkpoint again before the error goes on.
-:class:`~mmbixt.engine.runner.BiXTRunner` puts it in place of every ``CheckpointHook`` a config
+:class:`~mmbixt.operations.engine.runner.BiXTRunner` puts it in place of every ``CheckpointHook`` a config
 names.
 """
 from __future__ import annotations

@@ -5,25 +5,25 @@ exactly where they stopped, and whose trainings never write into another run's w
   ``os.replace``s it into place: a checkpoint file under its final name is always complete.
   mmengine's CheckpointHook writes ``last_checkpoint`` only after ``save_checkpoint`` returns.
 - ``--resume`` is settled before anything random happens: the checkpoint to continue from is
-  chosen (:func:`~mmbixt.engine.work_dir.find_resumable_checkpoint`: complete files only), checked
+  chosen (:func:`~mmbixt.operations.engine.work_dir.find_resumable_checkpoint`: complete files only), checked
   to be a training checkpoint, and, when the config names no ``randomness.seed``, the seed the run
   used (mmengine stores it in ``meta``) seeds the resumed run: the data order and augmentations
   built at the start of ``train()`` are then those of the run it continues.
 - the random numbers of iteration ``k`` do not depend on whether the run was interrupted before
   it: each training sample is augmented with a seed from its position in the sample stream
-  (:mod:`~mmbixt.engine.sample_seed`, any ``num_workers``), and torch (dropout, drop-path) is
-  reseeded before each iteration (:class:`~mmbixt.engine.iteration_seed.IterationSeedHook`).
+  (:mod:`~mmbixt.operations.engine.sample_seed`, any ``num_workers``), and torch (dropout, drop-path) is
+  reseeded before each iteration (:class:`~mmbixt.operations.engine.iteration_seed.IterationSeedHook`).
 - a training whose loss or gradients turn non-finite stops
-  (:class:`~mmbixt.engine.non_finite.NonFiniteLossHook`).
+  (:class:`~mmbixt.operations.engine.non_finite.NonFiniteLossHook`).
 - ``load_from``, ``--resume`` and ``tools/test.py`` load a checkpoint only when it matches the
   model: every tensor in name and shape (:mod:`~mmbixt.checkpoint.model_match`; a ``--resume``
   checkpoint's optimizer state must be finite too); the config
   setting ``load_strict=False`` loads what matches and logs the rest (mmengine's behaviour).
 - a failed save (disk full, quota) never costs the last complete checkpoint, whatever
   ``max_keep_ckpts`` is: every ``CheckpointHook`` becomes a
-  :class:`~mmbixt.engine.checkpoint_hook.KeepCompleteCheckpointHook`, which deletes old checkpoints
+  :class:`~mmbixt.operations.engine.checkpoint_hook.KeepCompleteCheckpointHook`, which deletes old checkpoints
   only after the new one is complete.
-- a training holds its work dir's lock (:class:`~mmbixt.engine.work_dir.WorkDirLock`) from start to
+- a training holds its work dir's lock (:class:`~mmbixt.operations.engine.work_dir.WorkDirLock`) from start to
   end: a second training on the same work dir is refused, a killed run's lock is taken over.
 - ``--launcher pytorch`` works without GPUs (gloo; mmengine's ``init_dist`` and DDP wrapping
   assume a CUDA device per process).
@@ -49,8 +49,8 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 from torch.utils.data import DataLoader
 
-from ..checkpoint import CheckpointError, non_finite_tensors, normalise_checkpoint, read_checkpoint
-from ..checkpoint.model_match import apply_whole_model, revise
+from ...checkpoint import CheckpointError, non_finite_tensors, normalise_checkpoint, read_checkpoint
+from ...checkpoint.model_match import apply_whole_model, revise
 from ..fileio import atomic_write
 from .checkpoint_hook import KeepCompleteCheckpointHook
 from .iteration_seed import IterationSeedHook

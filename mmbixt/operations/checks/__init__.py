@@ -1,0 +1,5 @@
+"""Data checks run by the tools: the check of a whole dataset (``tools/check_dataset.py``). The
+checks a dataset runs on its own samples belong to the dataset (``mmbixt.datasets``)."""
+from .dataset_checks import check_samples, config_datasets, main
+
+__all__ = ['check_samples', 'config_datasets', 'main']
