@@ -116,6 +116,28 @@ def test_load_from_is_refused_and_strict_false_opts_out(setup):
     assert torch.equal(loaded, wide['decode_head.conv_seg.weight'])
 
 
+def test_the_runner_reads_a_checkpoint_once_and_its_hooks_see_it_before_it_is_applied(
+        setup, monkeypatch):
+    from mmengine.hooks import Hook
+
+    class ZeroTheClassifier(Hook):  # what an EMA hook does: change the weights about to load
+        def after_load_checkpoint(self, runner, checkpoint):
+            checkpoint['state_dict']['decode_head.conv_seg.weight'].zero_()
+
+    reads, torch_load = [], torch.load
+    monkeypatch.setattr(torch, 'load', lambda *a, **k: reads.append(a[0]) or torch_load(*a, **k))
+    cfg = setup['cfg'].copy()
+    cfg.work_dir = str(setup['root'] / 'work_once')
+    cfg.load_from = str(setup['files']['right'])
+    runner = build_runner(cfg)
+    runner.register_hook(ZeroTheClassifier())
+    runner.load_or_resume()
+    assert len(reads) == 1
+    assert not runner.model.decode_head.conv_seg.weight.any()
+    right = torch_load(setup['files']['right'], weights_only=True)['state_dict']
+    assert torch.equal(runner.model.backbone.core.latents, right['backbone.core.latents'])
+
+
 def test_resume_from_a_training_checkpoint_of_another_width_is_refused(setup, tmp_path):
     wide = torch.load(setup['files']['other_width'], weights_only=True)['state_dict']
     path = tmp_path / 'iter_2.pth'  # passes the training-checkpoint check, holds another width

@@ -167,14 +167,6 @@ def test_pytest_ini_filters_warnings_narrowly():
         assert blanket not in ini + '\n', f'pytest.ini hides every {blanket.split("::")[1]}'
 
 
-def test_the_library_does_not_import_the_command_line_helpers():
-    importers = [str(path.relative_to(REPO)) for path in sorted((REPO / 'mmbixt').rglob('*.py'))
-                 if path.name != 'cli.py'
-                 and re.search(r'^\s*from \.+cli import|^\s*(from|import) mmbixt\.operations\.cli',
-                               path.read_text(), re.M)]
-    assert not importers, importers
-
-
 def test_the_reference_data_script_explains_itself_and_refuses_a_missing_clone(tmp_path):
     import subprocess
     import sys

@@ -73,6 +73,32 @@ def test_a_restated_setting_that_disagrees_is_refused_at_build_time(setting, val
         MODELS.build(cfg.model)
 
 
+@pytest.mark.parametrize('neck_type', ['mmseg.BiXTFeaturePyramid', 'class'])
+def test_a_neck_named_by_scope_or_by_class_is_derived_as_well(neck_type):
+    """Derivation compares classes (the registry's, ``issubclass``), not the name's text."""
+    from mmbixt.models.necks import BiXTFeaturePyramid
+    cfg = model_cfg()
+    cfg.model.neck.type = BiXTFeaturePyramid if neck_type == 'class' else neck_type
+    model = MODELS.build(cfg.model)
+    assert model.neck.in_stride == 8 and list(model.decode_head.in_channels) == [32] * 4
+
+
+def test_the_hooks_and_initialisers_are_told_by_class(tmp_path: Path):
+    from mmengine.hooks import CheckpointHook
+    from mmengine.model import PretrainedInit
+    from mmengine.registry import WEIGHT_INITIALIZERS
+
+    from mmbixt.models.derive import config_class, is_config_of
+    from mmbixt.models.quiet_init import is_pretrained
+    from mmseg.registry import HOOKS
+    for kind in ('CheckpointHook', 'mmengine.CheckpointHook', CheckpointHook):
+        assert config_class(dict(type=kind), HOOKS) is CheckpointHook
+    assert config_class(dict(type='NoSuchHook'), HOOKS) is None
+    assert is_config_of(dict(type='Pretrained'), PretrainedInit, WEIGHT_INITIALIZERS)
+    assert is_pretrained(dict(type=PretrainedInit, checkpoint='x'))
+    assert not is_pretrained(dict(type='Normal', std=0.01))
+
+
 def test_a_restated_setting_that_agrees_is_accepted():
     cfg = model_cfg()
     cfg.model.neck.update(in_stride=8, in_channels=32)

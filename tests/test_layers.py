@@ -81,6 +81,16 @@ def test_importing_every_model_layer_module_loads_nothing_of_the_operations_laye
     assert json.loads(run_python(LOADED_BY_IMPORT.replace('NAMES', repr(names)))) == []
 
 
+def test_only_the_tools_import_the_command_line_helpers():
+    """``mmbixt.operations.cli`` (one-line errors, ``os._exit`` of distributed workers) is for the
+    tools: importing every other module of the package never loads it."""
+    names = [module_name(path) for path in sorted(PACKAGE.rglob('*.py'))
+             if path.stem != '__main__' and module_name(path) != 'mmbixt.operations.cli']
+    code = LOADED_BY_IMPORT.replace('NAMES', repr(names)).replace(
+        "m.startswith('mmbixt.operations')", "m == 'mmbixt.operations.cli'")
+    assert json.loads(run_python(code)) == []
+
+
 # What the host holds, through public APIs only: every entry of every mmengine/mmseg registry
 # (``Registry.module_dict``), timm's model entrypoints and pretrained configs, the loader mmengine's
 # CheckpointLoader picks for a local path (it logs the loader's name), and the warning filters.

@@ -46,11 +46,6 @@ def to_core_layout(key: str) -> str:
     return key
 
 
-def remap_released(state_dict: Mapping[str, Any]) -> dict:
-    """A released-layout state dict (possibly DDP / torch.compile wrapped) in the mmbixt layout."""
-    return {to_core_layout(strip_wrappers(k)): v for k, v in state_dict.items()}
-
-
 @dataclass
 class PlainCheckpoint:
     """A checkpoint brought to one form: its tensors in the mmbixt layout (``state_dict``), the

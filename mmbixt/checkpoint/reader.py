@@ -22,12 +22,13 @@ import torch
 from mmengine.logging import print_log
 
 from ..compat import numpy_pickle_globals
+from ..errors import MMBiXTError
 
 CHECKPOINT_SUFFIXES = ('.pth.tar', '.pth', '.pt', '.ckpt', '.tar', '.bin')
 PathLike = Union[str, os.PathLike]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MMBiXTError, ValueError):
     """A checkpoint file that cannot be used; the message names the file, the problem and the fix."""
 
     def __init__(self, path: PathLike, problem: str, fix: str = ''):

@@ -17,6 +17,8 @@ import stat
 import numpy as np
 from PIL import Image
 
+from ..errors import MMBiXTError
+
 MAX_PIXELS_VARIABLE = 'MMBIXT_MAX_IMAGE_PIXELS'
 SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 FILE_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'),
@@ -24,7 +26,7 @@ FILE_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe
               (stat.S_ISBLK, 'a block device'))
 
 
-class InputFileError(ValueError):
+class InputFileError(MMBiXTError, ValueError):
     """A file the tool cannot use; the message names it and says what is wrong."""
 
 

@@ -13,13 +13,15 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ..errors import MMBiXTError
+
 SINGLE_CHANNEL_8BIT = {'1', 'L', 'P'}  # read exactly by LoadAnnotations
 SINGLE_CHANNEL_WIDE = {'I;16', 'I;16L', 'I;16B', 'I;16N', 'I'}  # wrapped by its uint8 cast
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # 90 or 270 degrees: width and height swap
 
 
-class SegDataError(ValueError):
+class SegDataError(MMBiXTError, ValueError):
     """A data root, split or sample that cannot be used; the message names the file."""
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 
+from ..errors import MMBiXTError
+
 
 class PartCategory(NamedTuple):
     name: str
@@ -49,7 +51,7 @@ NUM_PARTS = 1 + max(max(c.parts) for c in SHAPENETPART_CATEGORIES)  # 50
 SPLITS = ('train', 'val', 'test')
 
 
-class ShapeNetPartDataError(ValueError):
+class ShapeNetPartDataError(MMBiXTError, ValueError):
     """A problem with a ShapeNetPart file; the message names the file and the problem."""
 
     def __init__(self, path: str, problem: str):

@@ -6,11 +6,27 @@ refused at build time with a message naming both settings.
 from __future__ import annotations
 
 import inspect
-from typing import Any, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
+from mmengine.registry import Registry
 from mmseg.registry import MODELS
 
 from ..archs import resolve_arch
+
+
+def config_class(cfg: Optional[Mapping], registry: Registry = MODELS) -> Optional[type]:
+    """The class a config's ``type`` names: the class itself, or the one ``registry`` finds for
+    the name (a scoped name such as ``'mmseg.BiXTFeaturePyramid'`` too); None when it names no
+    class. Configs are compared by this class (``issubclass``), never by the name's text."""
+    kind = (cfg or {}).get('type')
+    found = kind if isinstance(kind, type) else registry.get(kind) if isinstance(kind, str) else None
+    return found if isinstance(found, type) else None
+
+
+def is_config_of(cfg: Optional[Mapping], cls: type, registry: Registry = MODELS) -> bool:
+    """Whether ``cfg`` builds a ``cls`` (or a subclass of it)."""
+    found = config_class(cfg, registry)
+    return found is not None and issubclass(found, cls)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -43,9 +59,8 @@ def backbone_geometry(backbone_cfg: dict) -> Optional[BackboneGeometry]:
     (the class defaults where the config leaves them out) without building it; None for other
     backbones."""
     from .backbones import BiXTBackbone
-    kind = backbone_cfg.get('type')
-    cls = kind if isinstance(kind, type) else MODELS.get(kind)
-    if not (isinstance(cls, type) and issubclass(cls, BiXTBackbone)):
+    cls = config_class(backbone_cfg)
+    if cls is None or not issubclass(cls, BiXTBackbone):
         return None
     defaults = inspect.signature(cls.__init__).parameters
     arch_setting = backbone_cfg.get('arch', defaults['arch'].default)

@@ -8,12 +8,17 @@ own parameters when built, so they apply the ``init_cfg`` entries through mmengi
 """
 from __future__ import annotations
 
-from mmengine.model import BaseModule, initialize
+from mmengine.model import BaseModule, PretrainedInit, initialize
+from mmengine.registry import WEIGHT_INITIALIZERS
 from torch import nn
+
+from .derive import is_config_of
 
 
 def is_pretrained(cfg: dict) -> bool:
-    return cfg.get('type') == 'Pretrained'
+    """Whether an ``init_cfg`` entry loads pretrained weights (``type='Pretrained'``, the class,
+    or a subclass of mmengine's ``PretrainedInit``)."""
+    return is_config_of(cfg, PretrainedInit, WEIGHT_INITIALIZERS)
 
 
 def init_cfgs(module: nn.Module) -> list[dict]:

@@ -7,7 +7,10 @@ import os.path as osp
 import re
 from typing import Iterator
 
-class OutputPathError(ValueError):
+from ..errors import MMBiXTError
+
+
+class OutputPathError(MMBiXTError, ValueError):
     """An output folder that cannot be one; the message names the setting and the path."""
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from ...checkpoint import (CLASSIFIER_ONLY, BiXTWeights, CheckpointError, LoadPolicy, LoadReport,
                           load_weights)
 from ..core import BiXTEncoder, build_core, layer_norm, take_indices
-from ..quiet_init import QuietInitWeights
+from ..quiet_init import QuietInitWeights, is_pretrained
 
 
 WEIGHTS_HELP = ('Download the zip from the weights table of https://github.com/mrkshllr/BiXT '
@@ -72,7 +72,7 @@ class BiXTPretrainedBackbone(BiXTEncoder, QuietInitWeights, BaseModule):
 
     def init_weights(self) -> None:
         cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
-        if cfg is not None and cfg.get('type') == 'Pretrained':
+        if cfg is not None and is_pretrained(cfg):
             self.load_pretrained(cfg['checkpoint'], use_ema=cfg.get('use_ema', False),
                                  strict=cfg.get('strict', True))
             self.is_init = True  # the public setter of BaseModule

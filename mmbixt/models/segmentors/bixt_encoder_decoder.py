@@ -12,9 +12,9 @@ from mmseg.utils import add_prefix
 from torch import Tensor, nn
 
 from ...sizes import check_positive_size
-from ..derive import BackboneGeometry, backbone_geometry, derive_setting
+from ..derive import BackboneGeometry, backbone_geometry, derive_setting, is_config_of
 from ..quiet_init import QuietInitWeights
-from ..necks.feature_pyramid import derive_neck_settings, pyramid_channels
+from ..necks.feature_pyramid import BiXTFeaturePyramid, derive_neck_settings, pyramid_channels
 from .postprocess import MAX_FULL_LOGITS, full_size_elements, postprocess_in_tiles
 
 HeadCfg = Union[dict, Sequence[dict], None]
@@ -56,7 +56,7 @@ def derive_head_settings(heads: HeadCfg, channels: list[int], setting: str, sour
 def derive_from_backbone(geometry: BackboneGeometry, neck: Optional[dict],
                          decode_head: HeadCfg, auxiliary_head: HeadCfg) -> None:
     """Fills in (or checks) the neck's width and stride and the heads' input widths."""
-    if neck is not None and neck.get('type') == 'BiXTFeaturePyramid':
+    if neck is not None and is_config_of(neck, BiXTFeaturePyramid):
         derive_neck_settings(neck, geometry.width, geometry.stride, geometry.source)
         channels, source = pyramid_channels(neck), 'the neck outputs (model.neck)'
     elif neck is None:

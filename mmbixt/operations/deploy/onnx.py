@@ -48,13 +48,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.export import Dim
 
+from ...errors import MMBiXTError
+
 PathLike = Union[str, os.PathLike]
 DEFAULT_OPSET = 18
 EXPORTERS = ('torchscript', 'dynamo')  # torch.onnx.export(dynamo=False) / (dynamo=True)
 TOLERANCE = 1e-4  # largest relative difference --verify accepts
 
 
-class ExportError(ValueError):
+class ExportError(MMBiXTError, ValueError):
     """A config, checkpoint or model that cannot be exported; the message says which and why."""
 
 
@@ -144,6 +146,16 @@ def exportable_copy(model: nn.Module) -> nn.Module:
 EXPORTED_IMAGE_PREPROCESSORS = ('SegDataPreProcessor', 'BiXTSegDataPreProcessor')
 
 
+def exported_preprocessor(cfg: dict) -> bool:
+    """Whether ``cfg`` builds one of ``EXPORTED_IMAGE_PREPROCESSORS`` (named in any scope, or the
+    class itself); subclasses may normalise otherwise, so they are not taken for them."""
+    from mmseg.registry import MODELS
+
+    from ...models.derive import config_class
+    exported = {MODELS.get(name) for name in EXPORTED_IMAGE_PREPROCESSORS}
+    return config_class(cfg, MODELS) in exported
+
+
 @dataclass(frozen=True)
 class ImagePreprocessing:
     """The channel conversion and normalisation of mmseg's ``SegDataPreProcessor`` config."""
@@ -153,9 +165,9 @@ class ImagePreprocessing:
 
     @classmethod
     def from_config(cls, cfg: Optional[dict], source: str) -> 'ImagePreprocessing':
-        cfg = dict(cfg or {})
-        kind = cfg.get('type', 'SegDataPreProcessor')
-        if kind not in EXPORTED_IMAGE_PREPROCESSORS:
+        cfg = {'type': 'SegDataPreProcessor', **(cfg or {})}
+        kind = cfg['type']
+        if not exported_preprocessor(cfg):
             raise ExportError(f'{source}: data_preprocessor {kind!r} is not exported (only '
                               f'{" and ".join(EXPORTED_IMAGE_PREPROCESSORS)}); the graph could not '
                               'normalise the image')
@@ -246,6 +258,7 @@ def load_segmentor(config: PathLike, checkpoint: Optional[PathLike] = None,
 
     import mmbixt  # noqa: F401  (registers the modules)
     from mmbixt.checkpoint.model_match import load_model_checkpoint
+    from mmbixt.models.derive import config_class
     from mmbixt.models.segmentors import PointPartSegmentor
     from mmbixt.operations.engine.config_file import read_config
 
@@ -258,7 +271,7 @@ def load_segmentor(config: PathLike, checkpoint: Optional[PathLike] = None,
         raise ExportError(f'{config}: not a segmentor config (it defines no model); pass a model '
                           'config such as configs/bixt/upernet_bixt_ti_ade20k.py')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    model_cls = MODELS.get(model_cfg['type'])
+    model_cls = config_class(model_cfg, MODELS)
     if model_cls is None:
         raise ExportError(f'{config}: model type {model_cfg["type"]!r} is not registered')
     if issubclass(model_cls, CascadeEncoderDecoder) or not issubclass(

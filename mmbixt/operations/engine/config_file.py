@@ -11,8 +11,11 @@ from typing import Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from ...errors import MMBiXTError
+from ...models.quiet_init import is_pretrained
 
-class ConfigFileError(ValueError):
+
+class ConfigFileError(MMBiXTError, ValueError):
     """A config file that does not parse; the message names the file and the line."""
 
 
@@ -74,7 +77,7 @@ def train_from_scratch_if_asked(cfg: Config) -> None:
     backbone = cfg.get('model', {}).get('backbone', {})
     init_cfg = backbone.get('init_cfg')
     if ('checkpoint' in cfg and cfg.checkpoint is None and isinstance(init_cfg, dict)
-            and init_cfg.get('type') == 'Pretrained'):
+            and is_pretrained(init_cfg)):
         backbone.init_cfg = None
         print_log('checkpoint = None: the backbone trains from scratch '
                   '(model.backbone.init_cfg=None)', logger='current')

@@ -27,10 +27,11 @@ from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapperDict
 from mmseg.registry import HOOKS
 
+from ...errors import MMBiXTError
 from .work_dir import named_in_last_checkpoint
 
 
-class NonFiniteTrainingError(RuntimeError):
+class NonFiniteTrainingError(MMBiXTError, RuntimeError):
     """A training stopped because its loss or gradients turned NaN or infinite."""
 
 

@@ -46,11 +46,13 @@ from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.model import BaseTTAModel, is_model_wrapper, revert_sync_batchnorm
 from mmengine.runner import Runner
-from mmseg.registry import RUNNERS
+from mmseg.registry import HOOKS, RUNNERS
 from torch.utils.data import DataLoader
 
-from ...checkpoint import CheckpointError, non_finite_tensors, normalise_checkpoint, read_checkpoint
+from ...checkpoint import (CheckpointError, non_finite_tensors, normalise_checkpoint, read_checkpoint,
+                           read_from)
 from ...checkpoint.model_match import apply_whole_model, revise
+from ...models.derive import config_class
 from ..fileio import atomic_write
 from .checkpoint_hook import KeepCompleteCheckpointHook
 from .iteration_seed import IterationSeedHook
@@ -61,8 +63,6 @@ from .work_dir import (WorkDirError, WorkDirLock, earlier_run_files, find_resuma
 
 TRAINING_CHECKPOINT_KEYS = ('meta', 'message_hub', 'optimizer')  # what resuming restores
 MMENGINE_REVISE_KEYS = [(r'^module\.', '')]  # mmengine's default: drop the DDP prefix
-# What ``normalise_checkpoint`` also strips, for mmengine's own (bookkeeping) load of the same file.
-COMPILE_REVISE_KEYS = [(r'^(_orig_mod\.)+', ''), (r'\._orig_mod\.', '.')]
 
 
 def training_checkpoint_meta(path: str) -> dict:
@@ -149,28 +149,33 @@ class BiXTRunner(Runner):
 
     def load_checkpoint(self, filename: str, map_location: Any = 'cpu',
                         strict: Optional[bool] = None, revise_keys: list = MMENGINE_REVISE_KEYS):
-        """mmengine's ``load_checkpoint`` (used by ``load_from``, ``resume`` and ``test``), after
-        checking the file against the model: a file of another model is refused naming it and
-        what differs. ``strict`` None (what mmengine's callers pass) means the config's
-        ``load_strict`` (default True); False loads what matches and logs the differences."""
+        """mmengine's ``load_checkpoint`` (used by ``load_from``, ``resume`` and ``test``), with the
+        file read once (safely) and checked against the model as it is applied: a file of another
+        model is refused naming it and what differs. ``strict`` None (what mmengine's callers
+        pass) means the config's ``load_strict`` (default True); False loads what matches and logs
+        the differences.
+
+        mmengine's bookkeeping around a load stays: the ``after_load_checkpoint`` hooks see the
+        checkpoint before it is applied (an EMA hook may swap its weights in), the load is
+        logged, and the checkpoint as read is returned (``resume`` takes the optimizer, the
+        schedulers and ``meta`` from it); ``load_or_resume`` marks the run as loaded."""
         strict = self.cfg.get('load_strict', True) if strict is None else strict
         model = self.model
         # Unwrapped as mmengine's own loader does: DDP wrappers and the TTA model (--tta) hold the
         # model as ``.module`` and the checkpoint keys are the bare model's.
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
-        checkpoint = revise(normalise_checkpoint(filename), revise_keys)
+        raw = read_from(filename, map_location=map_location)
+        self.call_hook('after_load_checkpoint', checkpoint=raw)
+        checkpoint = revise(normalise_checkpoint(raw, shown_as=str(filename)), revise_keys)
         apply_whole_model(model, checkpoint, strict=bool(strict))
-        # mmengine's own load repeats the same tensors (it then runs the after_load_checkpoint
-        # hooks and marks the model loaded; it offers no public hook for that alone).
-        return super().load_checkpoint(filename, map_location, strict=False,
-                                       revise_keys=list(revise_keys) + COMPILE_REVISE_KEYS)
+        self.logger.info(f'Load checkpoint from {filename}')
+        return raw
 
     def register_default_hooks(self, hooks: Optional[dict] = None) -> None:
         hooks = dict(hooks or {})
         checkpoint = hooks.get('checkpoint', dict(type='CheckpointHook', interval=1))
-        if isinstance(checkpoint, dict) and checkpoint.get('type') in ('CheckpointHook',
-                                                                      CheckpointHook):
+        if isinstance(checkpoint, dict) and config_class(checkpoint, HOOKS) is CheckpointHook:
             hooks['checkpoint'] = {**checkpoint, 'type': KeepCompleteCheckpointHook}
         super().register_default_hooks(hooks)
 

@@ -25,6 +25,7 @@ import zipfile
 from typing import Optional
 
 from ...checkpoint import CheckpointError, read_checkpoint
+from ...errors import MMBiXTError
 from ..fileio import TEMPORARY_NAME, atomic_write
 
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
@@ -33,7 +34,7 @@ LAST_CHECKPOINT = 'last_checkpoint'  # mmengine's CheckpointHook names the newes
 LOCK_NAME = '.training.lock'
 
 
-class WorkDirError(RuntimeError):
+class WorkDirError(MMBiXTError, RuntimeError):
     """A work dir a training must not write into; the message names it and the way out."""
 
 
