@@ -144,7 +144,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     arch = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2)
     torch.manual_seed(0)
     plain = BiXTBackbone(arch=arch, out_indices=(0, 1), drop_path_rate=0.0)
-    ckpt = BiXTBackbone(arch=arch, out_indices=(0, 1), with_cp=True)
+    ckpt = BiXTBackbone(arch=arch, out_indices=(0, 1), execution=dict(with_cp=True))
     ckpt.load_state_dict(plain.state_dict())
     image = torch.randn(2, 3, 32, 32)
     grads = []
@@ -183,9 +183,10 @@ def test_conv_alias_spelling_builds_the_same_model():
 def test_token_chunking_in_training_gives_the_same_outputs_and_gradients():
     arch = dict(embed_dims=32, num_heads=2, num_latents=8, num_layers=2)
     torch.manual_seed(0)
-    whole = BiXTBackbone(arch=arch, out_indices=(0, 1), train_chunk_size=None).train()
-    chunked = BiXTBackbone(arch=arch, out_indices=(0, 1), train_chunk_size=5,
-                           stream_chunk_size=None).train()
+    whole = BiXTBackbone(arch=arch, out_indices=(0, 1),
+                         execution=dict(train_chunk_size=None)).train()
+    chunked = BiXTBackbone(arch=arch, out_indices=(0, 1),
+                           execution=dict(train_chunk_size=5, stream_chunk_size=None)).train()
     chunked.load_state_dict(whole.state_dict())
     assert chunked.core.execution.train_chunk_size == 5
     image = torch.randn(2, 3, 48, 64)  # 12 tokens: chunks of 5, 5 and 2
@@ -223,12 +224,13 @@ def test_training_and_streaming_chunk_sizes_are_separate_settings():
     default = BiXTBackbone(arch=arch, out_indices=(1,))
     assert (default.core.execution.train_chunk_size, default.core.execution.stream_chunk_size) == (
         TRAIN_CHUNK_TOKENS, STREAM_CHUNK_TOKENS)
-    streamed = BiXTBackbone(arch=arch, out_indices=(1,), train_chunk_size=None,
-                            stream_chunk_size=5).eval()
+    streamed = BiXTBackbone(arch=arch, out_indices=(1,),
+                            execution=dict(train_chunk_size=None, stream_chunk_size=5)).eval()
     assert streamed.core.execution.chunk_size() is None  # grad mode: the training setting (off)
     with torch.no_grad():
         assert streamed.core.execution.chunk_size() == 5  # no grad: the streaming setting
-        whole = BiXTBackbone(arch=arch, out_indices=(1,), stream_chunk_size=None).eval()
+        whole = BiXTBackbone(arch=arch, out_indices=(1,),
+                             execution=dict(stream_chunk_size=None)).eval()
         whole.load_state_dict(streamed.state_dict())
         image = torch.randn(1, 3, 48, 64)  # 12 tokens: streamed in chunks of 5, 5 and 2
         assert torch.allclose(streamed(image)[0], whole(image)[0], atol=1e-6)

@@ -126,7 +126,7 @@ def test_with_cp_gives_the_same_outputs_and_every_gradient(tokenizer, stride):
     plain = BiXTBackbone(arch=tiny_arch(tokenizer, stride), out_indices=(0, 1, 2),
                          with_latents=True)
     ckpt = BiXTBackbone(arch=tiny_arch(tokenizer, stride), out_indices=(0, 1, 2),
-                        with_latents=True, with_cp=True)
+                        with_latents=True, execution=dict(with_cp=True))
     ckpt.load_state_dict(plain.state_dict())
     image = torch.randn(2, 3, 40, 56)
     results = []

@@ -16,17 +16,10 @@ from mmbixt.models.core.layers import BiXTCore
 needs_kernel = pytest.mark.skipif(load_kernel() is None, reason='the kernel did not build here')
 
 
-@pytest.fixture(autouse=True)
-def kernel_switched_on(monkeypatch):
-    """The kernel is opt-in; these tests are about it."""
-    monkeypatch.setenv(bidir_attention.SWITCH, '1')
-
-
-def test_the_kernel_is_opt_in(monkeypatch):
+def test_the_kernel_is_opt_in():
     r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
-    monkeypatch.delenv(bidir_attention.SWITCH)
+    assert BiXTCore(32, 2, 8, 1).execution.attention_kernel == bidir_attention.DEFAULT_ATTENTION_KERNEL
     with torch.no_grad():
-        assert not kernel_applies(r_lat, r_tok)
         default = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
     for actual, expected in zip(default, portable_attention(r_lat, v_lat, r_tok, v_tok)):
         assert torch.equal(actual, expected)
@@ -54,7 +47,7 @@ def test_kernel_equals_one_fused_attention_per_direction(batch, heads, latents, 
     r_lat, v_lat, r_tok, v_tok = refs_and_values(batch, heads, latents, tokens, head_dims)
     with torch.no_grad():
         assert kernel_applies(r_lat, r_tok)
-        fused = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
+        fused = bidirectional_attention(r_lat, v_lat, r_tok, v_tok, kernel='fused')
         plain = portable_attention(r_lat, v_lat, r_tok, v_tok)
     for actual, expected in zip(fused, plain):
         assert actual.shape == expected.shape
@@ -63,15 +56,15 @@ def test_kernel_equals_one_fused_attention_per_direction(batch, heads, latents, 
 
 @needs_kernel
 @pytest.mark.parametrize('fused', [True, False])
-def test_token_mask_hides_padding_from_the_latents_only(fused, monkeypatch):
+def test_token_mask_hides_padding_from_the_latents_only(fused):
     """A padded sample gives the latents what they read from its real tokens alone; every token's
     own read is unaffected by the mask."""
-    monkeypatch.setenv(bidir_attention.SWITCH, '1' if fused else '0')
+    kernel = 'fused' if fused else 'portable'
     r_lat, v_lat, r_tok, v_tok = refs_and_values(2, 2, 8, 150, 16)
     mask = torch.ones(2, 150, dtype=torch.bool)
     mask[1, 90:] = False  # sample 1 has 90 real tokens
     with torch.no_grad():
-        lat_read, tok_read = bidirectional_attention(r_lat, v_lat, r_tok, v_tok, mask)
+        lat_read, tok_read = bidirectional_attention(r_lat, v_lat, r_tok, v_tok, mask, kernel)
         alone = portable_attention(r_lat[1:], v_lat[1:], r_tok[1:, :, :90], v_tok[1:, :, :90])
         unmasked = portable_attention(r_lat, v_lat, r_tok, v_tok)
     assert rel_err(lat_read[1:], alone[0]) < 1e-5
@@ -89,23 +82,21 @@ def test_token_mask_of_the_wrong_shape_is_refused():
 def test_bf16_kernel_computes_in_fp32():
     inputs = refs_and_values(2, 3, 8, 100, 32, dtype=torch.bfloat16)
     with torch.no_grad():
-        fused = bidirectional_attention(*inputs)
+        fused = bidirectional_attention(*inputs, kernel='fused')
         reference = portable_attention(*(x.float() for x in inputs))
     for actual, expected in zip(fused, reference):
         assert actual.dtype == torch.bfloat16
         assert rel_err(actual, expected) < 1e-2  # bf16 outputs' rounding only
 
 
-def test_training_switched_off_and_unsupported_widths_take_the_portable_path(monkeypatch):
+def test_training_switched_off_and_unsupported_widths_take_the_portable_path():
     r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
     assert not kernel_applies(r_lat, r_tok)  # gradients recorded: SDPA has the backward
     with torch.no_grad():
         assert not kernel_applies(*refs_and_values(1, 2, 8, 20, 24)[::2])  # head width 24
         assert not kernel_applies(*refs_and_values(1, 2, 6, 20, 16)[::2])  # 6 latents
         assert not kernel_applies(r_lat.double(), r_tok.double())
-        monkeypatch.setenv(bidir_attention.SWITCH, '0')
-        assert not kernel_applies(r_lat, r_tok)
-        off = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
+        off = bidirectional_attention(r_lat, v_lat, r_tok, v_tok, kernel='portable')
     for actual, expected in zip(off, portable_attention(r_lat, v_lat, r_tok, v_tok)):
         assert torch.equal(actual, expected)
 
@@ -119,8 +110,8 @@ def test_a_kernel_that_does_not_build_falls_back_with_one_warning(monkeypatch, t
         r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
         with warnings.catch_warnings(record=True) as caught, torch.no_grad():
             warnings.simplefilter('always')
-            first = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
-            bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
+            first = bidirectional_attention(r_lat, v_lat, r_tok, v_tok, kernel='fused')
+            bidirectional_attention(r_lat, v_lat, r_tok, v_tok, kernel='fused')
         messages = [str(w.message) for w in caught if 'did not build' in str(w.message)]
         assert len(messages) == 1, messages
         for actual, expected in zip(first, portable_attention(r_lat, v_lat, r_tok, v_tok)):
@@ -131,7 +122,7 @@ def test_a_kernel_that_does_not_build_falls_back_with_one_warning(monkeypatch, t
 
 @needs_kernel
 def test_core_inference_runs_the_kernel_and_training_the_fused_attention():
-    core = BiXTCore(32, 2, 8, 2).eval()
+    core = BiXTCore(32, 2, 8, 2, execution=dict(attention_kernel='fused')).eval()
     tokens = torch.randn(1, 70, 32)
 
     def ops(grad: bool) -> set[str]:

@@ -14,8 +14,8 @@ DIMS, HEADS, LATENTS, LAYERS = 32, 2, 8, 3
 def small_core(layer_scale: bool = False, drop_path: float = 0.0, chunk=None) -> BiXTCore:
     torch.manual_seed(0)
     core = BiXTCore(DIMS, HEADS, LATENTS, LAYERS, layer_scale_init=0.5 if layer_scale else None,
-                    cross_drop_path_rate=drop_path, train_chunk_size=chunk,
-                    stream_chunk_size=chunk)
+                    cross_drop_path_rate=drop_path,
+                    execution=dict(train_chunk_size=chunk, stream_chunk_size=chunk))
     with torch.no_grad():  # random weights large enough that every term matters
         for param in core.parameters():
             param.normal_(0.0, 0.3)
@@ -158,6 +158,29 @@ def test_execution_settings_are_held_once_and_set_through_one_call():
         core.set_execution(chunk=8)
     with pytest.raises(ValueError, match='train_chunk_size must be None or a positive'):
         core.set_execution(train_chunk_size=-4)
+    with pytest.raises(ValueError, match="attention_kernel must be one of .*'portable', 'fused'"):
+        core.set_execution(attention_kernel='flash')
+    assert BiXTCore(DIMS, HEADS, LATENTS, LAYERS, execution=held).execution is held
+    with pytest.raises(TypeError, match='unknown execution settings'):
+        BiXTCore(DIMS, HEADS, LATENTS, LAYERS, execution=dict(chunk=8))
+
+
+def test_the_kernel_default_comes_from_the_environment_once():
+    """``MMBIXT_FUSED_ATTENTION=1`` sets the default choice when mmbixt is imported; changing the
+    variable later changes nothing (no per-call read)."""
+    import os
+    import subprocess
+    import sys
+    code = ('import os\nfrom mmbixt.models.core import ExecutionSettings\n'
+            'first = ExecutionSettings().attention_kernel\n'
+            'os.environ["MMBIXT_FUSED_ATTENTION"] = "0"\n'
+            'print(first, ExecutionSettings().attention_kernel)')
+    for value, kernel in (('1', 'fused'), ('0', 'portable')):
+        env = dict(os.environ, MMBIXT_FUSED_ATTENTION=value)
+        out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split() == [kernel, kernel]
 
 
 @pytest.mark.skipif(fast_ops.onednn_linear() is None, reason='no oneDNN in this torch')

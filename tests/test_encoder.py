@@ -22,9 +22,8 @@ def test_every_model_is_an_encoder_with_a_stride():
     classifier = BiXTClassifier(ARCH, num_classes=4)
     assert (image.stride, point.stride, classifier.stride) == (8, None, 8)
     assert all(isinstance(m, BiXTEncoder) for m in (image, point, classifier))
-    assert isinstance(image.embedding, ImageEmbedding) and isinstance(point.embedding, PointEmbedding)
+    assert (image.embedding_type, point.embedding_type) == (ImageEmbedding, PointEmbedding)
     # The embedding's modules are the model's own: the released state-dict keys stay.
-    assert image.embedding.patch_embed is image.patch_embed
     assert {k.split('.')[0] for k in image.state_dict()} == {
         'patch_embed', 'fourier_pos_encode', 'core', 'out_norms'}
     assert {k.split('.')[0] for k in point.state_dict()} == {'tokenizer', 'core', 'out_norms'}
@@ -74,10 +73,44 @@ def test_point_tokens_have_no_grid():
 
 
 def test_classifier_takes_and_sets_the_execution_settings():
-    model = BiXTClassifier(ARCH, num_classes=4, with_cp=True, train_chunk_size=8,
-                           stream_chunk_size=None)
+    model = BiXTClassifier(ARCH, num_classes=4,
+                           execution=dict(with_cp=True, train_chunk_size=8, stream_chunk_size=None))
     assert model.core.execution.with_cp and model.grad_checkpointing
     assert model.core.execution.train_chunk_size == 8
     model.set_grad_checkpointing(False)
     assert model.set_execution(stream_chunk_size=6).stream_chunk_size == 6
     assert not model.core.execution.with_cp and model.core.execution.train_chunk_size == 8
+
+
+def test_the_embedding_is_seen_by_pytorch_as_any_submodule():
+    """``eval()``, ``apply()``, ``to()`` and ``named_modules()`` reach every module the model runs,
+    and what is assigned to ``patch_embed`` is what runs."""
+    model = BiXTBackbone(arch=ARCH, out_indices=(2,), out_norm=False)
+    image = torch.randn(1, 3, 16, 16)
+    ran = []
+    hooks = [module.register_forward_hook(lambda module, args, out: ran.append(module))
+             for module in model.modules()]
+    with torch.no_grad():
+        model.eval()(image)
+    for hook in hooks:
+        hook.remove()
+    named = dict(model.named_modules())
+    assert all(module in named.values() and not module.training for module in ran)
+    visited = []
+    model.apply(visited.append)
+    assert set(map(id, ran)) <= set(map(id, visited))
+    assert model.to(torch.float64).patch_embed.proj.weight.dtype == torch.float64
+    model.float()
+
+    class Zeros(torch.nn.Module):
+        stride = 8
+
+        def forward(self, img):
+            return torch.zeros(img.shape[0], ARCH['embed_dims'], img.shape[-2] // 8,
+                               img.shape[-1] // 8)
+    with torch.no_grad():
+        before = model(image)[0]
+        model.patch_embed = Zeros()
+        after = model(image)[0]
+    assert not torch.equal(before, after)
+    assert 'patch_embed.proj.weight' not in model.state_dict()

@@ -144,8 +144,8 @@ def test_layer_scale_mismatch_is_refused(tmp_path, file_has_layer_scale):
 def test_point_and_image_backbones_share_arch_out_indices_and_core_settings():
     from mmbixt.models.backbones import BiXTBackbone
     common = dict(arch=dict(TINY_ARCH, layer_scale=True), out_indices=(2, -3),
-                  drop_path_rate=0.2, self_drop_path_rate=0.1, with_cp=True, train_chunk_size=7,
-                  stream_chunk_size=9)
+                  drop_path_rate=0.2, self_drop_path_rate=0.1,
+                  execution=dict(with_cp=True, train_chunk_size=7, stream_chunk_size=9))
     point, image = PointBiXTBackbone(**common), BiXTBackbone(**common)
     assert point.out_indices == image.out_indices == (2, 0)  # order kept, negatives resolved
     assert point.core.execution == image.core.execution

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 def random_core(one_sided_last: bool = False, chunk=None) -> BiXTCore:
     torch.manual_seed(0)
     core = BiXTCore(DIMS, HEADS, LATENTS, LAYERS, one_sided_last=one_sided_last,
-                    train_chunk_size=chunk, stream_chunk_size=chunk)
+                    execution=dict(train_chunk_size=chunk, stream_chunk_size=chunk))
     with torch.no_grad():  # random weights large enough that every term matters
         for param in core.parameters():
             param.normal_(0.0, 0.3)

@@ -13,7 +13,7 @@ import mmbixt  # noqa: F401
 from mmbixt.operations.deploy.onnx import exportable_copy, load_segmentor
 from mmbixt.models.backbones import BiXTBackbone, PointBiXTBackbone
 from mmbixt.models.classifiers import BiXTClassifier
-from mmbixt.models.core.tracing import concrete
+from mmbixt.models.core.tracing import traced
 
 from test_export_onnx import SMALL_VARIANTS, small_variant_options
 
@@ -65,7 +65,8 @@ def test_backbone_exports_with_dynamic_height_and_width(tokenizer, stride, layer
     pin the graph to the example), so one program still serves every size."""
     torch.manual_seed(0)
     model = BiXTBackbone(arch=small_arch(tokenizer, stride, layer_scale), out_indices=(0, 2),
-                         with_latents=True, train_chunk_size=5, stream_chunk_size=5).eval()
+                         with_latents=True,
+                         execution=dict(train_chunk_size=5, stream_chunk_size=5)).eval()
     assert_program_equals_eager(model, (torch.randn(2, 3, 64, 96),), {'img': IMAGE_DIMS},
                                 images(HELD_OUT_IMAGES, batch=3))
 
@@ -123,14 +124,16 @@ def test_point_segmentor_logits_export_with_a_dynamic_number_of_points():
                                 [(torch.randn(2, n, 6), categories) for n in (200, 333, 512)])
 
 
-def test_concrete_tells_eager_sizes_from_symbolic_ones():
+def test_one_predicate_tells_eager_runs_from_every_kind_of_capture():
     seen = []
 
     class Probe(torch.nn.Module):
         def forward(self, x):
-            seen.append(concrete(*x.shape))
+            seen.append(traced(x, x.shape[0]))
             return x + 1
 
     Probe()(torch.zeros(2, 3))
     torch.export.export(Probe(), (torch.zeros(2, 3),), dynamic_shapes={'x': {0: Dim.DYNAMIC}})
-    assert seen == [True, False]
+    torch.jit.trace(Probe(), torch.zeros(2, 3), check_trace=False)
+    torch.fx.symbolic_trace(Probe())
+    assert seen == [False, True, True, True]

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ...checkpoint import FIXED_POS_BUFFER
 from ..core import ImageEmbedding
-from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
+from ..core.layers import ExecutionLike
 from .base import BiXTPretrainedBackbone
 
 __all__ = ['BiXTBackbone']
@@ -43,15 +43,15 @@ class BiXTBackbone(BiXTPretrainedBackbone):
         frozen_stages: -1 trains everything; 0 freezes the tokenizer, positional encoding and
             latents; ``k`` > 0 also freezes layers ``0..k-1``.
         norm_eval: keep the BatchNorms of the conv tokenizer in eval mode while training.
-        with_cp: gradient checkpointing of each layer (saves memory, costs a recompute).
-            This and the chunk sizes are the core's ``ExecutionSettings``; change them later with
-            ``set_execution``.
-        train_chunk_size: forwards with gradients over more tokens than this run the token stream
-            in chunks of this size, recomputed in backward (same result, much less memory at
-            stride 8 and 4); None disables it.
-        stream_chunk_size: forwards without gradients (inference) over more tokens than this
-            stream the token side in chunks of this size for cache locality (same result, faster on
-            long sequences); None disables it.
+        execution: how the core runs, an ``ExecutionSettings`` or a dict of its fields:
+            ``with_cp`` (gradient checkpointing of each layer: saves memory, costs a recompute),
+            ``train_chunk_size`` (forwards with gradients over more tokens than this run the
+            token stream in chunks of this size, recomputed in backward: same result, much less
+            memory at stride 8 and 4; None disables it), ``stream_chunk_size`` (forwards without
+            gradients over more tokens than this stream the token side in chunks of this size
+            for cache locality; None disables it), ``fused`` (oneDNN's fused CPU inference
+            kernels) and ``attention_kernel`` (``'portable'`` or the opt-in ``'fused'``). Change
+            them later with ``set_execution``.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, use_ema=False, strict=True)`` loads a
             released zip as downloaded, a ``.pth.tar``/``.pth``/``.pt``, a file from
             ``tools/convert_checkpoint.py`` or an mmseg checkpoint of this backbone, under the
@@ -65,14 +65,11 @@ class BiXTBackbone(BiXTPretrainedBackbone):
                  out_indices: Sequence[int] = (3, 5, 7, 11), out_norm: bool = True,
                  drop_path_rate: float = 0.0, self_drop_path_rate: Optional[float] = None,
                  with_latents: bool = False, frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
-                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS,
-                 init_cfg: Optional[dict] = None):
+                 execution: ExecutionLike = None, init_cfg: Optional[dict] = None):
         super().__init__(arch, ImageEmbedding.from_arch(arch, in_channels),
                          out_indices, out_norm, with_latents, init_cfg,
                          drop_path_rate=drop_path_rate, self_drop_path_rate=self_drop_path_rate,
-                         with_cp=with_cp, train_chunk_size=train_chunk_size,
-                         stream_chunk_size=stream_chunk_size)
+                         execution=execution)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self._freeze_stages()

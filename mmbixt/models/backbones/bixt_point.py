@@ -14,7 +14,7 @@ from torch import Tensor
 from ...archs import resolve_arch
 from ...checkpoint import IMAGE_TOKENIZER_PREFIXES
 from ..core import PointEmbedding
-from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
+from ..core.layers import ExecutionLike
 from ..core.point_features import PointBackboneOutput
 from ..core.point_tokenizers import build_point_tokenizer
 from .base import BiXTPretrainedBackbone
@@ -40,8 +40,7 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
             order given.
         out_norm: a LayerNorm on each returned token set.
         with_latents: also return the latents after the last returned layer (then trained).
-        drop_path_rate / self_drop_path_rate / with_cp / train_chunk_size / stream_chunk_size:
-            as for ``BiXTBackbone``.
+        drop_path_rate / self_drop_path_rate / execution: as for ``BiXTBackbone``.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, strict=True)`` initialises latents
             and layers from an image BiXT checkpoint (a d13 zip as downloaded, for 12 layers); the
             image tokenizer and positional encoding are dropped, the point tokenizer and output
@@ -54,17 +53,14 @@ class PointBiXTBackbone(BiXTPretrainedBackbone):
     def __init__(self, arch: Union[str, dict] = 'bixt_ti_l64_d13_p16', in_channels: int = 6,
                  tokenizer: Optional[dict] = None, out_indices: Sequence[int] = (3, 7, 11),
                  out_norm: bool = True, with_latents: bool = False, drop_path_rate: float = 0.0,
-                 self_drop_path_rate: Optional[float] = None, with_cp: bool = False,
-                 train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
-                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS,
+                 self_drop_path_rate: Optional[float] = None, execution: ExecutionLike = None,
                  init_cfg: Optional[dict] = None):
         embed_dims = resolve_arch(arch)[0].embed_dims
         embedding = PointEmbedding(build_point_tokenizer(tokenizer or dict(type='grouped'),
                                                          in_channels, embed_dims))
         super().__init__(arch, embedding, out_indices, out_norm, with_latents, init_cfg,
                          drop_path_rate=drop_path_rate, self_drop_path_rate=self_drop_path_rate,
-                         with_cp=with_cp, train_chunk_size=train_chunk_size,
-                         stream_chunk_size=stream_chunk_size)
+                         execution=execution)
         self.in_channels = in_channels
 
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> PointBackboneOutput:

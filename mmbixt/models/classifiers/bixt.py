@@ -41,7 +41,7 @@ from ...checkpoint import (FIXED_POS_BUFFER, BiXTWeights, CheckpointError, LoadP
 from ...checkpoint.loading import WRAPPER_PREFIXES
 from ..core import (BiXTEncoder, ImageEmbedding, build_core, layer_norm, pad_to_multiple,
                     take_indices)
-from ..core.layers import STREAM_CHUNK_TOKENS, TRAIN_CHUNK_TOKENS
+from ..core.layers import ExecutionLike
 
 __all__ = ['BiXTClassifier', 'CLASSIFIER_NAMES', 'checkpoint_filter_fn', 'create_classifier']
 
@@ -90,7 +90,7 @@ class BiXTClassifier(BiXTEncoder):
         global_pool: only ``'avg'`` (the mean over the latents), as trained.
         drop_rate: dropout before the head.
         drop_path_rate: stochastic depth, rising linearly over the layers.
-        with_cp / train_chunk_size / stream_chunk_size: the core's ``ExecutionSettings``, as for
+        execution: the core's ``ExecutionSettings`` (or a dict of its fields), as for
             ``BiXTBackbone`` (change them later with ``set_execution``).
     """
     # Eager-only properties: TorchScript skips them.
@@ -98,13 +98,10 @@ class BiXTClassifier(BiXTEncoder):
 
     def __init__(self, arch: Union[str, dict, BiXTArch] = 'bixt_ti_l64_p16', num_classes: int = 1000,
                  in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, with_cp: bool = False,
-                 train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
-                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS):
+                 drop_path_rate: float = 0.0, execution: ExecutionLike = None):
         super().__init__(ImageEmbedding.from_arch(arch, in_chans),
-                         build_core(arch, drop_path_rate, one_sided_last=True, with_cp=with_cp,
-                                    train_chunk_size=train_chunk_size,
-                                    stream_chunk_size=stream_chunk_size), arch)
+                         build_core(arch, drop_path_rate, one_sided_last=True,
+                                    execution=execution), arch)
         self._check_pool(global_pool)
         self.global_pool = global_pool
         self.num_classes = num_classes

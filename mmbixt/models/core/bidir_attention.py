@@ -14,8 +14,10 @@
 
 The portable path is the default: on the CPUs measured (docs/performance.md, `make bench`) the
 kernel is within a few percent of the two fused-attention calls and mostly behind them, so it is
-opt-in: ``MMBIXT_FUSED_ATTENTION=1`` uses it where it applies (`make bench` times both). A compile
-failure then warns once and every call takes the portable path.
+opt-in: the core's ``ExecutionSettings.attention_kernel='fused'`` (``set_execution``) uses it where
+it applies (`make bench` times both); ``MMBIXT_FUSED_ATTENTION=1``, read once when mmbixt is
+imported, makes that the default. A compile failure then warns once and every call takes the
+portable path.
 """
 from __future__ import annotations
 
@@ -31,10 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fast_ops import fused_kernels_enabled, graph_capture
+from .tracing import traced
 
 KERNEL_SOURCE = Path(__file__).with_name('bidir_attention.kernel.cpp')
 SWITCH = 'MMBIXT_FUSED_ATTENTION'
+ATTENTION_KERNELS = ('portable', 'fused')
+# The default kernel choice, from the environment once (the settings decide each call).
+DEFAULT_ATTENTION_KERNEL = 'fused' if os.environ.get(SWITCH, '0') == '1' else 'portable'
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 KERNEL_HEAD_DIMS = (16, 32, 64)  # the head widths the kernel is instantiated for
 
@@ -87,15 +92,12 @@ def load_kernel() -> Optional[object]:
 
 
 def kernel_applies(*inputs: Tensor) -> bool:
-    """Whether the fused kernel serves a call on ``(r_lat, v_lat, r_tok, v_tok)`` (or any of them,
-    latents first): switched on (``MMBIXT_FUSED_ATTENTION=1``), eager CPU inference (no gradients,
-    no tracing), one dtype (fp32 or bf16), head width 16, 32 or 64, unit last strides, latents a
-    multiple of 4."""
+    """Whether the fused kernel can serve a call on ``(r_lat, v_lat, r_tok, v_tok)`` (or any of
+    them, latents first): eager CPU inference (no gradients, no tracing), one dtype (fp32 or bf16),
+    head width 16, 32 or 64, unit last strides, latents a multiple of 4, and a kernel built."""
     latents, tokens = inputs[0], inputs[-1]
-    # An FX Proxy (symbolic tracing) is no Tensor: it records the portable ops.
-    return (isinstance(tokens, Tensor) and os.environ.get(SWITCH, '0') == '1'
-            and tokens.device.type == 'cpu' and fused_kernels_enabled()
-            and not torch.is_grad_enabled() and not graph_capture()
+    # A captured graph records the portable ops.
+    return (not traced(tokens) and tokens.device.type == 'cpu' and not torch.is_grad_enabled()
             and tokens.dtype in KERNEL_DTYPES and all(t.dtype == tokens.dtype for t in inputs)
             and tokens.shape[-1] in KERNEL_HEAD_DIMS and latents.shape[2] % 4 == 0
             and all(t.stride(-1) == 1 for t in inputs) and load_kernel() is not None)
@@ -111,17 +113,19 @@ def portable_attention(r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: Tenso
 
 
 def bidirectional_attention(r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
-                            token_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                            token_mask: Optional[Tensor] = None, kernel: str = 'portable'
+                            ) -> tuple[Tensor, Tensor]:
     """``(latents' read [B, L, A], tokens' read [B, N, A])`` from references and values
     ``[B, heads, n, A/heads]`` of both sides (scale ``(A/heads)^-0.5``).
 
     ``token_mask`` (bool ``[B, N]``, True = a real token) hides padding from the latents' softmax
-    over the tokens; the tokens' own reads are computed for every token."""
+    over the tokens; the tokens' own reads are computed for every token. ``kernel``: ``'fused'``
+    runs the fused kernel where it applies (``kernel_applies``), ``'portable'`` never."""
     expected = (r_tok.shape[0], r_tok.shape[2])  # [batch, tokens]
     if token_mask is not None and tuple(token_mask.shape) != expected:
         raise ValueError(f'token_mask has shape {tuple(token_mask.shape)}, expected {expected} '
                          '([batch, tokens]): one flag per token')
-    if not kernel_applies(r_lat, v_lat, r_tok, v_tok):
+    if kernel != 'fused' or not kernel_applies(r_lat, v_lat, r_tok, v_tok):
         return portable_attention(r_lat, v_lat, r_tok, v_tok, token_mask)
     groups = _token_groups(r_tok)
     mask = None if token_mask is None else token_mask.to(torch.bool).contiguous()

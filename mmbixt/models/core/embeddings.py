@@ -12,7 +12,7 @@ from ...archs import ArchSetting, resolve_arch
 from .point_geometry import checked_point_mask
 from .tokenizers import (FourierPositionalEncoding2d, build_tokenizer, grid_mask,
                          parameter_dtype)
-from .tracing import concrete
+from .tracing import traced
 
 
 class Embedded(NamedTuple):
@@ -29,7 +29,7 @@ def pad_to_multiple(img: Tensor, multiple: int) -> Tensor:
     rows where the size is a multiple already, so it serves every size."""
     pad_h, pad_w = -img.shape[-2] % multiple, -img.shape[-1] % multiple
     if not torch.jit.is_scripting():  # (TorchScript always pads)
-        if concrete(pad_h, pad_w) and not (pad_h or pad_w):
+        if not traced(pad_h, pad_w) and not (pad_h or pad_w):
             return img
     return F.pad(img, [0, pad_w, 0, pad_h])
 
@@ -84,29 +84,37 @@ class ImageEmbedding(nn.Module):
                                    arch.stride), arch.embed_dims)
 
     def forward(self, img: Tensor, valid_shapes: ValidShapes = None) -> Embedded:
+        return self.embed_with(self, img, valid_shapes)
+
+    @staticmethod
+    def embed_with(owner: nn.Module, img: Tensor, valid_shapes: ValidShapes = None) -> Embedded:
         """Tokens in row-major grid order, the grid ``(h, w)`` and the token mask (None: all
-        valid). The image is cast to the tokenizer's dtype, so a model cast with ``.half()`` or
+        valid), by the modules ``owner`` holds (``patch_embed``, ``fourier_pos_encode``, and its
+        ``stride``): this embedding, or the ``BiXTEncoder`` that took them as its own. The image
+        is cast to the tokenizer's dtype, so a model cast with ``.half()`` or
         ``.to(torch.bfloat16)`` takes the fp32 images of mmseg's data preprocessor."""
         sizes = real_pixel_sizes(img, valid_shapes)
-        img = pad_to_multiple(img, self.stride).to(parameter_dtype(self.patch_embed))
+        img = pad_to_multiple(img, owner.stride).to(parameter_dtype(owner.patch_embed))
         if sizes is None:
-            return self.embed(img)
+            return grid_tokens(owner, img)
         img = img * grid_mask(sizes, *img.shape[-2:])[:, None]
-        grids = torch.div(sizes + self.stride - 1, self.stride, rounding_mode='floor')
-        if (grids * self.stride == torch.tensor(img.shape[-2:], device=img.device)).all():
-            return self.embed(img)  # padding only inside the last row or column of tokens
-        return self.embed(img, grids)
+        grids = torch.div(sizes + owner.stride - 1, owner.stride, rounding_mode='floor')
+        if (grids * owner.stride == torch.tensor(img.shape[-2:], device=img.device)).all():
+            return grid_tokens(owner, img)  # padding only inside the last row or column of tokens
+        return grid_tokens(owner, img, grids)
 
-    def embed(self, img: Tensor, grids: Optional[Tensor] = None) -> Embedded:
-        """The tokens of ``img`` (sides multiples of the stride); ``grids [B, 2]``: each sample's
-        own token grid inside the batch grid (None: every sample fills it)."""
-        feats = self.patch_embed(img)
-        height, width = feats.shape[-2:]
-        if grids is None:
-            return Embedded(self.fourier_pos_encode.tokens_of(feats), (height, width))
-        token_mask = grid_mask(grids, height, width).flatten(1)
-        pos = self.fourier_pos_encode.per_sample([tuple(g) for g in grids.tolist()], height, width)
-        return Embedded(self.fourier_pos_encode.tokens_of(feats, pos), (height, width), token_mask)
+
+def grid_tokens(owner: nn.Module, img: Tensor, grids: Optional[Tensor] = None) -> Embedded:
+    """The tokens of ``img`` (sides multiples of the stride) by ``owner``'s ``patch_embed`` and
+    ``fourier_pos_encode``; ``grids [B, 2]``: each sample's own token grid inside the batch grid
+    (None: every sample fills it)."""
+    feats = owner.patch_embed(img)
+    height, width = feats.shape[-2:]
+    if grids is None:
+        return Embedded(owner.fourier_pos_encode.tokens_of(feats), (height, width))
+    token_mask = grid_mask(grids, height, width).flatten(1)
+    pos = owner.fourier_pos_encode.per_sample([tuple(g) for g in grids.tolist()], height, width)
+    return Embedded(owner.fourier_pos_encode.tokens_of(feats, pos), (height, width), token_mask)
 
 
 class PointEmbedding(nn.Module):
@@ -120,5 +128,13 @@ class PointEmbedding(nn.Module):
         self.stride: Optional[int] = None
 
     def forward(self, points: Tensor, point_mask: Optional[Tensor] = None) -> Embedded:
-        tokens, positions, token_mask = self.tokenizer(points, checked_point_mask(points, point_mask))
+        return self.embed_with(self, points, point_mask)
+
+    @staticmethod
+    def embed_with(owner: nn.Module, points: Tensor, point_mask: Optional[Tensor] = None
+                   ) -> Embedded:
+        """The tokens of ``points`` by ``owner``'s ``tokenizer`` (this embedding, or the
+        ``BiXTEncoder`` that took it as its own)."""
+        tokens, positions, token_mask = owner.tokenizer(points,
+                                                        checked_point_mask(points, point_mask))
         return Embedded(tokens, positions, token_mask)

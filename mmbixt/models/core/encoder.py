@@ -8,9 +8,12 @@ own outputs on top. Data flow::
     points [B, N, C]    -> PointEmbedding (tokenizer, its own positions)     -> Embedded
     Embedded.tokens [B, N, D] + latents [1, L, D] -> core.blocks.0 .. -> (latents, tokens) after each
 
-The embedding's modules are registered at the top level of the model (``patch_embed.``,
+The embedding's modules are the model's own submodules, at its top level (``patch_embed.``,
 ``fourier_pos_encode.`` or ``tokenizer.``, then ``core.``), so one remap of the released layout
-(``mmbixt.checkpoint.to_core_layout``) and one loading policy serve every model.
+(``mmbixt.checkpoint.to_core_layout``) and one loading policy serve every model; ``eval()``,
+``apply()``, ``to()`` and ``named_modules()`` reach them as any submodule, and what is assigned to
+``model.patch_embed`` is what runs. The embedding's type says how they embed
+(``embed_with(owner, x, valid)``).
 
 Layer indices follow one convention everywhere (``take_indices``): None takes every token layer,
 an int ``n`` the last ``n``, a sequence the layers it names, in the order given, duplicates kept,
@@ -24,7 +27,7 @@ from torch import Tensor, nn
 
 from ...archs import ArchSetting, resolve_arch
 from .embeddings import Embedded
-from .layers import BiXTCore, ExecutionSettings
+from .layers import BiXTCore, ExecutionLike, ExecutionSettings
 
 Indices = Union[int, Sequence[int], None]
 OUTPUT_FORMATS = ('NCHW', 'NLC')
@@ -52,14 +55,14 @@ def take_indices(num_layers: int, indices: Indices, setting: str = 'indices') ->
 
 def build_core(arch: ArchSetting, drop_path_rate: float = 0.0,
                self_drop_path_rate: Optional[float] = None, one_sided_last: bool = False,
-               **execution) -> BiXTCore:
+               execution: ExecutionLike = None) -> BiXTCore:
     """The core of ``arch``: stochastic depth of the cross-attention blocks (and of the latent
     self-attention unless ``self_drop_path_rate`` is given); ``execution``: the core's
-    ``ExecutionSettings`` (``with_cp``, ``train_chunk_size``, ``stream_chunk_size``, ``fused``)."""
+    ``ExecutionSettings`` (or a dict of its fields)."""
     return BiXTCore.from_arch(
         resolve_arch(arch)[0], one_sided_last=one_sided_last, cross_drop_path_rate=drop_path_rate,
         self_drop_path_rate=drop_path_rate if self_drop_path_rate is None else self_drop_path_rate,
-        **execution)
+        execution=execution)
 
 
 class BiXTEncoder(nn.Module):
@@ -71,7 +74,8 @@ class BiXTEncoder(nn.Module):
 
     Args:
         embedding: maps the input to an ``Embedded`` and has a ``stride`` (None: no token grid),
-            e.g. ``ImageEmbedding`` or ``PointEmbedding``. Its modules become the model's own.
+            e.g. ``ImageEmbedding`` or ``PointEmbedding``. Its modules become the model's own
+            submodules and its type's ``embed_with`` runs them (``embed``).
         core: the ``BiXTCore``; it holds the execution settings (``set_execution``).
         arch: the released name, dict or ``BiXTArch`` the model was built from (for checks and
             messages).
@@ -83,10 +87,10 @@ class BiXTEncoder(nn.Module):
         super().__init__(**kwargs)
         self.arch, self.arch_name = resolve_arch(arch)
         # The embedding's modules sit at the top level (the state-dict keys of the released
-        # layout); the embedding itself is kept as a plain attribute, not a second registration.
+        # layout), registered once; its type reads them from this model when it embeds.
         for name, module in embedding.named_children():
             self.add_module(name, module)
-        object.__setattr__(self, 'embedding', embedding)
+        self.embedding_type = type(embedding)
         self.core = core
         self.stride: Optional[int] = embedding.stride
         self.embed_dims = core.embed_dims
@@ -104,7 +108,7 @@ class BiXTEncoder(nn.Module):
 
     def set_execution(self, **settings) -> ExecutionSettings:
         """Sets the core's execution settings (``with_cp``, ``train_chunk_size``,
-        ``stream_chunk_size``, ``fused``); returns those now held."""
+        ``stream_chunk_size``, ``fused``, ``attention_kernel``); returns those now held."""
         return self.core.set_execution(**settings)
 
     def intermediate_norms(self, taken: Sequence[int]) -> list[nn.Module]:
@@ -140,10 +144,9 @@ class BiXTEncoder(nn.Module):
                                      intermediates_only, with_latents)
 
     def embed(self, x: Tensor, valid: Any = None) -> Embedded:
-        """The embedding of ``x`` (``valid``: its ``valid_shapes`` or ``point_mask``). Its modules
-        are this model's own; the embedding itself is no submodule, so it is run through
-        ``forward`` (torch.fx records its modules' calls)."""
-        return self.embedding.forward(x, valid)
+        """The embedding of ``x`` (``valid``: its ``valid_shapes`` or ``point_mask``) by this
+        model's embedding modules (torch.fx records their calls)."""
+        return self.embedding_type.embed_with(self, x, valid)
 
     def intermediates_of(self, embedded: Embedded, indices: Indices = None, norm: bool = False,
                          stop_early: bool = False, output_fmt: str = 'NCHW',

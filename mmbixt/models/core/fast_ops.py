@@ -11,9 +11,7 @@ private: ``mmbixt.compat.onednn_linear`` checks it once and falls back to ``F.li
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 from typing import Optional
 
 import torch
@@ -21,72 +19,49 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...compat import onednn_linear
+from .tracing import traced
 
 
 FUSED_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def graph_capture() -> bool:
-    """Whether the forward is being traced (torch.compile fuses on its own; ONNX and TorchScript
-    exports need the standard ops)."""
-    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export())
-
-
-_FUSED_SWITCH = threading.local()
-
-
-@contextlib.contextmanager
-def fused_kernels(enabled: bool):
-    """Within the block, this thread's fused kernels are on or off (``ExecutionSettings.fused``)."""
-    before = getattr(_FUSED_SWITCH, 'enabled', True)
-    _FUSED_SWITCH.enabled = enabled
-    try:
-        yield
-    finally:
-        _FUSED_SWITCH.enabled = before
-
-
-def fused_kernels_enabled() -> bool:
-    """Whether this thread's fused kernels are on (``fused_kernels``; on by default)."""
-    return getattr(_FUSED_SWITCH, 'enabled', True)
-
-
-def fused_linear_applies(x: Tensor, layer: nn.Linear) -> bool:
-    """Whether oneDNN's fused linear serves ``layer(x)``: eager CPU inference (no gradients, no
-    autocast, no tracing), fp32 (or bf16 where this CPU has bf16 instructions) input in the layer's dtype, with a bias."""
-    # An FX Proxy (symbolic tracing) is no Tensor: it records the standard ops.
-    return (isinstance(x, Tensor) and x.device.type == 'cpu'
+def fused_linear_applies(x: Tensor, layer: nn.Linear, fused: bool = True) -> bool:
+    """Whether oneDNN's fused linear serves ``layer(x)``: the fused kernels on (``fused``, the
+    ``ExecutionSettings`` of the core), eager CPU inference (no gradients, no autocast, no
+    tracing), fp32 (or bf16 where this CPU has bf16 instructions) input in the layer's dtype,
+    with a bias."""
+    # A captured graph (torch.compile fuses on its own; exports need the standard ops) records
+    # the standard ops.
+    return (fused and not traced(x) and x.device.type == 'cpu'
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
-            and not graph_capture() and fused_kernels_enabled()
             and x.dtype == layer.weight.dtype and layer.bias is not None
             and (x.dtype == torch.float32
                  or (x.dtype == torch.bfloat16 and cpu_bf16_capability().native))
             and onednn_linear() is not None)
 
 
-def linear(x: Tensor, layer: nn.Linear) -> Tensor:
+def linear(x: Tensor, layer: nn.Linear, fused: bool = True) -> Tensor:
     """``layer(x)``; in CPU inference with the bias added inside the matmul (no bias copy)."""
-    if fused_linear_applies(x, layer):
+    if fused_linear_applies(x, layer, fused):
         return onednn_linear()(x, layer.weight, layer.bias, 'none', [], 'none')
     return layer(x)
 
 
-def linear_gelu(x: Tensor, layer: nn.Linear) -> Tensor:
+def linear_gelu(x: Tensor, layer: nn.Linear, fused: bool = True) -> Tensor:
     """``GELU(layer(x))`` (exact erf GELU)."""
-    if fused_linear_applies(x, layer):
+    if fused_linear_applies(x, layer, fused):
         return onednn_linear()(x, layer.weight, layer.bias, 'gelu', [], 'none')
     return F.gelu(layer(x))
 
 
 def linear_residual(x: Tensor, layer: nn.Linear, residual: Tensor, scale: nn.Module,
-                    keep: Optional[Tensor] = None) -> Tensor:
+                    keep: Optional[Tensor] = None, fused: bool = True) -> Tensor:
     """``residual + keep * scale(layer(x))``: a residual branch's output projection, LayerScale
     (``scale``: ``LayerScale`` or ``nn.Identity``) and per-sample stochastic-depth mask ``keep``.
 
     Fused: LayerScale folds into the weights (``g * (W x + b) = (g W) x + g b``) and the add into
     the matmul's epilogue; inference has no mask."""
-    if keep is None and fused_linear_applies(x, layer) and residual.dtype == x.dtype:
+    if keep is None and fused_linear_applies(x, layer, fused) and residual.dtype == x.dtype:
         weight, bias = layer.weight, layer.bias
         gamma = getattr(scale, 'gamma', None)
         if gamma is not None:

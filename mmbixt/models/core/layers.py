@@ -7,7 +7,7 @@ Module and parameter names follow the released checkpoints (``blocks.i.cross_att
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,9 +15,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...archs import BiXTArch
-from .bidir_attention import bidirectional_attention, merge_heads
-from .fast_ops import fused_kernels, linear, linear_gelu, linear_residual
-from .tracing import concrete
+from .bidir_attention import (ATTENTION_KERNELS, DEFAULT_ATTENTION_KERNEL, bidirectional_attention,
+                              merge_heads)
+from .fast_ops import linear, linear_gelu, linear_residual
+from .tracing import traced
 
 LAYER_NORM_EPS = 1e-6
 # The chunk sizes of the token stream (see CrossAttentionBlock), each defined here only.
@@ -39,14 +40,24 @@ class ExecutionSettings:
     stream_chunk_size: a forward without gradients over more tokens than this streams the token
         side in chunks of this size (cache locality). None: never.
     fused: oneDNN's fused linear kernels in eager CPU inference (``fast_ops``); False runs the
-        plain PyTorch ops.
+        plain PyTorch ops (and the portable attention).
+    attention_kernel: ``'portable'`` (one fused-attention call per direction) or ``'fused'`` (the
+        opt-in CPU inference kernel of ``bidir_attention``, where it applies). The default is
+        ``'fused'`` where ``MMBIXT_FUSED_ATTENTION=1`` was set when mmbixt was imported.
+
+    Every model takes it as ``execution`` (an ``ExecutionSettings`` or a dict of these fields) and
+    changes it with ``set_execution``; the core passes it down with each call.
     """
     with_cp: bool = False
     train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS
     stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS
     fused: bool = True
+    attention_kernel: str = DEFAULT_ATTENTION_KERNEL
 
     def __post_init__(self) -> None:
+        if self.attention_kernel not in ATTENTION_KERNELS:
+            raise ValueError(f'attention_kernel must be one of {ATTENTION_KERNELS}, got '
+                             f'{self.attention_kernel!r}')
         for name in ('train_chunk_size', 'stream_chunk_size'):
             size = getattr(self, name)
             if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
@@ -59,6 +70,17 @@ class ExecutionSettings:
         streaming one."""
         return self.train_chunk_size if torch.is_grad_enabled() else self.stream_chunk_size
 
+    def kernel(self) -> str:
+        """The attention kernel of a call: the chosen one while the fused kernels are on."""
+        return self.attention_kernel if self.fused else 'portable'
+
+    @classmethod
+    def of(cls, execution: 'ExecutionLike' = None) -> 'ExecutionSettings':
+        """``execution`` as settings: None (the defaults), a dict of fields, or settings."""
+        if execution is None or isinstance(execution, ExecutionSettings):
+            return execution or cls()
+        return cls().updated(**dict(execution))
+
     def updated(self, **changes) -> 'ExecutionSettings':
         """A copy with ``changes``; refuses names that are not settings."""
         known = {field.name for field in fields(self)}
@@ -66,6 +88,9 @@ class ExecutionSettings:
         if unknown:
             raise TypeError(f'unknown execution settings {unknown}; known: {sorted(known)}')
         return replace(self, **changes)
+
+
+ExecutionLike = Union[ExecutionSettings, Mapping, None]
 
 
 def layer_norm(dims: int) -> nn.LayerNorm:
@@ -143,11 +168,11 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dims, dims)
 
-    def hidden(self, x: Tensor) -> Tensor:
-        """``GELU(fc1(x))``, one fused kernel in CPU inference."""
+    def hidden(self, x: Tensor, fused: bool = True) -> Tensor:
+        """``GELU(fc1(x))``, one fused kernel in CPU inference (``fused``)."""
         if torch.jit.is_scripting():  # (fast_ops takes modules as arguments: eager only)
             return F.gelu(self.fc1(x))
-        return linear_gelu(x, self.fc1)
+        return linear_gelu(x, self.fc1, fused)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.hidden(x))
@@ -162,10 +187,10 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dims, dims * 3)
         self.proj = nn.Linear(dims, dims)
 
-    def read(self, x: Tensor) -> Tensor:
+    def read(self, x: Tensor, fused: bool = True) -> Tensor:
         """The attention's merged heads before the output projection ``proj``."""
         # Scripted: the standard op (fast_ops takes modules as arguments: eager only).
-        qkv = self.qkv(x) if torch.jit.is_scripting() else linear(x, self.qkv)
+        qkv = self.qkv(x) if torch.jit.is_scripting() else linear(x, self.qkv, fused)
         q, k, v = split_heads(qkv, 3, self.num_heads)
         return merge_heads(F.scaled_dot_product_attention(q, k, v))
 
@@ -180,7 +205,8 @@ class BiCrossAttention(nn.Module):
     S^T over latents); each side has a reference ``r`` and a value ``v``. Each direction is one call
     of PyTorch's fused attention (queries of one side against the references of the other), so S is
     formed in blocks inside the kernel and neither ``[B, heads, L, N]`` matrix is ever stored; that is
-    faster than materialising S once and leaner in training.
+    faster than materialising S once and leaner in training. ``CrossAttentionBlock`` runs it through
+    its parts (references, reads, per-chunk partials); it has no ``forward`` of its own.
     """
 
     def __init__(self, dims: int, attn_dims: int, num_heads: int):
@@ -192,17 +218,17 @@ class BiCrossAttention(nn.Module):
         self.proj_lat = nn.Linear(attn_dims, dims)
         self.proj_pat = nn.Linear(attn_dims, dims)
 
-    def latent_refs(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+    def latent_refs(self, latents: Tensor, fused: bool = True) -> tuple[Tensor, Tensor]:
         """``(r_lat, v_lat)``, each ``[B, heads, L, a]`` (views into one projection)."""
         refs = (self.rv_latents(latents) if torch.jit.is_scripting()  # (as in SelfAttention)
-                else linear(latents, self.rv_latents))
+                else linear(latents, self.rv_latents, fused))
         r_lat, v_lat = split_heads(refs, 2, self.num_heads)
         return r_lat, v_lat
 
-    def token_refs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def token_refs(self, tokens: Tensor, fused: bool = True) -> tuple[Tensor, Tensor]:
         """``(r_tok, v_tok)``, each ``[B, heads, N, a]`` (views into one projection)."""
         refs = (self.rv_patches(tokens) if torch.jit.is_scripting()  # (as in SelfAttention)
-                else linear(tokens, self.rv_patches))
+                else linear(tokens, self.rv_patches, fused))
         r_tok, v_tok = split_heads(refs, 2, self.num_heads)
         return r_tok, v_tok
 
@@ -219,22 +245,15 @@ class BiCrossAttention(nn.Module):
             r_lat, r_tok, v_tok, attn_mask=token_attention_mask(token_mask)))
 
     def reads(self, r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
-              token_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+              token_mask: Optional[Tensor] = None, kernel: str = 'portable'
+              ) -> tuple[Tensor, Tensor]:
         """``(latent_read, token_read)`` (bidir_attention.py: one fused attention call per
-        direction, or, opted in, a CPU inference kernel that forms the similarity matrix once)."""
+        direction, or, with ``kernel='fused'``, a CPU inference kernel that forms the similarity
+        matrix once)."""
         if torch.jit.is_scripting():  # the kernel's dispatch is Python only
             return (self.latent_read(r_lat, r_tok, v_tok, token_mask),
                     self.token_read(r_tok, r_lat, v_lat))
-        return bidirectional_attention(r_lat, v_lat, r_tok, v_tok, token_mask)
-
-    def token_update(self, r_tok: Tensor, r_lat: Tensor, v_lat: Tensor) -> Tensor:
-        """``token_read`` projected: ``[B, N, D]``."""
-        return self.proj_pat(self.token_read(r_tok, r_lat, v_lat))
-
-    def latent_update(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
-                      token_mask: Optional[Tensor] = None) -> Tensor:
-        """``latent_read`` projected: ``[B, L, D]``."""
-        return self.proj_lat(self.latent_read(r_lat, r_tok, v_tok, token_mask))
+        return bidirectional_attention(r_lat, v_lat, r_tok, v_tok, token_mask, kernel)
 
     def latent_partial(self, r_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
                        token_mask: Optional[Tensor] = None) -> 'SoftmaxPartial':
@@ -265,13 +284,6 @@ class BiCrossAttention(nn.Module):
             acc = part.acc * rescale if acc is None else acc + part.acc * rescale
         return merge_heads((acc / total).to(dtype))
 
-    def forward(self, latents: Tensor, tokens: Tensor,
-                token_mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        r_lat, v_lat = self.latent_refs(latents)
-        r_tok, v_tok = self.token_refs(tokens)
-        return (self.latent_update(r_lat, r_tok, v_tok, token_mask),
-                self.token_update(r_tok, r_lat, v_lat))
-
     @torch.no_grad()
     def attention_maps(self, latents: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """Both attentions for inspection, ``[B, heads, L, N]`` each: where each latent looks
@@ -300,12 +312,12 @@ class LatentCrossAttention(nn.Module):
         self.proj_lat = nn.Linear(attn_dims, dims)
 
     def latent_read(self, latents: Tensor, tokens: Tensor,
-                    token_mask: Optional[Tensor] = None) -> Tensor:
+                    token_mask: Optional[Tensor] = None, fused: bool = True) -> Tensor:
         """What each latent reads from the valid tokens, before ``proj_lat``: ``[B, L, A]``."""
         lat_refs = (self.r_latents(latents) if torch.jit.is_scripting()  # (as in SelfAttention)
-                    else linear(latents, self.r_latents))
+                    else linear(latents, self.r_latents, fused))
         tok_refs = (self.rv_patches(tokens) if torch.jit.is_scripting()
-                    else linear(tokens, self.rv_patches))
+                    else linear(tokens, self.rv_patches, fused))
         r_lat = split_heads(lat_refs, 1, self.num_heads)[0]
         r_tok, v_tok = split_heads(tok_refs, 2, self.num_heads)
         return merge_heads(F.scaled_dot_product_attention(
@@ -354,33 +366,38 @@ class CrossAttentionBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, latents: Tensor, tokens: Tensor, token_mask: Optional[Tensor] = None,
-                chunk_size: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
+                chunk_size: Optional[int] = None, fused: bool = True, kernel: str = 'portable'
+                ) -> tuple[Tensor, Optional[Tensor]]:
         """``token_mask`` (bool ``[B, N]``, True = valid; None: all valid): the latents read only
         valid tokens. Every token is updated (invalid ones stay finite). ``chunk_size``: more
         tokens than this run the token stream in chunks (the core's
-        ``ExecutionSettings.chunk_size()``); None never chunks."""
+        ``ExecutionSettings.chunk_size()``); None never chunks. ``fused`` / ``kernel``: the fused
+        CPU kernels and the attention kernel of the core's ``ExecutionSettings``."""
         if self.one_sided:  # a constant: TorchScript compiles only the branch of this block
             lat_read = self.attn.latent_read(self.norm1_lat(latents), self.norm1_pat(tokens),
-                                             token_mask)
-            return self._latent_residuals(latents, lat_read), None
-        r_lat, v_lat = self.attn.latent_refs(self.norm1_lat(latents))
+                                             token_mask, fused)
+            return self._latent_residuals(latents, lat_read, fused), None
+        r_lat, v_lat = self.attn.latent_refs(self.norm1_lat(latents), fused)
         # One draw per branch for the whole block, shared by all chunks.
         keep_attn, keep_mlp = self.drop_path.keep_mask(tokens), self.drop_path.keep_mask(tokens)
         # Chunks run as a Python loop: eager only, and never for a symbolic token count
         # (torch.export, FX), where the loop would pin the graph to the example's.
         if not torch.jit.is_scripting():
-            if chunk_size and concrete(tokens.shape[1]) and tokens.shape[1] > chunk_size:
-                stream = (self._chunked_token_stream if torch.is_grad_enabled()
-                          else self._streamed_token_side)
-                lat_read, tokens = stream(tokens, r_lat, v_lat, keep_attn, keep_mlp, chunk_size,
-                                          token_mask)
-                return self._latent_residuals(latents, lat_read), tokens
-        r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens))
-        lat_read, tok_read = self.attn.reads(r_lat, v_lat, r_tok, v_tok, token_mask)
-        tokens = self._token_residuals(tokens, tok_read, keep_attn, keep_mlp)
-        return self._latent_residuals(latents, lat_read), tokens
+            if chunk_size and not traced(tokens.shape[1]) and tokens.shape[1] > chunk_size:
+                if torch.is_grad_enabled():  # (the fused kernels serve no gradients)
+                    lat_read, tokens = self._chunked_token_stream(
+                        tokens, r_lat, v_lat, keep_attn, keep_mlp, chunk_size, token_mask)
+                else:
+                    lat_read, tokens = self._streamed_token_side(
+                        tokens, r_lat, v_lat, keep_attn, keep_mlp, chunk_size, token_mask, fused,
+                        kernel)
+                return self._latent_residuals(latents, lat_read, fused), tokens
+        r_tok, v_tok = self.attn.token_refs(self.norm1_pat(tokens), fused)
+        lat_read, tok_read = self.attn.reads(r_lat, v_lat, r_tok, v_tok, token_mask, kernel)
+        tokens = self._token_residuals(tokens, tok_read, keep_attn, keep_mlp, fused)
+        return self._latent_residuals(latents, lat_read, fused), tokens
 
-    def _latent_residuals(self, latents: Tensor, lat_read: Tensor) -> Tensor:
+    def _latent_residuals(self, latents: Tensor, lat_read: Tensor, fused: bool = True) -> Tensor:
         """Both residual branches of the latents, from their read of the tokens (unprojected)."""
         if torch.jit.is_scripting():  # the standard ops (fast_ops takes modules: eager only)
             latents = latents + apply_mask(self.ls1_lat(self.attn.proj_lat(lat_read)),
@@ -388,19 +405,21 @@ class CrossAttentionBlock(nn.Module):
             return latents + apply_mask(self.ls2_lat(self.mlp_lat(self.norm2_lat(latents))),
                                         self.drop_path.keep_mask(latents))
         latents = linear_residual(lat_read, self.attn.proj_lat, latents, self.ls1_lat,
-                                  self.drop_path.keep_mask(latents))
-        return linear_residual(self.mlp_lat.hidden(self.norm2_lat(latents)), self.mlp_lat.fc2,
-                               latents, self.ls2_lat, self.drop_path.keep_mask(latents))
+                                  self.drop_path.keep_mask(latents), fused)
+        return linear_residual(self.mlp_lat.hidden(self.norm2_lat(latents), fused),
+                               self.mlp_lat.fc2, latents, self.ls2_lat,
+                               self.drop_path.keep_mask(latents), fused)
 
     def _token_residuals(self, tokens: Tensor, tok_read: Tensor, keep_attn: Optional[Tensor],
-                         keep_mlp: Optional[Tensor]) -> Tensor:
+                         keep_mlp: Optional[Tensor], fused: bool = True) -> Tensor:
         """Both residual branches of the tokens, from their read of the latents (unprojected)."""
         if torch.jit.is_scripting():  # as in _latent_residuals
             tokens = tokens + apply_mask(self.ls1_pat(self.attn.proj_pat(tok_read)), keep_attn)
             return tokens + apply_mask(self.ls2_pat(self.mlp_pat(self.norm2_pat(tokens))), keep_mlp)
-        tokens = linear_residual(tok_read, self.attn.proj_pat, tokens, self.ls1_pat, keep_attn)
-        return linear_residual(self.mlp_pat.hidden(self.norm2_pat(tokens)), self.mlp_pat.fc2,
-                               tokens, self.ls2_pat, keep_mlp)
+        tokens = linear_residual(tok_read, self.attn.proj_pat, tokens, self.ls1_pat, keep_attn,
+                                 fused)
+        return linear_residual(self.mlp_pat.hidden(self.norm2_pat(tokens), fused),
+                               self.mlp_pat.fc2, tokens, self.ls2_pat, keep_mlp, fused)
 
     def _token_chunk(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                      keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],
@@ -414,7 +433,8 @@ class CrossAttentionBlock(nn.Module):
 
     def _streamed_token_side(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
                              keep_attn: Optional[Tensor], keep_mlp: Optional[Tensor],
-                             chunk: int, token_mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+                             chunk: int, token_mask: Optional[Tensor], fused: bool = True,
+                             kernel: str = 'portable') -> tuple[Tensor, Tensor]:
         """Without gradients: the token side chunk by chunk, so each chunk's activations (the
         4x-wide MLP ones above all) stay in the CPU caches; exact, since it is per token. Both
         directions of the attention read the references of all tokens in one call in between."""
@@ -422,12 +442,12 @@ class CrossAttentionBlock(nn.Module):
         out = torch.empty_like(tokens)
         parts = [slice(start, start + chunk) for start in range(0, tokens.shape[1], chunk)]
         for part in parts:
-            refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches)
+            refs[:, part] = linear(self.norm1_pat(tokens[:, part]), self.attn.rv_patches, fused)
         r_tok, v_tok = split_heads(refs, 2, self.attn.num_heads)
-        lat_read, tok_read = self.attn.reads(r_lat, v_lat, r_tok, v_tok, token_mask)
+        lat_read, tok_read = self.attn.reads(r_lat, v_lat, r_tok, v_tok, token_mask, kernel)
         for part in parts:
             out[:, part] = self._token_residuals(tokens[:, part], tok_read[:, part], keep_attn,
-                                                 keep_mlp)
+                                                 keep_mlp, fused)
         return lat_read, out
 
     def _chunked_token_stream(self, tokens: Tensor, r_lat: Tensor, v_lat: Tensor,
@@ -458,14 +478,14 @@ class LatentSelfAttentionBlock(nn.Module):
         self.ls2 = layer_scale(dims, layer_scale_init)
         self.drop_path = drop_path(drop_path_rate)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, fused: bool = True) -> Tensor:
         if torch.jit.is_scripting():  # the standard ops (fast_ops takes modules: eager only)
             x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
             return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
-        x = linear_residual(self.attn.read(self.norm1(x)), self.attn.proj, x, self.ls1,
-                            branch_mask(self.drop_path, x))
-        return linear_residual(self.mlp.hidden(self.norm2(x)), self.mlp.fc2, x, self.ls2,
-                               branch_mask(self.drop_path, x))
+        x = linear_residual(self.attn.read(self.norm1(x), fused), self.attn.proj, x, self.ls1,
+                            branch_mask(self.drop_path, x), fused)
+        return linear_residual(self.mlp.hidden(self.norm2(x), fused), self.mlp.fc2, x, self.ls2,
+                               branch_mask(self.drop_path, x), fused)
 
 
 class BiXTLayer(nn.Module):
@@ -483,10 +503,11 @@ class BiXTLayer(nn.Module):
             dims, num_heads, mlp_ratio, layer_scale_init, self_drop_path)
 
     def forward(self, latents: Tensor, tokens: Tensor, token_mask: Optional[Tensor] = None,
-                chunk_size: Optional[int] = None) -> tuple[Tensor, Optional[Tensor]]:
+                chunk_size: Optional[int] = None, fused: bool = True, kernel: str = 'portable'
+                ) -> tuple[Tensor, Optional[Tensor]]:
         latents, out_tokens = self.cross_attention_latents_token(latents, tokens, token_mask,
-                                                                 chunk_size)
-        return self.self_attention_latents(latents), out_tokens
+                                                                 chunk_size, fused, kernel)
+        return self.self_attention_latents(latents, fused), out_tokens
 
 
 class BiXTCore(nn.Module):
@@ -502,9 +523,8 @@ class BiXTCore(nn.Module):
         layer_scale_init: LayerScale initial value; None disables LayerScale.
         cross_drop_path_rate / self_drop_path_rate: stochastic depth of the cross- and the
             self-attention blocks, rising linearly from 0 over the layers.
-        with_cp / train_chunk_size / stream_chunk_size / fused: the ``ExecutionSettings``
-            (held once in ``execution``, changed with ``set_execution``). Chunk sizes of None or
-            0 never chunk.
+        execution: the ``ExecutionSettings`` (or a dict of its fields; None: the defaults), held
+            once in ``execution`` and changed with ``set_execution``.
     """
     __jit_unused_properties__ = ['num_token_layers']  # eager only: TorchScript skips it
 
@@ -512,8 +532,7 @@ class BiXTCore(nn.Module):
                  one_sided_last: bool = False, attn_dims: Optional[int] = None,
                  mlp_ratio: float = 4.0, layer_scale_init: Optional[float] = None,
                  cross_drop_path_rate: float = 0.0, self_drop_path_rate: float = 0.0,
-                 with_cp: bool = False, train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS,
-                 stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS, fused: bool = True):
+                 execution: ExecutionLike = None):
         super().__init__()
         for setting, width in (('embed_dims', embed_dims), ('attn_dims', attn_dims or embed_dims)):
             if width % num_heads:  # else a reshape error deep inside the first forward
@@ -521,7 +540,7 @@ class BiXTCore(nn.Module):
                                  f'head takes {setting} / num_heads channels')
         self.embed_dims = embed_dims
         self.num_layers = num_layers
-        self.execution = ExecutionSettings(with_cp, train_chunk_size, stream_chunk_size, fused)
+        self.execution = ExecutionSettings.of(execution)
         self.latents = nn.Parameter(torch.zeros(1, num_latents, embed_dims))
         nn.init.trunc_normal_(self.latents, std=0.02)
         depth = num_layers + int(one_sided_last)
@@ -536,7 +555,8 @@ class BiXTCore(nn.Module):
 
     def set_execution(self, **settings) -> ExecutionSettings:
         """Changes the named ``ExecutionSettings`` (``with_cp``, ``train_chunk_size``,
-        ``stream_chunk_size``, ``fused``), keeps the others; returns the settings now held."""
+        ``stream_chunk_size``, ``fused``, ``attention_kernel``), keeps the others; returns the
+        settings now held."""
         self.execution = self.execution.updated(**settings)
         return self.execution
 
@@ -566,13 +586,10 @@ class BiXTCore(nn.Module):
                    token_mask: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
         """One layer under the execution settings."""
         execution = self.execution
-        chunk_size = execution.chunk_size()
+        settings = (execution.chunk_size(), execution.fused, execution.kernel())
         if execution.with_cp and self.training and torch.is_grad_enabled():
-            return checkpoint(layer, latents, tokens, token_mask, chunk_size, use_reentrant=False)
-        if not execution.fused:  # (the fused kernels only ever serve forwards without gradients)
-            with fused_kernels(False):
-                return layer(latents, tokens, token_mask, chunk_size)
-        return layer(latents, tokens, token_mask, chunk_size)
+            return checkpoint(layer, latents, tokens, token_mask, *settings, use_reentrant=False)
+        return layer(latents, tokens, token_mask, *settings)
 
     def forward_until(self, tokens: Tensor, indices: Sequence[int],
                       token_mask: Optional[Tensor] = None

@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .tracing import traced
+
 
 def gather_points(values: Tensor, index: Tensor) -> Tensor:
     """``values [B, N, C]`` picked by ``index [B, ...]`` -> ``[B, ..., C]``."""
@@ -22,7 +24,7 @@ def gather_points(values: Tensor, index: Tensor) -> Tensor:
 def check_enough_points(num_wanted: int, num_points: int, mask: Optional[Tensor], what: str) -> None:
     """Refuses ``num_wanted`` > the point count of the smallest cloud (in eager mode; a traced
     graph cannot raise on data)."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if traced():
         return
     fewest = num_points if mask is None else int(mask.sum(dim=1).min())
     if num_wanted > fewest:
@@ -38,7 +40,7 @@ def checked_point_mask(points: Tensor, mask: Optional[Tensor]) -> Optional[Tenso
     if mask.dtype != torch.bool or mask.shape != points.shape[:2]:
         raise ValueError(f'point_mask of shape {tuple(mask.shape)} ({mask.dtype}) for points '
                          f'{tuple(points.shape)}: give one bool per point, {tuple(points.shape[:2])}')
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if traced():
         return mask
     if not bool(mask[:, 0].all()) or bool((mask[:, 1:] & ~mask[:, :-1]).any()):
         raise ValueError('point_mask must mark each cloud\'s real points first and its padding '

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .tracing import concrete
+from .tracing import traced
 
 CONV_TOKENIZER_STAGES = {16: 4, 8: 3, 4: 2}
 
@@ -130,7 +130,7 @@ class FourierPositionalEncoding2d(nn.Module):
         self._cache: dict[tuple, Tensor] = {}
 
     def features(self, height: int, width: int, device: torch.device) -> Tensor:
-        if not concrete(height, width):  # symbolic sizes (torch.export) cannot key the cache
+        if traced(height, width):  # a captured graph computes them (symbolic sizes cannot key it)
             return fourier_features_2d(height, width, self.hidden_dims, self.temperature, device)
         key = (height, width, str(device))
         if key not in self._cache:

@@ -1,7 +1,6 @@
 """Section ``forward``: the backbone forward of every peer, interleaved per input size."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Callable
@@ -12,17 +11,16 @@ from .original import load_original, original_and_ours
 from .peers import bixt_backbone, matmul_peaks, onnx_runner, vit_backbone
 
 
-def with_switch(value: str, fn: Callable) -> Callable:
-    """``fn`` run with the fused bi-directional attention kernel switched on ('1') or off ('0')."""
-    from mmbixt.models.core.bidir_attention import SWITCH
-
+def with_kernel(model, kernel: str, fn: Callable) -> Callable:
+    """``fn`` run with ``model``'s attention kernel set to ``kernel`` (``'fused'``: the fused
+    bi-directional attention kernel), set back afterwards."""
     def run():
-        previous = os.environ.get(SWITCH)
-        os.environ[SWITCH] = value
+        before = model.core.execution.attention_kernel
+        model.set_execution(attention_kernel=kernel)
         try:
             return fn()
         finally:
-            os.environ.pop(SWITCH) if previous is None else os.environ.update({SWITCH: previous})
+            model.set_execution(attention_kernel=before)
     return run
 
 
@@ -64,7 +62,7 @@ def forward_group(size: int, stride: int, args: dict) -> dict:
     else:
         ours = bixt_backbone(stride)
     functions['mmbixt fp32'] = lambda: ours(img)
-    functions['mmbixt fp32, fused attention kernel'] = with_switch('1', lambda: ours(img))
+    functions['mmbixt fp32, fused attention kernel'] = with_kernel(ours, 'fused', lambda: ours(img))
     functions['mmbixt fast path'] = on_fast_path(lambda: ours(img))
     if args['compile']:
         functions.update(compiled_peers(ours, img))
