@@ -20,7 +20,6 @@ with tiny sizes (the DDP part as two gloo processes), so the script itself stays
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import socket
@@ -34,14 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 PARITY_TOLERANCE = 1e-5
 
 
-def sibling_tool(name: str):
-    """``tools/<name>.py`` as a module (the segmentor builders of the benchmark)."""
-    spec = importlib.util.spec_from_file_location(f'mmbixt_tool_{name}',
-                                                  Path(__file__).with_name(f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def benchmark_builders():
+    """The segmentor and backbone builders of the benchmark (``mmbixt.operations.benchmark``)."""
+    from mmbixt.operations import benchmark
+    return benchmark
 
 
 class Plan:
@@ -253,7 +248,7 @@ def ddp_worker(rank: int, world: int, port: int, dry_run: bool, results) -> None
         torch.cuda.set_device(rank)
     dist.init_process_group('gloo' if dry_run else 'nccl', rank=rank, world_size=world)
     try:
-        bench = sibling_tool('benchmark')
+        bench = benchmark_builders()
         torch.manual_seed(0)
         model = bench.segmentor('upernet', 'bixt', 16, plan.train_size)
         model = model.to('cpu' if dry_run else f'cuda:{rank}')
@@ -357,7 +352,7 @@ def main(argv=None) -> int:
             'so nothing here says anything about a GPU') if plan.dry_run
             else f'{plan.gpus} GPU(s) visible, torch {torch.__version__}')
     print(f'mmbixt GPU check: {device}; {mode}', flush=True)
-    bench = sibling_tool('benchmark')
+    bench = benchmark_builders()
     started = time.perf_counter()
     report = {'device': device, 'mode': mode, 'dry_run': plan.dry_run}
     parts = {'parity': (parity, plan), 'amp': (amp_training, plan, bench),

@@ -38,11 +38,13 @@ from .common import PEAK_SIZE, SCALING_SIZES, VIT_LIMIT_GB, bixt_gflop, vit_atte
 from .goals import targets
 from .masks import masks_report
 from .original import import_original_fork, load_original, original_and_ours
+from .peers import bixt_backbone, vit_backbone
 from .profiles import PROFILE_TOP, PROFILES, profile_case, profile_table
 from .run import main
+from .segment import segmentor
 from .tables import plot, scaling_table
 
 __all__ = ['PEAK_SIZE', 'SCALING_SIZES', 'VIT_LIMIT_GB', 'bixt_gflop', 'vit_attention_gb',
            'targets', 'masks_report', 'import_original_fork', 'load_original', 'original_and_ours',
-           'PROFILE_TOP', 'PROFILES', 'profile_case', 'profile_table', 'main', 'plot',
-           'scaling_table']
+           'bixt_backbone', 'vit_backbone', 'PROFILE_TOP', 'PROFILES', 'profile_case',
+           'profile_table', 'main', 'segmentor', 'plot', 'scaling_table']
