@@ -13,7 +13,10 @@ setup: $(STAMP)
 $(STAMP): requirements/runtime.txt requirements/tests.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/runtime.txt -r requirements/tests.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# compat: the editable install is a path entry (a .pth line naming this folder), which Python's
+	# path scan ranks above a folder named mmbixt in the working directory (a finder hook would not).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat -e .
 	touch $(STAMP)
 
 demo: setup

@@ -476,7 +476,9 @@ def test_http_checkpoint_in_init_cfg_is_downloaded_once_into_the_cache(http_fold
     shutil.copy(released_tiny, served / 'tiny.zip')
     model = backbone(init_cfg=dict(type='Pretrained', checkpoint=f'{url}/tiny.zip'))
     model.init_weights()
-    cached = Path(torch.hub.get_dir()) / 'checkpoints' / 'tiny.zip'
+    from mmbixt.checkpoint.remote import cache_path
+    cached = Path(cache_path(f'{url}/tiny.zip'))
+    assert cached.parent == Path(torch.hub.get_dir()) / 'checkpoints'
     assert cached.read_bytes() == released_tiny.read_bytes()
     (served / 'tiny.zip').unlink()  # a second load reads the cache, as mmengine's does
     backbone(init_cfg=dict(type='Pretrained', checkpoint=f'{url}/tiny.zip')).init_weights()

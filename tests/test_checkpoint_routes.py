@@ -48,7 +48,9 @@ def setup(tmp_path_factory) -> dict:
     files = {'right': root / 'right.pth', 'resnet18': root / 'resnet18.pth',
              'bare_backbone': root / 'backbone.pth', 'other_width': root / 'wide.pth'}
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, files['right'])
-    torch.save({key: torch.randn(shape) for key, shape in RESNET18.items()}, files['resnet18'])
+    # Variances are never negative (a negative one is refused as damage before any matching).
+    torch.save({key: torch.randn(shape).abs() if key.endswith('running_var') else torch.randn(shape)
+                for key, shape in RESNET18.items()}, files['resnet18'])
     torch.save({'state_dict': model.backbone.state_dict()}, files['bare_backbone'])
     torch.save({'state_dict': build_model(cfg, 48).state_dict(), 'meta': {}}, files['other_width'])
     image = root / 'scene.png'

@@ -33,7 +33,7 @@ import mmbixt  # noqa: F401,I001  (first: registers modules, quiets mmseg's and 
 from mmengine.config import DictAction
 
 from mmbixt.checkpoint import CheckpointError
-from mmbixt.operations.fileio import check_output_dir
+from mmbixt.operations.fileio import check_output_path
 from mmbixt.operations.cli import run_cli
 from mmbixt.operations.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,
                                 export_segmentor, load_segmentor, verify_export)
@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('config', help='the model config (configs/bixt/*.py)')
     parser.add_argument('checkpoint', help='a checkpoint of that model (tools/train.py writes one)')
     parser.add_argument('--out', required=True, help='the .onnx file to write')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'),
                         help='example image size for tracing (the graph takes any size)')
     parser.add_argument('--points', type=int, default=None,
@@ -79,7 +80,8 @@ def num_points_of(cfg_path: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    check_output_dir(os.path.dirname(os.path.abspath(args.out)), '--out')  # its folder
+    check_output_path(args.out, '--out', folder=False, overwrite=args.overwrite,
+                      inputs=[args.config, args.checkpoint])
     exporter = 'dynamo' if args.dynamo else 'torchscript'
     try:
         loaded = load_segmentor(args.config, args.checkpoint, args.cfg_options)

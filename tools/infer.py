@@ -29,7 +29,7 @@ from mmseg.registry import DATASETS
 from mmbixt.checkpoint import CheckpointError
 from mmbixt.checkpoint.model_match import load_model_checkpoint
 from mmbixt.operations.engine.config_file import read_config
-from mmbixt.operations.fileio import check_output_dir
+from mmbixt.operations.fileio import check_output_dir, check_output_path
 from mmbixt.operations.cli import run_cli
 from mmbixt.operations.visualization import (
     AttentionRecorder, InputFileError, check_regular_file, figure_paths, label_paths, read_image,
@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('checkpoint')
     parser.add_argument('images', nargs='+')
     parser.add_argument('--out-dir', default='infer_output')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace figures an earlier run wrote under --out-dir')
     parser.add_argument('--gt', nargs='+', default=None, metavar='LABEL',
                         help='ground truth: one label map per image (same order), or a folder '
                              'holding <image name>.png for each image')
@@ -150,6 +152,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     check_output_dir(args.out_dir, '--out-dir')
     inputs = read_inputs(args, config)
     outputs = figure_paths([path for path, _, _ in inputs], Path(args.out_dir))
+    for output in outputs.values():
+        check_output_path(str(output), '--out-dir', folder=False, overwrite=args.overwrite,
+                          inputs=[args.config, args.checkpoint])
     if '://' not in args.checkpoint:  # remote checkpoints are mmengine's to fetch
         check_regular_file(args.checkpoint, 'checkpoint')
     model = load_model(config, args.checkpoint, args.device)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 import sys
+from typing import Any
 
 import mmbixt  # noqa: F401,I001  (first: registers modules; quiet imports)
 from mmengine.config import Config
 
+from mmbixt.checkpoint.remote import is_http
 from mmbixt.operations.engine import build_runner
-from mmbixt.operations.fileio import check_output_dir
+from mmbixt.operations.engine.work_dir import LAST_CHECKPOINT, named_in_last_checkpoint
+from mmbixt.operations.fileio import check_output_path
 from mmbixt.operations.cli import load_tool_config, parse_tool_args, run_cli, tool_parser
 
 
@@ -33,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--show-dir', help='write prediction overlays into this folder')
     parser.add_argument('--out', help='write the predicted label maps into this folder')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='write --out / --show-dir into a folder that already holds files')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_pipeline and tta_model")
     parser.add_argument('--amp', action='store_true',
@@ -76,9 +81,50 @@ def enable_autocast(cfg: Config) -> None:
     cfg.test_cfg['fp16'] = True
 
 
+def dataset_folders(cfg: Config) -> list[str]:
+    """The folders the config's datasets read: each ``data_root`` and the ``data_prefix``
+    folders below it (images, label maps)."""
+    folders = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            root = node.get('data_root')
+            if isinstance(root, str) and root:
+                folders.append(root)
+                prefixes = node.get('data_prefix')
+                for prefix in (prefixes.values() if isinstance(prefixes, dict) else ()):
+                    if isinstance(prefix, str) and prefix:
+                        folders.append(osp.join(root, prefix))
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                visit(value)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        visit(cfg.get(key))
+    return list(dict.fromkeys(folders))
+
+
+def checkpoint_to_test(path: str) -> str:
+    """``path``, or the checkpoint a work dir's ``last_checkpoint`` pointer names (a text file
+    holding one path); an http(s) address is downloaded by the loader."""
+    if is_http(path):
+        return path
+    if not osp.isfile(path):
+        raise ToolError(f'checkpoint {path} does not exist')
+    if osp.basename(path) == LAST_CHECKPOINT:
+        named = named_in_last_checkpoint(osp.dirname(path) or '.')
+        if not named or not osp.isfile(named):
+            raise ToolError(f'{path} is the pointer file a training writes (it names its newest '
+                            f'checkpoint: {named or "nothing"}), and that file does not exist; '
+                            'give a checkpoint (e.g. WORK_DIR/iter_N.pth) instead')
+        print(f'{path} names {named}: testing that checkpoint', file=sys.stderr)
+        return named
+    return path
+
+
 def build_config(args: argparse.Namespace) -> Config:
-    if not osp.isfile(args.checkpoint):
-        raise ToolError(f'checkpoint {args.checkpoint} does not exist')
+    args.checkpoint = checkpoint_to_test(args.checkpoint)
     cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
     if (args.show_dir or args.out) and not evaluates_label_maps(cfg):
@@ -87,7 +133,9 @@ def build_config(args: argparse.Namespace) -> Config:
                         'predictions)')
     for setting, folder in (('--show-dir', args.show_dir), ('--out', args.out)):
         if folder:
-            check_output_dir(folder, setting)
+            check_output_path(folder, setting, folder=True, overwrite=args.overwrite,
+                              inputs=[args.config, args.checkpoint],
+                              data_folders=dataset_folders(cfg))
     if args.show_dir:
         enable_overlays(cfg, osp.abspath(args.show_dir))
     if args.out:

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
+import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
@@ -111,6 +112,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    other_kind: list[str] = field(default_factory=list)
 
     def summary(self, path: str, name: Optional[str] = None) -> str:
         what = f' ({name})' if name else ''
@@ -119,7 +121,8 @@ class LoadReport:
                 f'{describe(self.new)}')
         for label, keys in (('ignored (not in the model)', self.unexpected),
                             ('missing from the file', self.missing),
-                            ('ignored (other shape)', self.mismatched)):
+                            ('ignored (other shape)', self.mismatched),
+                            ('ignored (other kind of number)', self.other_kind)):
             if keys:
                 line += f'; strict=False: {label} {len(keys)}: {describe(keys)}'
         return line
@@ -179,15 +182,28 @@ def compare_state_dicts(own: Mapping, theirs: Mapping, *, drop: Iterable[str] = 
             report.unexpected.append(key)
         elif not isinstance(value, Tensor) or own[key].shape != value.shape:
             report.mismatched.append(key)
+        elif number_kind(value) != number_kind(own[key]):
+            report.other_kind.append(key)
         else:
             to_load[key] = value
-    mismatched = set(report.mismatched)
+    mismatched = set(report.mismatched) | set(report.other_kind)
     absent = [k for k in own if k not in to_load and k not in mismatched]
     report.missing = [k for k in absent
                       if not (k.startswith(may_stay_new) or k.endswith(BN_COUNTER_SUFFIX))]
     report.new = [k for k in absent if k not in report.missing]
     report.loaded = sorted(to_load, key=_natural)
     return report, to_load
+
+
+def number_kind(tensor: Tensor) -> str:
+    """What kind of number a tensor holds: float, complex, integer or bool. ``load_state_dict``
+    casts between kinds silently (an int64 tensor into a float weight); within a kind (float16 or
+    float32) a cast keeps the values."""
+    if tensor.is_floating_point():
+        return 'float'
+    if tensor.is_complex():
+        return 'complex'
+    return 'bool' if tensor.dtype == torch.bool else 'integer'
 
 
 def policy_problems(report: LoadReport, theirs: Mapping, own: Mapping,
@@ -203,6 +219,12 @@ def policy_problems(report: LoadReport, theirs: Mapping, own: Mapping,
         problems.append(
             f'has {len(report.mismatched)} tensors of another shape than the model, e.g. {example} '
             f'{tuple(shape)} where the model has {tuple(own[example].shape)}')
+    if report.other_kind:
+        example = report.other_kind[0]
+        problems.append(
+            f'has {len(report.other_kind)} tensors of another kind of number than the model, e.g. '
+            f'{example} {str(theirs[example].dtype).replace("torch.", "")} where the model has '
+            f'{str(own[example].dtype).replace("torch.", "")}')
     if report.unexpected:
         problems.append(f'has {len(report.unexpected)} tensors the model does not have and does '
                         f'not drop: {describe_keys(report.unexpected)} '

@@ -56,13 +56,43 @@ def revise(checkpoint: PlainCheckpoint, revise_keys: Optional[list]) -> PlainChe
     return PlainCheckpoint(checkpoint.path, state, checkpoint.raw)
 
 
+HEADS_ENTRY = 'attention_heads'  # meta entry of the checkpoints BiXTRunner writes
+
+
+def attention_heads(model: nn.Module) -> dict[str, int]:
+    """The head count of every module that has one (``num_heads``), by module name: a model of
+    other head counts has tensors of the very same shapes, so a checkpoint records them
+    (``meta['attention_heads']``, written by ``BiXTRunner``)."""
+    return {name: module.num_heads for name, module in model.named_modules()
+            if isinstance(getattr(module, 'num_heads', None), int)}
+
+
+def check_attention_heads(model: nn.Module, checkpoint: PlainCheckpoint) -> None:
+    """Refuses a checkpoint that records other head counts than ``model``'s, naming the module;
+    a file without the record (released, converted, other tools) is checked by shape alone."""
+    meta = checkpoint.raw.get('meta') if isinstance(checkpoint.raw, dict) else None
+    stored = meta.get(HEADS_ENTRY) if isinstance(meta, dict) else None
+    if not isinstance(stored, dict):
+        return
+    own = attention_heads(model)
+    differ = [name for name in own if name in stored and stored[name] != own[name]]
+    if differ:
+        raise CheckpointError(
+            checkpoint.path, f'was trained with other attention head counts than the model: '
+            f'{differ[0]}.num_heads is {stored[differ[0]]} in the file and {own[differ[0]]} in the '
+            f'model ({len(differ)} modules differ); the tensors have the same shapes but would '
+            'compute something else', "Point at a checkpoint of this config's model, or set the "
+            "config's num_heads to the file's")
+
+
 def apply_whole_model(model: nn.Module, checkpoint: PlainCheckpoint,
                       strict: bool = True) -> LoadReport:
     """``apply_state_dict`` under the whole-model policy; a part's weights are refused in one
-    sentence saying how to use them."""
+    sentence saying how to use them, other head counts naming the module."""
     part = part_of_model(model, checkpoint)
     if part is not None:
         raise CheckpointError(checkpoint.path, part)
+    check_attention_heads(model, checkpoint)
     return apply_state_dict(model, checkpoint, WHOLE_MODEL, strict=strict)
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import re
+import tarfile
 import zipfile
 import zlib
 from typing import Any, Optional, Union
@@ -109,6 +110,18 @@ def safe_globals() -> list:
             *numpy_dtypes, (_history_buffer_method, 'builtins.getattr')]
 
 
+# torch's own messages advise re-running with ``weights_only=False``, i.e. running the file's code:
+# such sentences never reach a message of ours.
+_UNSAFE_ADVICE = re.compile(r'weights_only|re-running|trusted source', re.IGNORECASE)
+
+
+def without_unsafe_advice(text: str) -> str:
+    """``text`` without the sentences of torch's advice to unpickle (those naming
+    ``weights_only``, re-running, or a trusted source)."""
+    sentences = re.split(r'(?<=[.!?])\s+', text.strip())
+    return ' '.join(s for s in sentences if not _UNSAFE_ADVICE.search(s)) or 'no detail'
+
+
 def _torch_load(source: Any, path: PathLike, map_location: Any = 'cpu') -> Any:
     try:
         with torch.serialization.safe_globals(safe_globals()):
@@ -125,9 +138,10 @@ def _torch_load(source: Any, path: PathLike, map_location: Any = 'cpu') -> Any:
                               'cannot be read)', 'If it was downloaded, download it again') from None
     except Exception as err:  # noqa: BLE001  whatever arbitrary bytes make torch's reader raise
         # (RuntimeError, EOFError, KeyError, IndexError, ... depending on the bytes)
+        first_line = str(err).splitlines()[0] if str(err) else ''
         raise CheckpointError(
             path, f'is damaged or not a PyTorch checkpoint ({type(err).__name__}: '
-            f'{str(err).splitlines()[0] if str(err) else "no detail"})',
+            f'{without_unsafe_advice(first_line)})',
             'If it was downloaded, the download may be incomplete: download it again') from None
 
 
@@ -135,12 +149,14 @@ def read_checkpoint(path: PathLike, map_location: Any = 'cpu',
                     shown_as: Optional[str] = None) -> Any:
     """The object stored in ``path`` (``~`` expanded; a ``str`` or ``os.PathLike``): a released
     zip (the checkpoint is found inside it, whatever its folder), or a file written by
-    ``torch.save``. Refuses weights with NaN or inf (see ``check_finite``). Messages name the file
+    ``torch.save``. Refuses weights with NaN or inf (see ``check_finite``) and negative
+    BatchNorm variances (``check_variances``). Messages name the file
     as ``shown_as`` (default: ``path`` as given), e.g. the URL a temporary download came from."""
     shown = shown_as or str(path)
     local = os.path.expanduser(os.fspath(path))
     ckpt = _read(local, shown, map_location)
     check_finite(ckpt, shown)
+    check_variances(ckpt, shown)
     return ckpt
 
 
@@ -156,6 +172,7 @@ def _read(path: str, shown: str, map_location: Any) -> Any:
                 names = archive.namelist()
                 if _is_torch_zip(names):
                     check_declared_sizes(shown, archive)
+                    check_member_crcs(shown, archive)
                 else:
                     member = _member_in_archive(shown, archive)
                     check_declared_sizes(shown, archive, [member])
@@ -167,7 +184,22 @@ def _read(path: str, shown: str, map_location: Any) -> Any:
     elif _looks_like_truncated_zip(path):
         raise CheckpointError(shown, 'is a truncated zip archive (its end is missing)',
                               'The download is incomplete: download it again')
+    elif tarfile.is_tarfile(path):
+        # torch reads its pre-1.6 .tar layout only by unpickling (it refuses weights_only=True).
+        raise CheckpointError(shown, "is a tar archive (PyTorch's legacy .tar checkpoint layout, or "
+                              'not a checkpoint at all), which cannot be read without running code '
+                              'from it, so it was refused unread',
+                              'Use a checkpoint written by torch.save of PyTorch 1.6 or later')
     return _torch_load(path, shown, map_location)
+
+
+def check_member_crcs(path: PathLike, archive: zipfile.ZipFile) -> None:
+    """Refuses an archive whose members' bytes do not match their CRC-32 (bit rot, a damaged copy):
+    torch's zip reader does not check them, so flipped bytes inside a tensor would load silently."""
+    for info in archive.infolist():
+        with archive.open(info) as member:  # zipfile checks the CRC when the member is read whole
+            while member.read(1 << 24):
+                pass
 
 
 def _looks_like_truncated_zip(path: PathLike) -> bool:
@@ -221,3 +253,20 @@ def check_finite(ckpt: Any, path: PathLike) -> None:
         raise CheckpointError(path, f'has non-finite weights (NaN or inf) in {len(bad)} '
                               f'tensor{"s" if len(bad) > 1 else ""}: {names}',
                               'The training that wrote it diverged: use an earlier checkpoint')
+
+
+VARIANCE_SUFFIX = 'running_var'
+
+
+def check_variances(ckpt: Any, path: PathLike) -> None:
+    """Refuses a checkpoint with a BatchNorm ``running_var`` below zero: no variance is negative,
+    and the square root of one makes every output NaN."""
+    for where, weights in _weight_dicts(ckpt):
+        for name, value in _tensors(weights, where):
+            if name.endswith(VARIANCE_SUFFIX) and value.is_floating_point() \
+                    and bool((value < 0).any()):
+                shown = name[len('state_dict/'):] if where == 'state_dict/' else name
+                raise CheckpointError(path, f'has a negative BatchNorm variance in {shown} '
+                                      f'(lowest {value.min().item():.4g}); a variance is never '
+                                      'below zero, so the file is damaged',
+                                      'Use another copy or an earlier checkpoint of the run')

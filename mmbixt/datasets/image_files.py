@@ -17,6 +17,7 @@ import stat
 import numpy as np
 from PIL import Image
 
+from ..environment import whole_number
 from ..errors import MMBiXTError
 
 MAX_PIXELS_VARIABLE = 'MMBIXT_MAX_IMAGE_PIXELS'
@@ -62,16 +63,12 @@ def not_a_regular_file(path: str) -> str | None:
 
 
 def max_image_pixels() -> int | None:
-    """PIL's decompression-bomb limit, raised (0: lifted) by ``MMBIXT_MAX_IMAGE_PIXELS``."""
-    given = os.environ.get(MAX_PIXELS_VARIABLE)
-    if not given:
+    """PIL's decompression-bomb limit, raised (0: lifted) by ``MMBIXT_MAX_IMAGE_PIXELS`` (a
+    negative or non-numeric value is refused, naming the variable)."""
+    given = whole_number(MAX_PIXELS_VARIABLE, minimum=0)
+    if given is None:
         return Image.MAX_IMAGE_PIXELS
-    try:
-        value = int(given)
-    except ValueError:
-        raise InputFileError(f'{MAX_PIXELS_VARIABLE}={given!r} is not a whole number of pixels '
-                             '(0 lifts the limit)') from None
-    return value or None
+    return given or None
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:

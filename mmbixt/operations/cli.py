@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from mmengine.config import Config, DictAction
 
+from ..checkpoint.reader import without_unsafe_advice
+
 DEBUG_FLAG = '--debug'
 # mmengine's registry prefixes a build error with the class it was building, once per nesting level.
 REGISTRY_PREFIX = re.compile(r'class `\w+` in [^:]+: ')
@@ -25,6 +27,16 @@ REGISTRY_PREFIX = re.compile(r'class `\w+` in [^:]+: ')
 # error itself (naming the file) is the traceback's last line, after the exception's name.
 WORKER_ERROR = re.compile(r'^Caught \w+ in DataLoader worker process \d+\.\s*\nOriginal Traceback')
 EXCEPTION_NAME = re.compile(r'^[\w.]+: ')
+
+
+def refuse_code_in_checkpoints() -> None:
+    """Makes every ``torch.load`` of a tool's process (and its DataLoader workers) read weights
+    only, through torch's public ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``: mmbixt's loaders already do,
+    and this closes any other loader (mmengine's own retries a refused file with
+    ``weights_only=False``). The opposite setting is dropped, since torch refuses both at once."""
+    os.environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
+    os.environ.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None)
+
 
 
 def add_debug_arg(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +52,8 @@ def error_summary(err: BaseException) -> str:
     if WORKER_ERROR.match(text):
         text = EXCEPTION_NAME.sub('', text.splitlines()[-1].strip())
     first = text.splitlines()[0].strip() if text else ''
-    return first or type(err).__name__
+    # torch's weights-only refusals advise unpickling the file: never passed on.
+    return (without_unsafe_advice(first) if first else '') or type(err).__name__
 
 
 def log_traceback_to_files(text: str) -> None:
@@ -76,10 +89,13 @@ def run_cli(main: Callable[[Optional[list[str]]], Any], argv: Optional[Sequence[
 
 
 def _status_of(main: Callable[[Optional[list[str]]], Any], argv: list[str], debug: bool) -> int:
+    from ..environment import check_variable_names
+    refuse_code_in_checkpoints()
     try:
+        check_variable_names()
         status = main(argv)
-    except KeyboardInterrupt:
-        print('error: interrupted', file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f'error: {err or "interrupted"}', file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001  (every error becomes one line)
         if debug:

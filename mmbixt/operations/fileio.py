@@ -5,7 +5,7 @@ import contextlib
 import os
 import os.path as osp
 import re
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..errors import MMBiXTError
 
@@ -24,6 +24,39 @@ def check_output_dir(path: str, setting: str) -> None:
         where = '' if current == osp.abspath(path) else f' ({path} would lie inside it)'
         raise OutputPathError(f'{setting} {path}: {current} is a file, not a folder{where}; '
                               f'choose another {setting} or move the file away')
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = osp.realpath(path), osp.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_path(path: str, setting: str, *, folder: bool, overwrite: bool = False,
+                      inputs: Iterable[str] = (), data_folders: Iterable[str] = ()) -> None:
+    """Refuses an output that would replace what the user did not ask to replace: one of the
+    tool's ``inputs`` (a checkpoint, a config, an image) or anything inside ``data_folders`` (a
+    dataset's images and label maps), whatever ``overwrite`` says; an existing file (``folder``
+    False) or a folder that already holds files (``folder`` True) unless ``overwrite``
+    (``--overwrite``). Also refuses a folder that is a file (``check_output_dir``)."""
+    for source in inputs:
+        if source and osp.exists(source) and osp.exists(path) and osp.samefile(source, path):
+            raise OutputPathError(f'{setting} {path} is an input of this run ({source}); writing '
+                                  f'it would destroy the input: choose another {setting}')
+    for data in data_folders:
+        if data and _inside(path, data):
+            raise OutputPathError(f'{setting} {path} lies in the dataset folder {data}; writing '
+                                  "there could replace the dataset's own files (label maps, "
+                                  f'images): choose a {setting} outside it')
+    check_output_dir(path if folder else osp.dirname(osp.abspath(path)), setting)
+    if overwrite:
+        return
+    if not folder and osp.lexists(path):
+        raise OutputPathError(f'{setting} {path} already exists; pass --overwrite to replace it, '
+                              f'or choose another {setting}')
+    if folder and osp.isdir(path) and any(os.scandir(path)):
+        raise OutputPathError(f'{setting} {path} already holds files that this run could replace; '
+                              f'pass --overwrite to write into it anyway, or choose a new or '
+                              f'empty {setting}')
 
 
 # The temporary beside the target: ``.<name>.<pid of the writer>.tmp``.

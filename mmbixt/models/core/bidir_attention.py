@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -33,13 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...environment import switch
 from .tracing import traced
 
 KERNEL_SOURCE = Path(__file__).with_name('bidir_attention.kernel.cpp')
 SWITCH = 'MMBIXT_FUSED_ATTENTION'
 ATTENTION_KERNELS = ('portable', 'fused')
 # The default kernel choice, from the environment once (the settings decide each call).
-DEFAULT_ATTENTION_KERNEL = 'fused' if os.environ.get(SWITCH, '0') == '1' else 'portable'
+# A value other than 0 or 1 is refused here, naming the valid one (mmbixt.environment).
+DEFAULT_ATTENTION_KERNEL = 'fused' if switch(SWITCH) else 'portable'
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 KERNEL_HEAD_DIMS = (16, 32, 64)  # the head widths the kernel is instantiated for
 

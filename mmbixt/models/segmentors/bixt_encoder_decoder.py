@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 from collections import defaultdict
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
@@ -77,6 +78,45 @@ def check_sizes(settings: dict) -> None:
             check_positive_size(value, f'model.{group}.{key}')
 
 
+# model.test_cfg: mmseg's (mode, crop_size, stride; scale_factor, subdivision_steps of its point
+# head) and ours.
+TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'scale_factor', 'subdivision_steps',
+                 'max_full_logits', 'max_windows')
+# Sliding windows one image may take (model.test_cfg.max_windows; None: no limit): 4096 is 64x64
+# windows, far beyond any sensible stride (the ADE20K configs take 3 on a 512x2048 image).
+MAX_WINDOWS = 4096
+
+
+def check_test_cfg(test_cfg: Optional[dict]) -> None:
+    """Refuses a ``model.test_cfg`` key no segmentor reads (a typo would be ignored), naming the
+    closest valid one, and a slide stride larger than its window on any side (pixels between
+    windows would get no prediction)."""
+    for key in test_cfg or {}:
+        if key not in TEST_CFG_KEYS:
+            close = difflib.get_close_matches(key, TEST_CFG_KEYS, n=1)
+            hint = f'did you mean {close[0]}?' if close else f'valid: {", ".join(TEST_CFG_KEYS)}'
+            raise ValueError(f'model.test_cfg.{key}: no such setting ({hint}); fix the config')
+    crop, stride = (test_cfg or {}).get('crop_size'), (test_cfg or {}).get('stride')
+    if (test_cfg or {}).get('mode') == 'slide' and crop is not None and stride is not None:
+        if any(s > c for s, c in zip(pair(stride), pair(crop))):
+            raise ValueError(f'model.test_cfg.stride={tuple(pair(stride))} is larger than '
+                             f'model.test_cfg.crop_size={tuple(pair(crop))} on a side: the pixels '
+                             'between windows would get no prediction; use a stride of at most '
+                             'the window (e.g. two thirds of it)')
+
+
+def pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def window_count(height: int, width: int, crop: Any, stride: Any) -> int:
+    """How many windows mmseg's slide inference runs on an image of ``height`` x ``width``."""
+    (crop_h, crop_w), (stride_h, stride_w) = pair(crop), pair(stride)
+    rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
+    columns = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
+    return rows * columns
+
+
 @MODELS.register_module()
 class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
     """mmseg's ``EncoderDecoder`` for BiXT backbones: the ``BiXTFeaturePyramid`` neck's
@@ -100,6 +140,7 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
         neck, decode_head, auxiliary_head = (copy.deepcopy(c) for c in
                                              (neck, decode_head, auxiliary_head))
         check_sizes(kwargs)
+        check_test_cfg(kwargs.get('test_cfg'))
         geometry = backbone_geometry(backbone)
         if geometry is not None:
             derive_from_backbone(geometry, neck, decode_head, auxiliary_head)
@@ -171,12 +212,27 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
         """mmseg's sliding windows, image by image over each image's own real pixels, so the
         windows of a padded batch are those of each image alone."""
         shapes = valid_shapes_of(inputs, batch_img_metas) or [tuple(inputs.shape[-2:])] * len(inputs)
+        self.check_window_counts(shapes)
         logits = inputs.new_zeros((inputs.shape[0], self.out_channels) + tuple(inputs.shape[-2:]))
         for i, (height, width) in enumerate(shapes):
             # A copy of the metainfo: mmseg's slide writes each window's shape into it.
             logits[i:i + 1, :, :height, :width] = super().slide_inference(
                 inputs[i:i + 1, :, :height, :width], [dict(batch_img_metas[i])])
         return logits
+
+    def check_window_counts(self, shapes: Sequence[tuple[int, int]]) -> None:
+        """Counts each image's windows before any runs; refuses more than
+        ``test_cfg.max_windows`` (default :data:`MAX_WINDOWS`; None: no limit)."""
+        limit = self.test_cfg.get('max_windows', MAX_WINDOWS)
+        crop, stride = self.test_cfg.crop_size, self.test_cfg.stride
+        for height, width in shapes:
+            count = window_count(height, width, crop, stride)
+            if limit is not None and count > limit:
+                raise ValueError(
+                    f'slide inference of a {height}x{width} image would run {count} windows of '
+                    f'{tuple(pair(crop))} at model.test_cfg.stride={tuple(pair(stride))}, more '
+                    f'than model.test_cfg.max_windows={limit}; raise the stride (e.g. two thirds '
+                    'of crop_size), or max_windows if you mean it')
 
     def inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         """``whole`` or ``slide`` inference (``test_cfg.mode``) of a batch whose images may differ

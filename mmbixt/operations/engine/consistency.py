@@ -77,6 +77,25 @@ def check_points(model: nn.Module, dataset) -> None:
             module.check_enough_points(count)
 
 
+def check_crop_fits(model: nn.Module, dataset) -> None:
+    """Refuses a training crop larger than the size the data preprocessor pads each batch to
+    (``model.data_preprocessor.size``): such a crop cannot be padded to it, and batching fails
+    with a torch stack error."""
+    size = getattr(getattr(unwrap(model), 'data_preprocessor', None), 'size', None)
+    if size is None:
+        return
+    transforms = getattr(getattr(innermost(dataset), 'pipeline', None), 'transforms', None) or []
+    for index, transform in enumerate(transforms):
+        crop = getattr(transform, 'crop_size', None)
+        if isinstance(crop, (tuple, list)) and len(crop) == 2 and \
+                any(c > s for c, s in zip(crop, size)):
+            raise ValueError(
+                f'train dataset pipeline[{index}] ({type(transform).__name__}) crop_size='
+                f'{tuple(crop)} is larger than model.data_preprocessor.size={tuple(size)}, the '
+                'size every training batch is padded to: make them equal (crop_size is usually '
+                'both)')
+
+
 def check_classes(model: nn.Module, dataset, loader_name: str) -> None:
     """Refuses a head whose ``num_classes`` is not the dataset's number of labels."""
     labels = dataset_label_count(dataset)
@@ -101,6 +120,7 @@ class ConfigConsistencyHook(Hook):
     def before_train(self, runner) -> None:
         check_classes(runner.model, runner.train_dataloader.dataset, 'train_dataloader')
         check_points(runner.model, runner.train_dataloader.dataset)
+        check_crop_fits(runner.model, runner.train_dataloader.dataset)
 
     def before_val(self, runner) -> None:
         check_classes(runner.model, runner.val_dataloader.dataset, 'val_dataloader')

@@ -9,7 +9,11 @@ and exits 0. :class:`NonFiniteLossHook` checks every iteration:
   steps with overflowing gradients, its normal way of finding a scale; those are not counted.
 - the losses the model returns (``after_train_iter``'s ``outputs``).
 
-An iteration with a non-finite loss or gradient norm is a skipped step. More than ``max_skipped``
+An iteration with a non-finite loss or gradient norm is a skipped step, and it leaves no trace: the
+model's buffers (BatchNorm running statistics, which the skipped step's forward pass already
+updated with NaN, and any other) are put back as they were before it. A skipped step of a model
+whose weights are already non-finite (an earlier step with finite gradients made them so, e.g. a
+huge learning rate) cannot be ridden out and stops the training at once. More than ``max_skipped``
 skipped steps in a row stop the training with :class:`NonFiniteTrainingError`, naming the
 iteration, before the checkpoint hook of that iteration runs: the newest checkpoint is the last one
 written before it.
@@ -27,6 +31,7 @@ from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapperDict
 from mmseg.registry import HOOKS
 
+from ...checkpoint.loading import describe
 from ...errors import MMBiXTError
 from .work_dir import named_in_last_checkpoint
 
@@ -43,6 +48,13 @@ def non_finite_values(outputs: Optional[dict]) -> dict[str, float]:
         return {}
     values = torch.stack([value.detach().float().mean() for value in losses.values()]).tolist()
     return {name: value for name, value in zip(losses, values) if not math.isfinite(value)}
+
+
+def non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers of ``model`` holding NaN or inf."""
+    with torch.no_grad():
+        return [name for name, value in (*model.named_parameters(), *model.named_buffers())
+                if value.is_floating_point() and not bool(torch.isfinite(value).all())]
 
 
 @HOOKS.register_module()
@@ -65,6 +77,7 @@ class NonFiniteLossHook(Hook):
         self.consecutive = 0
         self.skipped_gradient_norm: Optional[float] = None  # of the current iteration
         self.handles = []
+        self.saved_buffers: list[torch.Tensor] = []  # the model's buffers before the iteration
 
     def before_train(self, runner) -> None:
         wrappers = runner.optim_wrapper
@@ -76,6 +89,17 @@ class NonFiniteLossHook(Hook):
         for handle in self.handles:
             handle.remove()
         self.handles = []
+        self.saved_buffers = []
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        with torch.no_grad():
+            self.saved_buffers = [buffer.detach().clone() for buffer in runner.model.buffers()]
+
+    def restore_buffers(self, runner) -> None:
+        """Puts every buffer back as it was before the skipped iteration's forward pass."""
+        with torch.no_grad():
+            for buffer, saved in zip(runner.model.buffers(), self.saved_buffers):
+                buffer.copy_(saved)
 
     def skip_non_finite_step(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
         """Drops every gradient when their norm is not finite: the optimizer then skips all
@@ -104,18 +128,31 @@ class NonFiniteLossHook(Hook):
             return
         iteration = runner.iter + 1  # as the log counts
         what = ', '.join(f'{name}={value}' for name, value in bad.items()) or 'on another rank'
+        self.restore_buffers(runner)
+        broken = non_finite_parameters(runner.model)
+        if self.any_rank(bool(broken)):
+            raise NonFiniteTrainingError(
+                f'training stopped at iteration {iteration}: the weights are already non-finite '
+                f'(NaN or inf in {describe(broken) if broken else "another rank"}): an '
+                'earlier step with finite gradients made them so, and skipping steps cannot undo '
+                f'that ({what}). Lower the learning rate, then --resume from the newest checkpoint '
+                f'({self.newest_checkpoint(runner)})')
         if self.consecutive > self.max_skipped:
-            last = named_in_last_checkpoint(runner.work_dir)
             raise NonFiniteTrainingError(
                 f'training stopped at iteration {iteration}: non-finite loss or gradients '
                 f'({what}) in {self.consecutive} consecutive iteration(s), more than '
                 f'max_skipped={self.max_skipped}; no checkpoint was written after it (newest: '
-                f'{osp.basename(last) if last else "none yet"}). Lower the learning rate or '
+                f'{self.newest_checkpoint(runner)}). Lower the learning rate or '
                 'check the data, then --resume; or allow skipped steps with '
                 'custom_hooks=[dict(type="NonFiniteLossHook", max_skipped=N)]')
         runner.logger.warning(
             f'iteration {iteration}: non-finite loss or gradients ({what}); weights not updated '
             f'({self.consecutive} of at most {self.max_skipped} consecutive skipped steps)')
+
+    @staticmethod
+    def newest_checkpoint(runner) -> str:
+        last = named_in_last_checkpoint(runner.work_dir)
+        return osp.basename(last) if last else 'none yet'
 
     @staticmethod
     def any_rank(flag: bool) -> bool:

@@ -34,9 +34,14 @@ signature), ``runner.cfg``, ``set_randomness``'s effect on ``runner.seed``, and 
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
 import inspect
+import os
 import os.path as osp
-from typing import Any, Optional
+import signal
+import threading
+from typing import Any, Iterator, Optional
 
 import torch
 from mmengine.config import Config
@@ -51,15 +56,17 @@ from torch.utils.data import DataLoader
 
 from ...checkpoint import (CheckpointError, non_finite_tensors, normalise_checkpoint, read_checkpoint,
                            read_from)
-from ...checkpoint.model_match import apply_whole_model, revise
+from ...checkpoint.loading import describe
+from ...checkpoint.model_match import HEADS_ENTRY, apply_whole_model, attention_heads, revise
 from ...models.derive import config_class
 from ..fileio import atomic_write
 from .checkpoint_hook import KeepCompleteCheckpointHook
 from .iteration_seed import IterationSeedHook
-from .non_finite import NonFiniteLossHook
+from .non_finite import NonFiniteLossHook, NonFiniteTrainingError, non_finite_parameters
 from .sample_seed import seed_samples_by_position
-from .work_dir import (WorkDirError, WorkDirLock, earlier_run_files, find_resumable_checkpoint,
-                       named_in_last_checkpoint, remove_orphaned_temporaries, set_aside_earlier_run)
+from .work_dir import (WorkDirError, WorkDirLock, checkpoint_folder, earlier_run_files,
+                       find_resumable_checkpoint, named_in_last_checkpoint,
+                       remove_orphaned_temporaries, set_aside_earlier_run)
 
 TRAINING_CHECKPOINT_KEYS = ('meta', 'message_hub', 'optimizer')  # what resuming restores
 MMENGINE_REVISE_KEYS = [(r'^module\.', '')]  # mmengine's default: drop the DDP prefix
@@ -87,29 +94,51 @@ def training_checkpoint_meta(path: str) -> dict:
     return checkpoint['meta']
 
 
-def plan_resume(work_dir: str, load_from: Optional[str], randomness: dict
+def plan_resume(work_dir: str, load_from: Optional[str], randomness: dict,
+                folder: Optional[str] = None, train_cfg: Optional[dict] = None
                 ) -> tuple[Optional[str], dict, list[str]]:
     """For ``--resume``: the checkpoint to continue from (None: start from the beginning), the
-    randomness settings (the checkpoint's seed when the config names none) and notes to log."""
+    randomness settings (the checkpoint's seed when the config names none) and notes to log.
+    ``folder`` is where the run's checkpoints go (default: the work dir). Refuses a checkpoint at
+    or past the training's end (``train_cfg``'s ``max_iters`` / ``max_epochs``)."""
     notes = []
+    folder = folder or work_dir
     path = load_from
     if path is None:
-        path = find_resumable_checkpoint(work_dir)
+        path = find_resumable_checkpoint(work_dir, folder)
         named = named_in_last_checkpoint(work_dir)
         if path is None:
-            return None, randomness, [f'--resume: no complete checkpoint in {work_dir}; '
+            return None, randomness, [f'--resume: no complete checkpoint in {folder}; '
                                       'training starts from the beginning']
         if named and path != named:
-            notes.append(f'--resume: {named} (named in last_checkpoint) is incomplete; '
-                         f'resuming from {path} instead')
+            why = ('is incomplete' if osp.realpath(osp.dirname(named)) == osp.realpath(folder)
+                   else f'lies outside {folder}: this work dir was copied or moved, and resumes '
+                   'from its own files')
+            notes.append(f'--resume: {named} (named in last_checkpoint) {why}; resuming from '
+                         f'{path} instead')
     if '://' in path:  # a remote file: mmengine's resume reads it (and warns on another seed)
         return path, randomness, notes
-    stored_seed = training_checkpoint_meta(path).get('seed')
+    meta = training_checkpoint_meta(path)
+    check_resume_point(path, meta, train_cfg or {})
+    stored_seed = meta.get('seed')
     if randomness.get('seed') is None and stored_seed is not None:
         randomness = {**randomness, 'seed': stored_seed}
         notes.append(f'--resume: the config names no randomness.seed; using seed {stored_seed} '
                      f'of {path}, the seed the run it continues used')
     return path, randomness, notes
+
+
+def check_resume_point(path: str, meta: dict, train_cfg: dict) -> None:
+    """Refuses to resume from a checkpoint at or past the end of the training: mmengine would
+    train and validate nothing and exit 0."""
+    unit = 'iter' if 'max_iters' in train_cfg else 'epoch'
+    end, done = train_cfg.get(f'max_{unit}s'), meta.get(unit)
+    if isinstance(end, int) and isinstance(done, int) and done >= end:
+        raise ValueError(
+            f'--resume {path}: the checkpoint is at {unit} {done}, at or past '
+            f'train_cfg.max_{unit}s={end}, so nothing would be trained; raise '
+            f'train_cfg.max_{unit}s (e.g. --cfg-options train_cfg.max_{unit}s={done + end}) '
+            'to train on, or test the checkpoint with tools/test.py')
 
 
 def check_training_length(train_cfg: dict) -> None:
@@ -133,13 +162,24 @@ class BiXTRunner(Runner):
         settings = inspect.signature(Runner.__init__).bind(None, *args, **kwargs).arguments
         del settings['self']
         self.resume_requested = bool(settings.get('resume', False))
+        checkpoint_cfg = (settings.get('default_hooks') or {}).get('checkpoint')
+        check_checkpoint_hook_keys(checkpoint_cfg)
+        work_dir = osp.abspath(settings['work_dir'])
+        self.checkpoint_dir = osp.abspath(checkpoint_folder(work_dir, checkpoint_cfg))
+        self.resumes_own_run = False  # resumes a checkpoint of its own checkpoint folder
         notes = []
         if self.resume_requested:
-            work_dir = osp.abspath(settings['work_dir'])
             checkpoint, randomness, notes = plan_resume(
-                work_dir, settings.get('load_from'), dict(settings.get('randomness') or {}))
+                work_dir, settings.get('load_from'), dict(settings.get('randomness') or {}),
+                self.checkpoint_dir, dict(settings.get('train_cfg') or {}))
             settings.update(load_from=checkpoint, resume=checkpoint is not None,
                             randomness=randomness)
+            self.resumes_own_run = checkpoint is not None and (
+                '://' in checkpoint or osp.realpath(osp.dirname(checkpoint))
+                == osp.realpath(self.checkpoint_dir))
+            if checkpoint is not None and not self.resumes_own_run:
+                notes.append(f'--resume: continuing the run of {checkpoint} in another folder, '
+                             f'{self.checkpoint_dir}')
         super().__init__(**settings)
         for note in notes:
             self.logger.warning(note)
@@ -181,14 +221,27 @@ class BiXTRunner(Runner):
 
     def train(self) -> torch.nn.Module:
         check_training_length(self.cfg.get('train_cfg') or {})
-        lock = WorkDirLock(self.work_dir)
-        self.lock_work_dir(lock)
+        # The work dir and, when the checkpoint hook writes elsewhere (out_dir), that folder too:
+        # two trainings of one out_dir and work dir name would write the same files.
+        locks = [WorkDirLock(folder) for folder in self.run_folders()]
+        taken = []
         try:
+            for lock in locks:
+                self.lock_work_dir(lock)
+                taken.append(lock)
             self.check_work_dir()
             return super().train()
         finally:
             if is_main_process():
-                lock.release()
+                for lock in taken:
+                    lock.release()
+
+    def run_folders(self) -> list[str]:
+        """The work dir and the folder the checkpoints go to, once each."""
+        folders = [self.work_dir]
+        if osp.realpath(self.checkpoint_dir) != osp.realpath(self.work_dir):
+            folders.append(self.checkpoint_dir)
+        return folders
 
     def lock_work_dir(self, lock: WorkDirLock) -> None:
         """The main process takes the work dir's lock; every rank stops if it could not."""
@@ -206,24 +259,33 @@ class BiXTRunner(Runner):
             self.logger.warning(text)
 
     def check_work_dir(self) -> None:
-        """Refuses to start a new training in a work dir holding another run's checkpoints,
-        unless ``overwrite_work_dir`` (``--overwrite``) is set: then they are set aside."""
-        if self.resume_requested:
+        """Refuses to write into a work dir or checkpoint folder holding another run's
+        checkpoints, unless ``overwrite_work_dir`` (``--overwrite``) is set: then they are set
+        aside. A ``--resume`` of the folder's own checkpoint continues that run; one that found
+        no complete checkpoint, or resumes another folder's, is a new writer like any other."""
+        if self.resumes_own_run:
             return
-        found = earlier_run_files(self.work_dir)
+        found = {folder: files for folder in self.run_folders()
+                 if (files := earlier_run_files(folder))}
         barrier()  # every rank has looked before the files move
         if not found:
             return
         if not self.cfg.get('overwrite_work_dir', False):
-            shown = ', '.join(found[:4]) + (f' and {len(found) - 4} more' if len(found) > 4 else '')
+            folder, files = next(iter(found.items()))
+            shown = ', '.join(files[:4]) + (f' and {len(files) - 4} more' if len(files) > 4 else '')
+            why = ('--resume found no complete checkpoint to continue, but '
+                   if self.resume_requested and self.cfg.get('load_from') is None
+                   else '--resume continues a checkpoint of another folder, but '
+                   if self.resume_requested else '')
             raise WorkDirError(
-                f'work dir {self.work_dir} holds the checkpoints of another training ({shown}); '
+                f'{why}{folder} holds the checkpoints of another training ({shown}); '
                 'pass --resume to continue it, --overwrite (overwrite_work_dir=True) to start '
                 'anew with its files set aside, or choose another --work-dir')
         if is_main_process():
-            folder = set_aside_earlier_run(self.work_dir, found)
-            self.logger.warning(f'--overwrite: the checkpoints of the earlier run in '
-                                f'{self.work_dir} were moved to {folder}')
+            for folder, files in found.items():
+                aside = set_aside_earlier_run(folder, files)
+                self.logger.warning(f'--overwrite: the checkpoints of the earlier run in '
+                                    f'{folder} were moved to {aside}')
         barrier()
 
     @staticmethod
@@ -262,6 +324,9 @@ class BiXTRunner(Runner):
                         save_optimizer: bool = True, save_param_scheduler: bool = True,
                         meta: Optional[dict] = None, by_epoch: bool = True,
                         backend_args: Optional[dict] = None) -> None:
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        refuse_non_finite_save(model, self.iter, osp.join(out_dir, filename))
+        meta = {**(meta or {}), HEADS_ENTRY: attention_heads(model)}  # shapes do not show them
         options = dict(file_client_args=file_client_args, save_optimizer=save_optimizer,
                        save_param_scheduler=save_param_scheduler, meta=meta, by_epoch=by_epoch,
                        backend_args=backend_args)
@@ -272,10 +337,56 @@ class BiXTRunner(Runner):
         if not is_main_process():
             return None
         final = osp.join(out_dir, filename)
+        os.makedirs(osp.dirname(final), exist_ok=True)  # a new out_dir: created at the first save
         remove_orphaned_temporaries(osp.dirname(final))
-        with atomic_write(final) as tmp:
+        with interrupts_deferred(final), atomic_write(final) as tmp:
             super().save_checkpoint(osp.dirname(tmp), osp.basename(tmp), **options)
         return None
+
+@contextlib.contextmanager
+def interrupts_deferred(path: str) -> Iterator[None]:
+    """Lets a save finish before Ctrl-C stops the run (in the main thread): the interrupt is
+    raised once the file is complete, naming it, instead of in the middle of mmengine's save."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt(f'interrupted (Ctrl-C) while saving {path}; the save was finished '
+                                'first, so --resume continues from it')
+
+
+def check_checkpoint_hook_keys(checkpoint_cfg: Any) -> None:
+    """Refuses a key mmengine's ``CheckpointHook`` does not take (it accepts any and passes the
+    rest to the save, which fails only at the first checkpoint), naming the closest valid one."""
+    if not isinstance(checkpoint_cfg, dict):
+        return
+    valid = {name for name, parameter in inspect.signature(CheckpointHook.__init__).parameters
+             .items() if parameter.kind is not parameter.VAR_KEYWORD} - {'self'}
+    valid |= {'type', 'priority'}
+    for key in checkpoint_cfg:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f'did you mean {close[0]}?' if close else f'valid: {", ".join(sorted(valid))}'
+            raise ValueError(f'default_hooks.checkpoint.{key}: CheckpointHook has no setting '
+                             f'{key!r} ({hint}); fix the config')
+
+
+def refuse_non_finite_save(model: torch.nn.Module, iteration: int, path: str) -> None:
+    """A checkpoint is never written with NaN or inf in a weight or buffer: it could not be loaded,
+    and pruning (``max_keep_ckpts``) would delete a usable one for it."""
+    broken = non_finite_parameters(model)
+    if broken:
+        raise NonFiniteTrainingError(
+            f'training stopped at iteration {iteration}: the model holds non-finite values (NaN '
+            f'or inf in {describe(broken)}), so {path} was not written; the earlier checkpoints '
+            'are kept. Lower the learning rate or check the data, then --resume')
+
 
 def build_runner(cfg: Config) -> Runner:
     """The runner a config asks for with ``runner_type``, else :class:`BiXTRunner`."""

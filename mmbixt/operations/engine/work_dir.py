@@ -75,13 +75,32 @@ def numbered_checkpoints(folder: str) -> list[str]:
     return [osp.join(folder, name) for _, name in sorted(found, reverse=True)]
 
 
-def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
+def checkpoint_folder(work_dir: str, checkpoint_cfg: Optional[dict]) -> str:
+    """Where the checkpoint hook writes: ``<out_dir>/<work dir's name>`` when the hook names an
+    ``out_dir`` (mmengine's rule), else the work dir."""
+    out_dir = (checkpoint_cfg or {}).get('out_dir') if isinstance(checkpoint_cfg, dict) else None
+    if not out_dir:
+        return work_dir
+    return osp.join(os.fspath(out_dir), osp.basename(work_dir.rstrip(os.sep)))
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return osp.realpath(a) == osp.realpath(b)
+
+
+def find_resumable_checkpoint(work_dir: str, folder: Optional[str] = None) -> Optional[str]:
     """The checkpoint a plain ``--resume`` continues from: the one ``last_checkpoint`` names if it
-    is complete, else the newest complete numbered checkpoint beside it or in ``work_dir``."""
+    is complete and lies in the run's checkpoint ``folder`` (default: the work dir), else the
+    newest complete numbered checkpoint there. A ``last_checkpoint`` naming a file elsewhere (a
+    copied or moved work dir names the original's) is not followed: the copy resumes from its own
+    files."""
+    folder = folder or work_dir
     named = named_in_last_checkpoint(work_dir)
-    folders = dict.fromkeys(([osp.dirname(named)] if named else []) + [work_dir])
-    candidates = ([named] if named else []) + [
-        path for folder in folders for path in numbered_checkpoints(folder)]
+    own = []
+    if named:
+        own = [named if _same_folder(osp.dirname(named), folder)
+               else osp.join(folder, osp.basename(named))]
+    candidates = own + numbered_checkpoints(folder)
     return next((path for path in candidates if is_complete_checkpoint(path)), None)
 
 
