@@ -16,7 +16,7 @@ import pytest
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
-import mmbixt  # noqa: F401  (installs the safe loaders)
+import mmbixt.operations  # noqa: F401  (installs the safe loaders in mmengine's table)
 from mmbixt.checkpoint import CheckpointError, PlainCheckpoint, normalise_checkpoint, read_checkpoint
 from mmbixt.checkpoint.loading import apply_state_dict
 from mmbixt.checkpoint.model_match import HEADS_ENTRY, apply_whole_model, attention_heads
@@ -57,27 +57,32 @@ def plain_env() -> dict:
 # ------------------------------------------------------------------ 1. no code from a file
 def test_clone_folder_named_mmbixt_imports_the_real_package_from_the_folder_above(tmp_path):
     """A clone named mmbixt, Python started above it: the package inside is imported (not an
-    empty namespace package), so its safe loader refuses the payload through mmengine's
-    load_checkpoint and its modules are registered."""
+    empty namespace package), so its modules are registered, mmseg's init_model with a shipped
+    config loads through the safe reader (the config names mmbixt.operations) and refuses the
+    payload, and so does our own loading API."""
     (tmp_path / 'mmbixt').symlink_to(REPO, target_is_directory=True)
     evil, marker = payload(tmp_path)
+    config = tmp_path / 'mmbixt' / 'configs' / 'bixt' / 'demo_upernet_bixt_ti.py'
     script = f'''
 import mmbixt
-from mmengine.runner import load_checkpoint
+from mmseg.apis import init_model
 from mmseg.registry import MODELS
 print('file', mmbixt.__file__)
 print('registered', 'BiXTEncoderDecoder' in MODELS.module_dict)
-try:
-    load_checkpoint(mmbixt.models.backbones.BiXTBackbone(arch={TINY!r}, out_indices=(1,)), {str(evil)!r})
-except Exception as err:
-    print('refused', type(err).__name__, err)
+for load in (lambda: init_model({str(config)!r}, {str(evil)!r}, device='cpu'),
+             lambda: mmbixt.checkpoint.normalise_checkpoint({str(evil)!r})):
+    try:
+        load()
+    except Exception as err:
+        print('refused', type(err).__name__, err)
 '''
     out = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, env=plain_env(),
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f'file {tmp_path}/mmbixt/mmbixt/__init__.py' in out.stdout
     assert 'registered True' in out.stdout
-    assert 'refused CheckpointError' in out.stdout and 'asks to load io.open' in out.stdout
+    assert out.stdout.count('refused CheckpointError') == 2, out.stdout + out.stderr[-2000:]
+    assert 'asks to load io.open' in out.stdout
     assert not marker.exists()
 
 
@@ -96,7 +101,7 @@ def test_our_loading_never_goes_through_a_loader_that_unpickles(tmp_path):
     """Whoever registered what for local paths in mmengine (here mmengine's own loader, which
     falls back to weights_only=False), our loading functions read through the safe reader."""
     from mmengine.runner.checkpoint import load_from_local
-    from mmbixt.checkpoint import install_safe_local_loader
+    from mmbixt.operations.safe_loading import install_safe_loading
     evil, marker = payload(tmp_path)
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
     try:
@@ -105,7 +110,7 @@ def test_our_loading_never_goes_through_a_loader_that_unpickles(tmp_path):
         with pytest.raises(CheckpointError, match='asks to load io.open'):
             backbone(init_cfg=dict(type='Pretrained', checkpoint=str(evil))).init_weights()
     finally:
-        install_safe_local_loader()
+        install_safe_loading()
     assert not marker.exists()
 
 
@@ -312,7 +317,8 @@ def test_a_redirect_is_followed_and_cached_under_the_address_asked_for(server, t
 
 def test_a_bad_timeout_setting_is_refused_naming_it(server, monkeypatch):
     monkeypatch.setenv('MMBIXT_DOWNLOAD_TIMEOUT', 'soon')
-    with pytest.raises(CheckpointError, match=r'^MMBIXT_DOWNLOAD_TIMEOUT=soon: is not a positive'):
+    with pytest.raises(ValueError, match=r"^MMBIXT_DOWNLOAD_TIMEOUT='soon' is not valid: give a "
+                                         'positive number of seconds'):
         CheckpointLoader.load_checkpoint(f'{server}/x.pth')
 
 

@@ -68,6 +68,7 @@ def read_cached_url(url: str, read: Callable[[str], Any],
     when absent or when the cached copy no longer reads. ``read`` raises ``CheckpointError`` for a
     file it refuses; such a file is never kept."""
     from mmengine.dist import barrier, get_local_rank
+    download_timeout()  # a bad setting stops every rank here, before any waits at the barrier
     cached = cache_path(url, cache_dir)
     failure, result = None, None
     if get_local_rank() == 0:
