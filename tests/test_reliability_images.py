@@ -92,3 +92,26 @@ def test_eval_imagenet_refuses_limit_0(tiny_checkpoint, tmp_path, capsys):  # no
         load_tool('eval_imagenet').main(eval_argv(tiny_checkpoint, tmp_path, '--limit', '0'))
     assert ('--limit: 0: give at least 1 image (leave --limit out to evaluate them all)'
             in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('suffix', ['.jpg', '.png'])
+def test_exif_orientation_is_applied_alike_on_every_route(tmp_path, suffix):
+    """A photo stored sideways with EXIF orientation 6 ("turn 90 degrees clockwise"): infer.py,
+    classify.py / eval_imagenet.py and tools/test.py's loader (mmcv LoadImageFromFile) all read it
+    upright, the same pixels."""
+    from mmcv.transforms import LoadImageFromFile
+    stored = np.zeros((24, 40, 3), np.uint8)
+    stored[:, :8] = (255, 0, 0)  # a red band on the stored left edge: the top once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f'sideways{suffix}'
+    Image.fromarray(stored).save(path, exif=exif.tobytes(), **({'quality': 100}
+                                                                  if suffix == '.jpg' else {}))
+    loaded = LoadImageFromFile()(dict(img_path=str(path)))['img'][..., ::-1]  # BGR -> RGB
+    assert loaded.shape == (40, 24, 3)
+    image = read_image(str(path))
+    assert np.array_equal(image, loaded)
+    assert image[:8, :, 0].mean() > 200 and image[-8:, :, 0].mean() < 50
+    args = argparse.Namespace(images=[str(path)], gt=None)
+    [(_, from_infer, _)] = load_tool('infer').read_inputs(args, Config.fromfile(CONFIG))
+    assert np.array_equal(from_infer, loaded)

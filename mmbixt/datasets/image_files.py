@@ -8,6 +8,9 @@
 - a file beyond PIL's decompression-bomb limit is refused naming the file and how to raise the
   limit (environment variable ``MMBIXT_MAX_IMAGE_PIXELS``) when the file is trusted.
 - a FIFO, a device or a folder is refused without being opened (it could block the run).
+- EXIF orientation is applied (the photo is turned upright), as OpenCV's decoder does for
+  ``tools/test.py``'s loader (mmcv ``LoadImageFromFile``, every format that carries EXIF), so a
+  photo reads alike on every route.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import os
 import stat
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..environment import whole_number
 from ..errors import MMBiXTError
@@ -91,7 +94,7 @@ def open_rgb_image(path: str) -> Image.Image:
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_image_pixels()
     try:
         with Image.open(path) as image:
-            return to_rgb8(image)
+            return to_rgb8(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError:
         raise InputFileError(
             f'{path} has more pixels than the limit of {Image.MAX_IMAGE_PIXELS} that guards '
