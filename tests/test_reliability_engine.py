@@ -140,12 +140,14 @@ class Step:
         self.model = torch.nn.Linear(3, 1)
         optim = OptimWrapper(torch.optim.AdamW(self.model.parameters(), lr=0.1))
         self.hook = NonFiniteLossHook(max_skipped=max_skipped)
-        self.runner = SimpleNamespace(optim_wrapper=optim, iter=0, work_dir=str(tmp_path),
+        self.runner = SimpleNamespace(model=self.model, optim_wrapper=optim, iter=0,
+                                      work_dir=str(tmp_path),
                                       logger=MMLogger.get_current_instance())
         (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_1.pth'))
         self.hook.before_train(self.runner)
 
     def __call__(self, value: float) -> None:
+        self.hook.before_train_iter(self.runner, self.runner.iter)
         loss = self.model(torch.ones(1, 3)).sum() * value
         self.runner.optim_wrapper.update_params(loss)
         self.hook.after_train_iter(self.runner, self.runner.iter, outputs=dict(loss=loss))

@@ -61,9 +61,10 @@ def main(argv=None) -> None:
     # Paths relative to the repository (the tools' working folder): short figure titles.
     images = [path.relative_to(REPO)
               for path in sorted((data_root / 'images' / 'validation').glob('*.jpg'))[:3]]
+    # --overwrite: each demo run redraws the pictures of the previous one
     run('pictures', ['tools/infer.py', CONFIG, checkpoint, *map(str, images),
                      '--gt', str(data_root.relative_to(REPO) / 'annotations' / 'validation'),
-                     '--out-dir', str(OUT / 'pictures')])
+                     '--out-dir', str(OUT / 'pictures'), '--overwrite'])
     miou = re.findall(r'mIoU: ([\d.]+)', output)
     print(f'== done in {time.time() - start:.0f} s: test mIoU {miou[-1] if miou else "?"} '
           f'over 5 classes; pictures in {OUT / "pictures"}', flush=True)

@@ -277,8 +277,10 @@ class BiXTRunner(Runner):
                    if self.resume_requested and self.cfg.get('load_from') is None
                    else '--resume continues a checkpoint of another folder, but '
                    if self.resume_requested else '')
+            kind = ('work dir' if osp.realpath(folder) == osp.realpath(self.work_dir)
+                    else 'checkpoint folder (default_hooks.checkpoint.out_dir)')
             raise WorkDirError(
-                f'{why}{folder} holds the checkpoints of another training ({shown}); '
+                f'{why}{kind} {folder} holds the checkpoints of another training ({shown}); '
                 'pass --resume to continue it, --overwrite (overwrite_work_dir=True) to start '
                 'anew with its files set aside, or choose another --work-dir')
         if is_main_process():
