@@ -73,7 +73,7 @@ def test_resume_from_another_run_into_a_work_dir_with_checkpoints_is_refused(tin
     cfg.train_cfg.max_iters = 6
     runner = BiXTRunner.from_cfg(cfg)
     with pytest.raises(WorkDirError, match=r'continues a checkpoint of another folder, but '
-                                           rf'{target} holds the checkpoints of another training'):
+                                           rf'work dir {target} holds the checkpoints of another training'):
         runner.train()
     assert (target / 'iter_4.pth').read_bytes() == before
 
@@ -99,7 +99,8 @@ def test_out_dir_is_guarded_and_created_at_the_first_save(tiny, tmp_path):
     assert written.is_file()
     before = written.read_bytes()
     second = BiXTRunner.from_cfg(config(tiny, tmp_path / 'b' / 'run', out_dir=str(out_dir)))
-    with pytest.raises(WorkDirError, match=rf'{out_dir / "run"} holds the checkpoints of '):
+    with pytest.raises(WorkDirError, match=r'checkpoint folder \(default_hooks\.checkpoint\.'
+                                           rf'out_dir\) {out_dir / "run"} holds the checkpoints'):
         second.train()
     assert written.read_bytes() == before
 

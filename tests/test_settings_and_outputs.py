@@ -173,3 +173,16 @@ def test_export_never_writes_over_its_checkpoint_or_an_existing_file(tmp_path):
     with pytest.raises(OutputPathError, match=rf'--out {other} already exists; pass --overwrite'):
         export.main([str(DEMO), str(checkpoint), '--out', str(other)])
     assert checkpoint.read_bytes() == b'the weights' and other.read_bytes() == b'an earlier graph'
+
+
+def test_no_tool_writes_its_work_dir_or_figures_into_a_dataset(tmp_path):
+    import argparse
+    from mmbixt.operations.cli import load_tool_config
+    cfg = Config.fromfile(str(DEMO))
+    images = Path(cfg.train_dataloader.dataset.data_root) / 'images'
+    args = argparse.Namespace(config=str(DEMO), launcher='none', cfg_options={},
+                              work_dir=str(images / 'run'))
+    with pytest.raises(OutputPathError, match=rf'--work-dir {images / "run"} lies in the dataset '):
+        load_tool_config(args)
+    args.work_dir = str(tmp_path / 'run')
+    assert load_tool_config(args).work_dir == str(tmp_path / 'run')

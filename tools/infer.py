@@ -30,7 +30,7 @@ from mmbixt.checkpoint import CheckpointError
 from mmbixt.checkpoint.model_match import load_model_checkpoint
 from mmbixt.operations.engine.config_file import read_config
 from mmbixt.operations.fileio import check_output_dir, check_output_path
-from mmbixt.operations.cli import run_cli
+from mmbixt.operations.cli import dataset_folders, run_cli
 from mmbixt.operations.visualization import (
     AttentionRecorder, InputFileError, check_regular_file, figure_paths, label_paths, read_image,
     read_label_map, segmentation_figure)
@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     outputs = figure_paths([path for path, _, _ in inputs], Path(args.out_dir))
     for output in outputs.values():
         check_output_path(str(output), '--out-dir', folder=False, overwrite=args.overwrite,
-                          inputs=[args.config, args.checkpoint])
+                          inputs=[args.config, args.checkpoint],
+                          data_folders=dataset_folders(config))
     if '://' not in args.checkpoint:  # remote checkpoints are mmengine's to fetch
         check_regular_file(args.checkpoint, 'checkpoint')
     model = load_model(config, args.checkpoint, args.device)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 import sys
-from typing import Any
 
 import mmbixt  # noqa: F401,I001  (first: registers modules; quiet imports)
 from mmengine.config import Config
@@ -24,7 +23,8 @@ from mmbixt.checkpoint.remote import is_http
 from mmbixt.operations.engine import build_runner
 from mmbixt.operations.engine.work_dir import LAST_CHECKPOINT, named_in_last_checkpoint
 from mmbixt.operations.fileio import check_output_path
-from mmbixt.operations.cli import load_tool_config, parse_tool_args, run_cli, tool_parser
+from mmbixt.operations.cli import (dataset_folders, load_tool_config, parse_tool_args, run_cli,
+                                   tool_parser)
 
 
 class ToolError(Exception):
@@ -79,30 +79,6 @@ def enable_autocast(cfg: Config) -> None:
     device's default half type (float16 on CUDA, bfloat16 on CPU)."""
     cfg.setdefault('test_cfg', dict(type='TestLoop'))
     cfg.test_cfg['fp16'] = True
-
-
-def dataset_folders(cfg: Config) -> list[str]:
-    """The folders the config's datasets read: each ``data_root`` and the ``data_prefix``
-    folders below it (images, label maps)."""
-    folders = []
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            root = node.get('data_root')
-            if isinstance(root, str) and root:
-                folders.append(root)
-                prefixes = node.get('data_prefix')
-                for prefix in (prefixes.values() if isinstance(prefixes, dict) else ()):
-                    if isinstance(prefix, str) and prefix:
-                        folders.append(osp.join(root, prefix))
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                visit(value)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        visit(cfg.get(key))
-    return list(dict.fromkeys(folders))
 
 
 def checkpoint_to_test(path: str) -> str:

@@ -181,6 +181,33 @@ def build_classifier(args: argparse.Namespace) -> tuple[Any, dict]:
     return model.to(args.device), data_config
 
 
+def dataset_folders(cfg: Config) -> list[str]:
+    """The folders the config's datasets read: each ``data_root`` and the ``data_prefix``
+    folders below it (images, label maps)."""
+    folders = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            root = node.get('data_root')
+            if isinstance(root, str) and root:
+                folders.append(root)
+                prefixes = node.get('data_prefix')
+                for prefix in (prefixes.values() if isinstance(prefixes, dict) else ()):
+                    if isinstance(prefix, str) and prefix:
+                        folders.append(osp.join(root, prefix))
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                visit(value)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        visit(cfg.get(key))
+    # A data root holding the working folder (data_root='.') is the project, not a dataset.
+    here = osp.realpath(os.getcwd())
+    return [folder for folder in dict.fromkeys(folders)
+            if not (here + os.sep).startswith(osp.realpath(folder).rstrip(os.sep) + os.sep)]
+
+
 # ---------------------------------------------------------------- runner tools (train, test)
 def tool_parser(description: str) -> argparse.ArgumentParser:
     """A parser with the options every runner tool takes: the config, ``--work-dir``,
@@ -207,12 +234,13 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
 def load_tool_config(args: argparse.Namespace) -> Config:
     """The config with the launcher, the ``--cfg-options`` overrides and the work dir applied."""
     from .engine.config_file import read_config, train_from_scratch_if_asked
-    from .fileio import check_output_dir
+    from .fileio import check_output_path
     cfg = read_config(args.config)
     cfg.launcher = args.launcher
     cfg.merge_from_dict(args.cfg_options)
     train_from_scratch_if_asked(cfg)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
-    check_output_dir(cfg.work_dir, '--work-dir')
+    check_output_path(cfg.work_dir, '--work-dir', folder=True, overwrite=True,  # own guard
+                      inputs=[args.config], data_folders=dataset_folders(cfg))
     return cfg

@@ -74,7 +74,7 @@ class KeepCompleteCheckpointHook(CheckpointHook):
             yield
         except BaseException:
             if is_main_process() and isinstance(self.file_backend, LocalBackend):
-                repair_last_checkpoint(runner.work_dir)
+                repair_last_checkpoint(runner.work_dir, self.out_dir)
             raise
 
     def delete_old_checkpoints(self) -> None:

@@ -104,14 +104,14 @@ def find_resumable_checkpoint(work_dir: str, folder: Optional[str] = None) -> Op
     return next((path for path in candidates if is_complete_checkpoint(path)), None)
 
 
-def repair_last_checkpoint(work_dir: str) -> None:
+def repair_last_checkpoint(work_dir: str, folder: Optional[str] = None) -> None:
     """Makes ``last_checkpoint`` name the newest complete checkpoint when it names none that is
     complete (mmengine rewrites it in place: a full disk can leave it empty). Written atomically;
     left as it is when even that fails."""
     named = named_in_last_checkpoint(work_dir)
     if named and is_complete_checkpoint(named):
         return
-    newest = find_resumable_checkpoint(work_dir)
+    newest = find_resumable_checkpoint(work_dir, folder)
     if newest is None:
         return
     with contextlib.suppress(OSError), atomic_write(osp.join(work_dir, LAST_CHECKPOINT)) as tmp:
