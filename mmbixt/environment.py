@@ -1,6 +1,7 @@
 """mmbixt's environment variables, read and checked in one place: a value that is not one of a
 variable's valid values, and (in the tools) a variable named ``MMBIXT_...`` that mmbixt does not
-know, are refused naming the closest valid one instead of being ignored."""
+know, are refused naming the closest valid one instead of being ignored. A new variable of
+mmbixt is added to ``VARIABLES`` (the tools refuse any other ``MMBIXT_`` name)."""
 from __future__ import annotations
 
 import difflib
