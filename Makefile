@@ -15,6 +15,8 @@ $(STAMP): requirements/runtime.txt requirements/tests.txt setup.py
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/runtime.txt -r requirements/tests.txt
 	# compat: the editable install is a path entry (a .pth line naming this folder), which Python's
 	# path scan ranks above a folder named mmbixt in the working directory (a finder hook would not).
+	# setuptools calls compat transitional; its successor 'strict' is a path entry too (a link tree,
+	# rebuilt when files are added). The clone folder itself is covered by ./__init__.py either way.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
 		--config-settings editable_mode=compat -e .
 	touch $(STAMP)
