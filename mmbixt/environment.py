@@ -8,6 +8,8 @@ import difflib
 import os
 from typing import Optional
 
+from .errors import MMBiXTError
+
 # name -> what it takes (the message of a refused value quotes it)
 VARIABLES = {
     'MMBIXT_FUSED_ATTENTION': '1 (the fused CPU attention kernel) or 0 (default: off)',
@@ -19,7 +21,7 @@ VARIABLES = {
 PREFIX = 'MMBIXT_'
 
 
-class EnvironmentSettingError(ValueError):
+class EnvironmentSettingError(MMBiXTError, ValueError):
     """An mmbixt environment variable with a value it does not take, or a name it does not know."""
 
 
