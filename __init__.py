@@ -18,7 +18,8 @@ def _import_package_inside() -> None:
             f'{osp.dirname(init)}: Python imported the folder {osp.dirname(inner)} as mmbixt (it '
             f'was started in the folder above it), but it holds no mmbixt package; start Python '
             'in another folder, or install mmbixt with `make setup` inside the clone')
-    spec = importlib.util.spec_from_file_location(__name__, init, submodule_search_locations=[inner])
+    spec = importlib.util.spec_from_file_location(__name__, init,
+                                                  submodule_search_locations=[inner])
     package = importlib.util.module_from_spec(spec)
     sys.modules[__name__] = package  # the import system returns what sys.modules holds at the end
     try:

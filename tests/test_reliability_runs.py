@@ -17,8 +17,8 @@ import mmbixt  # noqa: F401  (registers)
 from mmbixt.checkpoint import read_checkpoint
 from mmbixt.operations.engine import BiXTRunner, WorkDirError
 from mmbixt.operations.engine.non_finite import NonFiniteLossHook, NonFiniteTrainingError
-from mmbixt.operations.engine.runner import (check_checkpoint_hook_keys, interrupts_deferred, plan_resume,
-                                  refuse_non_finite_save)
+from mmbixt.operations.engine.runner import (check_checkpoint_hook_keys, interrupts_deferred,
+                                             plan_resume, refuse_non_finite_save)
 import reliability_hooks  # noqa: F401,E402  (registers PoisonBatchHook)
 from reliability_utils import make_tiny_data, write_tiny_config
 
@@ -72,8 +72,8 @@ def test_resume_from_another_run_into_a_work_dir_with_checkpoints_is_refused(tin
     cfg.resume, cfg.load_from = True, str(source)
     cfg.train_cfg.max_iters = 6
     runner = BiXTRunner.from_cfg(cfg)
-    with pytest.raises(WorkDirError, match=r'continues a checkpoint of another folder, but '
-                                           rf'work dir {target} holds the checkpoints of another training'):
+    with pytest.raises(WorkDirError, match=r'continues a checkpoint of another folder, but work '
+                                           rf'dir {target} holds the checkpoints of another'):
         runner.train()
     assert (target / 'iter_4.pth').read_bytes() == before
 

@@ -114,7 +114,8 @@ def test_a_training_crop_larger_than_the_preprocessor_size_is_refused():
     model = SimpleNamespace(data_preprocessor=SimpleNamespace(size=(64, 64)))
     dataset = SimpleNamespace(pipeline=SimpleNamespace(transforms=[object(), crop]))
     with pytest.raises(ValueError, match=r'pipeline\[1\] \(SimpleNamespace\) crop_size=\(96, 64\) '
-                                         r'is larger than model\.data_preprocessor\.size=\(64, 64\)'):
+                                         r'is larger than model\.data_preprocessor\.size='
+                                         r'\(64, 64\)'):
         check_crop_fits(model, dataset)
 
 

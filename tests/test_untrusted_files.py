@@ -17,7 +17,8 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
 import mmbixt.operations  # noqa: F401  (installs the safe loaders in mmengine's table)
-from mmbixt.checkpoint import CheckpointError, PlainCheckpoint, normalise_checkpoint, read_checkpoint
+from mmbixt.checkpoint import (CheckpointError, PlainCheckpoint, normalise_checkpoint,
+                               read_checkpoint)
 from mmbixt.checkpoint.loading import apply_state_dict
 from mmbixt.checkpoint.model_match import HEADS_ENTRY, apply_whole_model, attention_heads
 from mmbixt.checkpoint.remote import cache_path

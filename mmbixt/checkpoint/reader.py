@@ -186,9 +186,9 @@ def _read(path: str, shown: str, map_location: Any) -> Any:
                               'The download is incomplete: download it again')
     elif tarfile.is_tarfile(path):
         # torch reads its pre-1.6 .tar layout only by unpickling (it refuses weights_only=True).
-        raise CheckpointError(shown, "is a tar archive (PyTorch's legacy .tar checkpoint layout, or "
-                              'not a checkpoint at all), which cannot be read without running code '
-                              'from it, so it was refused unread',
+        raise CheckpointError(shown, "is a tar archive (PyTorch's legacy .tar checkpoint layout, "
+                              'or not a checkpoint at all), which cannot be read without running '
+                              'code from it, so it was refused unread',
                               'Use a checkpoint written by torch.save of PyTorch 1.6 or later')
     return _torch_load(path, shown, map_location)
 
