@@ -36,14 +36,23 @@ def test_a_bad_value_of_our_variables_is_refused_naming_the_valid_one(monkeypatc
 
 
 def test_the_readers_refuse_bad_values_where_they_read_them(monkeypatch):
+    """MMBIXT_MAX_IMAGE_PIXELS is read at each image; MMBIXT_FUSED_ATTENTION once, when mmbixt is
+    imported (it sets the default attention kernel)."""
+    import subprocess
+    import sys
     from mmbixt.datasets.image_files import max_image_pixels
-    from mmbixt.models.core.bidir_attention import kernel_applies
     monkeypatch.setenv('MMBIXT_MAX_IMAGE_PIXELS', '-5')
     with pytest.raises(ValueError, match='MMBIXT_MAX_IMAGE_PIXELS'):
         max_image_pixels()
-    monkeypatch.setenv('MMBIXT_FUSED_ATTENTION', 'yes')
-    with pytest.raises(ValueError, match='MMBIXT_FUSED_ATTENTION'):
-        kernel_applies(torch.zeros(1, 2, 8, 16), torch.zeros(1, 2, 8, 16))
+    env = {'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1',
+           'MMBIXT_FUSED_ATTENTION': 'yes'}
+    out = subprocess.run([sys.executable, '-c', 'import mmbixt'], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        "mmbixt.environment.EnvironmentSettingError: MMBIXT_FUSED_ATTENTION='yes' is not valid "
+        '(did you mean MMBIXT_FUSED_ATTENTION=1?): give 1 (the fused CPU attention kernel) or 0 '
+        '(default: off), or unset it')
 
 
 def test_a_misspelt_variable_name_is_refused_naming_the_closest(monkeypatch):
@@ -58,12 +67,12 @@ def test_tools_refuse_a_bad_variable_in_one_line(tmp_path):
     import subprocess
     import sys
     env = {'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(REPO), 'OMP_NUM_THREADS': '1',
-           'MMBIXT_FUSED_ATTENTION': 'yes'}
+           'MMBIXT_MAX_IMAGE_PIXELS': '-5'}
     out = subprocess.run([sys.executable, 'tools/test.py', str(DEMO), str(tmp_path / 'x.pth')],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith(
-        "error: MMBIXT_FUSED_ATTENTION='yes' is not valid (did you mean MMBIXT_FUSED_ATTENTION=1?)")
+        "error: MMBIXT_MAX_IMAGE_PIXELS='-5' is not valid (did you mean MMBIXT_MAX_IMAGE_PIXELS=0?)")
 
 
 # ------------------------------------------------------------------ model.test_cfg and windows
