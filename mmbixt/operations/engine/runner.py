@@ -370,7 +370,7 @@ def check_checkpoint_hook_keys(checkpoint_cfg: Any) -> None:
         return
     valid = {name for name, parameter in inspect.signature(CheckpointHook.__init__).parameters
              .items() if parameter.kind is not parameter.VAR_KEYWORD} - {'self'}
-    valid |= {'type', 'priority'}
+    valid |= {'type', 'priority', '_scope_'}  # the keys mmengine's registry itself reads
     for key in checkpoint_cfg:
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
