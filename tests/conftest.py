@@ -56,6 +56,8 @@ def released_layout_state(arch_name: str) -> dict:
     for key, shape in shapes.items():
         if key.endswith('num_batches_tracked'):
             state[key] = torch.tensor(7)
+        elif key.endswith('running_var'):  # a variance is never negative (the reader refuses it)
+            state[key] = torch.rand(shape, generator=generator) + 0.5
         else:
             state[key] = torch.randn(shape, generator=generator) * 0.02
     return state
