@@ -109,3 +109,42 @@ def test_duplicate_split_list_entries_are_refused(check_dataset, tmp_path, capsy
     assert lines[0] == (f"error: split list {root}/train.txt: '00' is listed 2 times (lines 1, 3); "
                         'each sample once, or it weighs double in training and evaluation: '
                         'remove the repeated lines')
+
+
+@pytest.fixture(scope='module')
+def convert_masks():
+    return load_tool('convert_masks')
+
+
+def test_convert_masks_turns_palette_colours_into_class_ids(convert_masks, tmp_path, capsys):
+    root = write_data(tmp_path / 'data', num=2)
+    palette = np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2], [3, 3, 3]], dtype=np.uint8)  # config_of
+    masks = root / 'mask' / 'train'
+    ids = {}
+    for path in sorted(masks.glob('*_mask.png')):
+        ids[path.name] = np.asarray(Image.open(path))
+        colours = np.where(ids[path.name][..., None] == 255, np.uint8(250),
+                           palette[np.minimum(ids[path.name], 3)])
+        Image.fromarray(colours.astype(np.uint8)).save(path)             # an RGB colour mask
+    config = config_of(root, tmp_path)
+    with pytest.raises(Exception, match=r'choose where the class ids go'):
+        convert_masks.main([config, '--splits', 'train'])
+    out = tmp_path / 'ids'
+    before = {p.name: p.read_bytes() for p in masks.iterdir()}
+    assert convert_masks.main([config, '--splits', 'train', '--out-dir', str(out),
+                               '--ignore-colour', '250,250,250']) == 0
+    assert {p.name: p.read_bytes() for p in masks.iterdir()} == before  # inputs untouched
+    for name, expected in ids.items():
+        np.testing.assert_array_equal(np.asarray(Image.open(out / 'mask' / 'train' / name)),
+                                      expected)
+    assert 'train: ' in capsys.readouterr().out
+    rgb = np.asarray(Image.open(masks / '01_mask.png')).copy()
+    rgb[7, 5] = (9, 200, 9)
+    Image.fromarray(rgb).save(masks / '01_mask.png')
+    with pytest.raises(Exception, match=r'01_mask\.png: pixel \(x=5, y=7\) has colour \(9, 200, 9\), '
+                                        r'which is not in the palette \(1 pixels'):
+        convert_masks.main([config, '--splits', 'train', '--overwrite', '--ignore-colour',
+                            '250,250,250'])
+    assert (masks / '00_mask.png').read_bytes() != before['00_mask.png']  # converted in place
+    assert np.asarray(Image.open(masks / '00_mask.png')).ndim == 2
+    assert np.asarray(Image.open(masks / '01_mask.png')).ndim == 3  # refused: left as it was
