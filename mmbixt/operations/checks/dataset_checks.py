@@ -14,6 +14,7 @@ import numpy as np
 from mmengine.config import DictAction
 
 from ...datasets.checked_files import CheckedSegFiles, checked_split
+from ...datasets.point_parts import PointPartDataset
 from ...datasets.sample_checks import check_sample_files
 from ...datasets.seg_files import SegDataError, exif_orientation
 from ...datasets.shapenet_part import (SPLITS as SHAPENET_SPLITS, ShapeNetPartDataError,
@@ -207,7 +208,7 @@ def build_checked(registry, dataset_cfg: dict):
     dataset_type = registry.get(dataset_cfg['type'])
     if dataset_type is None:
         return None, [f"dataset type {dataset_cfg['type']!r} is not registered"], check_seg_sample
-    if issubclass(dataset_type, ShapeNetPartDataset):
+    if issubclass(dataset_type, (ShapeNetPartDataset, PointPartDataset)):
         try:
             return registry.build(dataset_cfg), [], check_shape
         except DATA_ERRORS as error:
