@@ -121,8 +121,8 @@ class PointPartDataset(BaseDataset):
             if category not in names or '/' not in entry:
                 raise PointDataError(split, f'line {number}: {entry!r} is not <category>/<name> '
                                      f'of a declared category ({", ".join(names)})')
-            data_list.append(dict(points_path=self.cloud_path(entry), category=names.index(category),
-                                  shape_id=entry))
+            data_list.append(dict(points_path=self.cloud_path(entry),
+                                  category=names.index(category), shape_id=entry))
         if not data_list:
             raise PointDataError(split, 'lists no clouds')
         return data_list
