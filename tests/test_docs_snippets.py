@@ -1,5 +1,6 @@
 """Every ```python snippet of README.md and docs/*.md runs as written: each page's snippets in
-order, in one namespace, in a temporary folder that sees the repository's configs/ and tools/ (as
+order, in one namespace (README's each on its own, in a fresh interpreter: a reader copies one of
+them), in a temporary folder that sees the repository's configs/ and tools/ (as
 a reader in the repository root does). A snippet that needs an unavailable download is marked by a
 `<!-- snippet: skip (reason) -->` line right above its fence and is reported as skipped. Bash
 blocks are checked for what they name: tools/ scripts, configs and make targets must exist; links
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -19,6 +22,7 @@ PAGES = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 SKIP_MARK = re.compile(r'<!-- snippet: skip \((.+)\) -->')
 FENCE = re.compile(r'^```(\w*)\s*$')
 VISIBLE_TO_SNIPPETS = ('configs', 'tools')  # linked into the snippets' working folder
+ON_THEIR_OWN = ('README.md',)  # pages whose snippets each run alone, in a fresh interpreter
 
 
 @dataclass
@@ -74,7 +78,20 @@ def page_runs(tmp_path_factory) -> dict:
     return {page: PageRun(tmp_path_factory.mktemp(page.stem)) for page in PAGES}
 
 
+def run_alone(block: Block, folder: Path) -> None:
+    """Runs the snippet by itself in a fresh interpreter (nothing imported or registered yet)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
+    done = subprocess.run([sys.executable, '-c', block.code], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f'{block.name} fails on its own:\n{done.stderr[-3000:]}'
+
+
 def run_snippet(block: Block, run: PageRun) -> None:
+    if block.page.name in ON_THEIR_OWN:
+        run_alone(block, run.folder)
+        run.done.add(block.line)
+        return
     code = compile(block.code, block.name, 'exec')
     previous = os.getcwd()
     os.chdir(run.folder)

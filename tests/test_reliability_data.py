@@ -172,7 +172,7 @@ def test_check_dataset_lists_every_bad_ade20k_file(check_dataset, data, capsys):
     assert len(errors) == len(expected), lines
     for stem, reason in expected.items():
         assert any(f'synth_training_{stem}' in line and reason in line for line in errors), stem
-    assert lines[-1].endswith('6 problem(s), 0 note(s)')
+    assert '; 6 problem(s), ' in lines[-1] and lines[-1].endswith(' 0 note(s)')
 
 
 def test_check_dataset_lists_every_bad_shapenetpart_file(check_dataset, tmp_path, capsys):

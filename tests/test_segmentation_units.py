@@ -28,6 +28,10 @@ def test_config_loads_and_builds(path: Path):
     backbone = cfg.model.backbone
     if path.name.startswith('demo'):
         assert backbone.get('init_cfg') is None
+    elif path.name == 'my_data_upernet_bixt_cpu.py':  # the CPU template: from scratch
+        assert cfg.checkpoint is None and backbone.get('init_cfg') is None
+        assert cfg.model.decode_head.num_classes == len(cfg.classes) == 3
+        assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 1.0
     elif path.name.startswith('my_data'):  # the template for your own data
         assert backbone.init_cfg.checkpoint == 'checkpoints/bixt_ti_l64_d13_p16.zip'
         assert cfg.model.decode_head.num_classes == len(cfg.classes) == 3

@@ -172,3 +172,20 @@ def test_token_maps_reach_the_pixels_as_torch_nearest_does(grid, size):
     tokens = torch.rand(grid)
     expected = F.interpolate(tokens[None, None], size=size, mode='nearest')[0, 0]
     np.testing.assert_array_equal(to_pixels(tokens.numpy(), size), expected.numpy())
+
+
+def test_infer_gt_folder_follows_the_config_seg_map_suffix(tmp_path):
+    import argparse
+
+    from mmengine.config import Config
+
+    from conftest import REPO, load_tool
+    infer = load_tool('infer')
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / '0001.jpg')
+    truth = np.arange(600, dtype=np.uint8).reshape(20, 30) % 3
+    Image.fromarray(truth).save(tmp_path / '0001_mask.png')
+    cfg = Config.fromfile(str(REPO / 'configs' / 'bixt' / 'my_data_upernet_bixt_cpu.py'))
+    cfg.test_dataloader.dataset.seg_map_suffix = '_mask.png'
+    args = argparse.Namespace(images=[str(tmp_path / '0001.jpg')], gt=[str(tmp_path)])
+    (_, _, read), = infer.read_inputs(args, cfg)
+    np.testing.assert_array_equal(read, truth)

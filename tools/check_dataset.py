@@ -2,6 +2,7 @@
 and lists every bad file.
 
     python tools/check_dataset.py CONFIG [--splits train val test] [--workers 2]
+        [--cfg-options key=value ...]
     python tools/check_dataset.py DATA_ROOT [--format ade20k|shapenetpart] [--splits ...]
         [--dataset-type BiXTADE20KDataset] [--workers 2]
 
@@ -13,9 +14,14 @@ Runs the datasets' own checks (one implementation): for ADE20K the layout checks
 sample, loading with ``LoadImageFromFile``/``LoadAnnotations`` and ``CheckSegSample`` (decodable
 files, single-channel label maps at their bit depth, values within the classes, matching sizes,
 EXIF orientation); for ShapeNetPart the category and split files and every shape file.
-Prints one line per problem and a summary; exits with status 1 when there is any problem. Images
-whose EXIF orientation turns or mirrors them without changing their size are listed as notes
-(they load as viewers show them; check that their label maps were drawn that way).
+Any mmseg ``BaseSegDataset`` type of a config gets the same split checks as ours (folders,
+suffixes with a hint from the files found, pairs, duplicate split-list entries).
+Prints one line per problem, then per split the share of each class among the labelled pixels
+(after ``reduce_zero_label``) with warnings (a class that never occurs, ``reduce_zero_label``
+ignoring the most frequent value) and a summary; exits with status 1 when there is any problem (a
+bad file is reported and the check goes on). Images whose EXIF orientation turns or mirrors them
+without changing their size are listed as notes (they load as viewers show them; check that
+their label maps were drawn that way).
 """
 import sys
 

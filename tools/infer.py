@@ -6,7 +6,7 @@
 
 Each figure (``<name>_bixt.png``, at least 1200 px wide) shows the input, the prediction over it,
 the ground truth when ``--gt`` gives it (one label map per image, or a folder of
-``<image name>.png``), a legend of the classes present, and for each chosen layer which latent each
+``<image name><seg_map_suffix>``, the config's suffix), a legend of the classes present, and for each chosen layer which latent each
 region reads most, the latents' mean attention and the most distinct latents. Inputs in different
 folders keep their folders under ``--out-dir``, so equal names never overwrite each other.
 """
@@ -55,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='replace figures an earlier run wrote under --out-dir')
     parser.add_argument('--gt', nargs='+', default=None, metavar='LABEL',
                         help='ground truth: one label map per image (same order), or a folder '
-                             'holding <image name>.png for each image')
+                             'holding <image name><seg_map_suffix> for each image (the config\'s '
+                             'test dataset suffix, .png by default)')
     parser.add_argument('--layers', type=int, nargs='*', default=None,
                         help='layers whose attention is drawn (default: first, middle, last)')
     parser.add_argument('--latents', type=non_negative, default=4,
@@ -111,7 +112,8 @@ def class_meta(model, config: Config) -> tuple[list[str], list]:
 def read_inputs(args, config: Config) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
     """Every image (and label map) read and checked before the model loads; a path given twice
     is drawn once."""
-    labels = label_paths(args.images, args.gt) if args.gt else [None] * len(args.images)
+    suffix = dataset_settings(config)[0].get('seg_map_suffix') or '.png'  # the config's names
+    labels = label_paths(args.images, args.gt, suffix) if args.gt else [None] * len(args.images)
     num_classes = config.model.decode_head.num_classes
     reduce_zero = zero_label_is_unlabelled(config)
     inputs, seen = [], set()

@@ -58,7 +58,8 @@ def evaluates_label_maps(cfg: Config) -> bool:
     """Whether the config evaluates image label maps (mmseg's IoUMetric), which overlays and
     ``--out`` need; the point-cloud metric has no images to draw on."""
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
-    return all(e.get('type') in ('IoUMetric', 'mmseg.IoUMetric') for e in evaluators)
+    return all(e.get('type') in ('IoUMetric', 'mmseg.IoUMetric', 'BiXTIoUMetric')
+               for e in evaluators)
 
 
 def enable_tta(cfg: Config, config_path: str) -> None:

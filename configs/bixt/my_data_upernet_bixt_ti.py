@@ -1,5 +1,6 @@
-# Your own data: UPerNet + BiXT-Ti/16 on a folder of images and label maps, with the short-run,
-# small-image recipe (the one configs/bixt/demo_upernet_bixt_ti.py uses). Copy this file, then edit
+# Your own data: UPerNet + BiXT-Ti/16 on a folder of images and label maps, with a short-run,
+# small-image recipe for fine-tuning the released weights (a GPU config: on a CPU an iteration
+# takes tens of seconds; my_data_upernet_bixt_cpu.py trains in minutes). Copy this file, then edit
 # the marked settings. Layout (one image and one label map of the same size per sample, the same
 # relative path and name, suffixes as set below):
 #
@@ -19,7 +20,7 @@ palette = [[0, 0, 0], [128, 64, 128], [0, 0, 142]]  # one RGB colour per class (
 img_suffix, seg_map_suffix = '.jpg', '.png'
 reduce_zero_label = False
 # The released ImageNet checkpoint, as downloaded (a zip), from the weights table of
-# https://github.com/mrkshllr/BiXT; None trains from scratch.
+# https://github.com/mrkshllr/BiXT; None trains from scratch with the from_scratch recipe below.
 checkpoint = 'checkpoints/bixt_ti_l64_d13_p16.zip'
 
 # --- the short-run, small-image recipe ---
@@ -86,6 +87,14 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
     dict(type='PolyLR', power=1.0, eta_min=0.0, begin=warmup_iters, end=max_iters, by_epoch=False)
 ]
+# checkpoint = None: tools/train.py merges this in (no layer decay: every layer is new; a larger lr
+# and a longer warm-up than fine-tuning)
+from_scratch = dict(
+    optim_wrapper=dict(optimizer=dict(lr=5e-4), paramwise_cfg=dict(layer_decay_rate=1.0)),
+    param_scheduler=[
+        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=4 * warmup_iters),
+        dict(type='PolyLR', power=1.0, eta_min=0.0, begin=4 * warmup_iters, end=max_iters,
+             by_epoch=False)])
 train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(interval=val_interval, max_keep_ckpts=2))

@@ -14,9 +14,12 @@ import numpy as np
 from PIL import Image
 
 from ..errors import MMBiXTError
+from .image_files import MAX_PIXELS_VARIABLE, max_image_pixels
 
 SINGLE_CHANNEL_8BIT = {'1', 'L', 'P'}  # read exactly by LoadAnnotations
 SINGLE_CHANNEL_WIDE = {'I;16', 'I;16L', 'I;16B', 'I;16N', 'I'}  # wrapped by its uint8 cast
+# Formats that store every pixel exactly: a lossy one (JPEG) shifts class ids near the edges.
+LOSSLESS_FORMATS = {'PNG', 'BMP', 'TIFF', 'PPM', 'GIF', 'TGA'}
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # 90 or 270 degrees: width and height swap
 
@@ -43,10 +46,23 @@ def out_of_range_error(files: str, file_values: Sequence[int], num_classes: int,
 def open_label_map(path: str) -> Image.Image:
     """The label map ``path`` opened (header only) after checking that it holds one class id per
     pixel: a single channel of integers, at least 2 pixels on each side."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only
     try:
         image = Image.open(path)
     except (OSError, ValueError) as error:
         raise SegDataError(f'{path}: label map is not a readable image ({error})') from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    pixel_limit = max_image_pixels()
+    if pixel_limit and image.width * image.height > pixel_limit:
+        raise SegDataError(
+            f'{path}: label map is {image.width}x{image.height}, above the limit of '
+            f'{pixel_limit / 1e6:.0f} megapixels that bounds the memory one sample takes; '
+            f'downscale the sample, or raise {MAX_PIXELS_VARIABLE} if you trust the file')
+    if image.format not in LOSSLESS_FORMATS:
+        raise SegDataError(
+            f'{path}: label map holds {image.format} data (a lossy format: it shifts class ids '
+            'near every edge), whatever its name; save label maps as PNG files of class ids')
     if image.mode == 'F':
         raise SegDataError(f'{path}: label map holds floating-point values; it must hold integer '
                            'class ids (an 8- or 16-bit single-channel PNG)')
@@ -59,6 +75,17 @@ def open_label_map(path: str) -> Image.Image:
         raise SegDataError(f'{path}: label map is {image.width}x{image.height} pixels; label maps '
                            'and their images need at least 2 pixels on each side')
     return image
+
+
+def decoded_label_map(path: str) -> np.ndarray:
+    """The class ids of the label map ``path`` (checked by :func:`open_label_map`); a file that
+    fails to decode (truncated, corrupt) is refused naming it."""
+    with open_label_map(path) as image:
+        try:
+            return np.asarray(image)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise SegDataError(f'{path}: label map cannot be decoded ({error}): the file is '
+                               'truncated or corrupt; replace it') from None
 
 
 def check_label_file(path: str, num_classes: Optional[int], reduce_zero_label: bool,

@@ -17,6 +17,7 @@ from mmengine.dataset import BaseDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 
 from ..errors import MMBiXTError
+from .point_files import DEFAULT_MAX_POINTS, check_extent, read_cloud_rows
 
 
 class PartCategory(NamedTuple):
@@ -97,31 +98,35 @@ def read_split_file(path: str) -> list[tuple[str, str]]:
         if len(parts) < 2:
             raise ShapeNetPartDataError(path, f'entry {entry!r} is not "shape_data/<synset>/<id>"')
         pairs.append((parts[-2], parts[-1]))
+    refuse_duplicates(path, [f'{synset}/{shape}' for synset, shape in pairs])
     return pairs
 
 
-def read_points_file(path: str, category: int) -> tuple[np.ndarray, np.ndarray]:
+def refuse_duplicates(path: str, entries: Sequence[str]) -> None:
+    """Refuses a split list naming a shape twice (it would weigh double in training and in the
+    scores), with the positions of the first repeated entry."""
+    seen: dict[str, list[int]] = {}
+    for number, entry in enumerate(entries, start=1):
+        seen.setdefault(entry, []).append(number)
+    repeated = [(entry, numbers) for entry, numbers in seen.items() if len(numbers) > 1]
+    if repeated:
+        entry, numbers = repeated[0]
+        more = f' ({len(repeated) - 1} more entries repeat)' if len(repeated) > 1 else ''
+        raise ShapeNetPartDataError(
+            path, f'{entry} is listed {len(numbers)} times (entries '
+            f'{", ".join(map(str, numbers[:5]))}){more}; list each shape once')
+
+
+def read_points_file(path: str, category: int, min_points: Optional[int] = None,
+                     max_points: Optional[int] = DEFAULT_MAX_POINTS
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Points ``[N, 6]`` (xyz, normals; float32) and global part labels ``[N]`` (int64) of one shape.
 
-    Refuses malformed rows, non-finite values, points that all coincide and part ids outside the
-    shape's category.
+    Refuses malformed rows, non-finite values, points that all coincide, fewer points than
+    ``min_points`` or more than ``max_points``, and part ids outside the shape's category.
     """
-    try:
-        rows = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except FileNotFoundError:
-        raise ShapeNetPartDataError(path, 'shape file not found') from None
-    except ValueError as err:
-        raise ShapeNetPartDataError(path, f'malformed row ({err}); expected 7 numbers per row: '
-                                    'x y z nx ny nz part_id') from None
-    if rows.size == 0:
-        raise ShapeNetPartDataError(path, 'has no points')
-    if rows.shape[1] != 7:
-        raise ShapeNetPartDataError(path, f'rows have {rows.shape[1]} columns; expected 7: '
-                                    'x y z nx ny nz part_id')
-    bad = ~np.isfinite(rows).all(axis=1)
-    if bad.any():
-        raise ShapeNetPartDataError(path, f'{bad.sum()} rows hold NaN or inf values (first at row '
-                                    f'{int(np.argmax(bad)) + 1})')
+    rows = read_cloud_rows(path, (7,), '7 numbers: x y z nx ny nz part_id', ShapeNetPartDataError,
+                           min_points, max_points)
     labels = rows[:, 6]
     allowed = CATEGORY_PARTS[category]
     outside = ~np.isin(labels, allowed)
@@ -129,11 +134,7 @@ def read_points_file(path: str, category: int) -> tuple[np.ndarray, np.ndarray]:
         raise ShapeNetPartDataError(
             path, f'part id {labels[outside][0]:g} (row {int(np.argmax(outside)) + 1}) is outside '
             f'its category {CATEGORY_NAMES[category]} (parts {allowed[0]}-{allowed[-1]})')
-    if np.ptp(rows[:, :3], axis=0).max() == 0:
-        x, y, z = rows[0, :3]
-        raise ShapeNetPartDataError(path, f'all {len(rows)} points lie at one position '
-                                    f'({x:g}, {y:g}, {z:g}): the shape has no extent to learn from '
-                                    '(and cannot be normalised); fix or drop the file')
+    check_extent(path, rows, ShapeNetPartDataError)
     return rows[:, :6].astype(np.float32), labels.astype(np.int64)
 
 
@@ -153,6 +154,10 @@ class ShapeNetPartDataset(BaseDataset):
             point segmentor batches shapes of different sizes exactly).
         use_normals: keep the normals as 3 extra channels.
         categories: restrict to these category names (all 16 by default).
+        min_points: refuse a shape with fewer points (the point groups of the model, so that a
+            cloud kept whole, ``num_points=None``, can be grouped).
+        max_points: refuse a shape with more points (default 500,000): bounds one sample's
+            memory and time.
         pipeline: the transforms.
     """
 
@@ -160,7 +165,9 @@ class ShapeNetPartDataset(BaseDataset):
 
     def __init__(self, data_root: str, split: str = 'train', num_points: Optional[int] = 2048,
                  use_normals: bool = True, categories: Optional[Sequence[str]] = None,
-                 pipeline: Sequence = (), test_mode: bool = False, **kwargs):
+                 pipeline: Sequence = (), test_mode: bool = False,
+                 min_points: Optional[int] = None,
+                 max_points: Optional[int] = DEFAULT_MAX_POINTS, **kwargs):
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
         unknown = set(categories or ()) - set(CATEGORY_NAMES)
@@ -172,6 +179,7 @@ class ShapeNetPartDataset(BaseDataset):
         self.split = split
         self.num_points = num_points
         self.use_normals = use_normals
+        self.min_points, self.max_points = min_points, max_points
         self.categories = tuple(categories) if categories else CATEGORY_NAMES
         # Built from mmseg's registry so the dataset also works without a default scope.
         pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
@@ -202,7 +210,8 @@ class ShapeNetPartDataset(BaseDataset):
 
     def get_data_info(self, idx: int) -> dict:
         info = super().get_data_info(idx)
-        points, labels = read_points_file(info['points_path'], info['category'])
+        points, labels = read_points_file(info['points_path'], info['category'],
+                                          self.min_points, self.max_points)
         info.update(points=points if self.use_normals else points[:, :3], gt_parts=labels,
                     num_points=self.num_points)
         return info

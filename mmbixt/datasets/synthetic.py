@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from mmseg.registry import DATASETS
@@ -94,3 +94,62 @@ class SyntheticADE20KDataset(BiXTADE20KDataset):
 
     METAINFO = dict(classes=tuple(name for name, _, _ in CLASSES),
                     palette=[list(colour) for _, colour, _ in CLASSES])
+
+
+# The own-data scenes of make_synthetic_own_data: label value = index; 255 marks the borders.
+OWN_DATA_CLASSES = ('background', 'circle', 'square', 'triangle')
+OWN_DATA_PALETTE = [[40, 40, 40], [220, 60, 60], [60, 160, 220], [240, 200, 40]]
+
+
+def render_shapes(rng: np.random.Generator, height: int, width: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One photo-like RGB image and its label map: circles, squares and triangles on a textured
+    background, each shape's outline 3 pixels of 255 (ignored) as hand-drawn masks have."""
+    label = Image.new('L', (width, height), 0)
+    draw = ImageDraw.Draw(label)
+    outlines = []
+    for _ in range(int(rng.integers(1, 4))):
+        value = int(rng.integers(1, len(OWN_DATA_CLASSES)))
+        side = int(rng.integers(min(height, width) // 5, min(height, width) // 2))
+        x0, y0 = int(rng.integers(0, width - side)), int(rng.integers(0, height - side))
+        box = (x0, y0, x0 + side, y0 + side)
+        if value == 1:
+            draw.ellipse(box, fill=value)
+            outlines.append((draw.ellipse, box))
+        elif value == 2:
+            draw.rectangle(box, fill=value)
+            outlines.append((draw.rectangle, box))
+        else:
+            corners = [(x0 + side // 2, y0), (x0, y0 + side), (x0 + side, y0 + side)]
+            draw.polygon(corners, fill=value)
+            outlines.append((draw.polygon, corners))
+    for shape, where in outlines:
+        shape(where, outline=255, width=3)
+    label = np.asarray(label)
+    image = rng.normal(0, 12, (height, width, 3)) + np.asarray(OWN_DATA_PALETTE[0])
+    for value, colour in enumerate(OWN_DATA_PALETTE[1:], start=1):
+        mask = label == value
+        image[mask] = (np.asarray(colour) + rng.normal(0, 20, 3))[None] + \
+            rng.normal(0, 10, (int(mask.sum()), 3))
+    edge = label == 255  # the border pixels of a photo: a blend of the two sides
+    image[edge] = 0.5 * image[edge] + 60
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def make_synthetic_own_data(root: Union[str, Path], counts: Optional[dict] = None, seed: int = 0,
+                            min_size: int = 160, max_size: int = 320) -> Path:
+    """Writes a dataset laid out as users' own data often is: ``images/<split>/<n>.jpg`` and
+    ``mask/<split>/<n>_mask.png`` (4 classes, 255 borders), splits train/val/test (default
+    40/10/10 samples, each split drawn from its own random stream: held out); returns ``root``."""
+    root = Path(root)
+    counts = counts or dict(train=40, val=10, test=10)
+    for offset, (split, count) in enumerate(counts.items()):
+        rng = np.random.default_rng([seed, offset])
+        (root / 'images' / split).mkdir(parents=True, exist_ok=True)
+        (root / 'mask' / split).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            height, width = (int(v) for v in rng.integers(min_size, max_size, 2))
+            image, label = render_shapes(rng, height, width)
+            Image.fromarray(image).save(root / 'images' / split / f'{index:04d}.jpg', quality=90)
+            Image.fromarray(label).save(root / 'mask' / split / f'{index:04d}_mask.png')
+    return root

@@ -217,3 +217,32 @@ def make_synthetic_shapenetpart(root: str, shapes_per_split: dict[str, int] | No
         with open(osp.join(root, 'train_test_split', f'shuffled_{split}_file_list.json'), 'w') as f:
             json.dump(entries, f)
     return root
+
+
+def make_synthetic_point_parts(root: str, counts: dict[str, int] | None = None,
+                               num_points: int = 400, use_normals: bool = False,
+                               seed: int = 0) -> dict[str, tuple[str, ...]]:
+    """Writes procedural mugs and tables as your own clouds would be laid out for
+    ``PointPartDataset``: ``<category>/<n>.txt`` rows ``x y z [nx ny nz] part`` (the part's index
+    in its category) and ``train.txt``/``val.txt``/``test.txt``; returns the categories and their
+    parts, as a config declares them."""
+    categories = {'mug': ('body', 'handle'), 'table': ('top', 'legs', 'shelf')}
+    builders = {'mug': 'Mug', 'table': 'Table'}
+    counts = counts or dict(train=16, val=4, test=4)
+    rng = np.random.default_rng(seed)
+    for split, count in counts.items():
+        entries = []
+        for index in range(count):
+            name = tuple(categories)[index % len(categories)]
+            rows = sample_shape(builders[name], num_points, rng)
+            first = min(c.parts for c in SHAPENETPART_CATEGORIES if c.name == builders[name])[0]
+            columns = rows[:, :6] if use_normals else rows[:, :3]
+            local = rows[:, 6:] - first
+            os.makedirs(osp.join(root, name), exist_ok=True)
+            entry = f'{name}/{split}_{index:03d}'
+            np.savetxt(osp.join(root, entry + '.txt'), np.concatenate([columns, local], 1),
+                       fmt='%.5f')
+            entries.append(entry)
+        with open(osp.join(root, f'{split}.txt'), 'w') as f:
+            f.write('\n'.join(entries) + '\n')
+    return categories

@@ -58,5 +58,6 @@ val_dataloader = dict(
         data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+# mmseg's IoUMetric whose table marks classes absent from the split (instead of nan)
+val_evaluator = dict(type='BiXTIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

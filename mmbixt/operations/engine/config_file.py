@@ -72,12 +72,29 @@ def read_config(path: str) -> Config:
 
 def train_from_scratch_if_asked(cfg: Config) -> None:
     """A config whose top-level ``checkpoint`` is None (as the shipped configs' comment says, also
-    in a child config, where the base's model dict was built from the base's value) gets no
-    pretrained backbone: ``model.backbone.init_cfg`` of type Pretrained becomes None."""
+    in a child config, where the base's model dict was built from the base's value) trains from
+    scratch: ``model.backbone.init_cfg`` of type Pretrained becomes None, and the fine-tuning
+    recipe gives way to a from-scratch one: the config's ``from_scratch`` settings (e.g. its own
+    lr and warm-up) are merged in, and layer-wise lr decay (a fine-tuning device that would leave
+    the first layers of a random backbone a fraction of the lr) is switched off unless
+    ``from_scratch`` sets a ``layer_decay_rate`` itself."""
+    if 'checkpoint' not in cfg or cfg.checkpoint is not None:
+        return
     backbone = cfg.get('model', {}).get('backbone', {})
     init_cfg = backbone.get('init_cfg')
-    if ('checkpoint' in cfg and cfg.checkpoint is None and isinstance(init_cfg, dict)
-            and is_pretrained(init_cfg)):
+    if isinstance(init_cfg, dict) and is_pretrained(init_cfg):
         backbone.init_cfg = None
-        print_log('checkpoint = None: the backbone trains from scratch '
-                  '(model.backbone.init_cfg=None)', logger='current')
+    cfg.merge_from_dict(dict(cfg.get('from_scratch') or {}))
+    paramwise_cfg = cfg.get('optim_wrapper', {}).get('paramwise_cfg') or {}
+    layer_decay = paramwise_cfg.get('layer_decay_rate', 1.0)
+    decay_set = 'layer_decay_rate' in (cfg.get('from_scratch') or {}).get(
+        'optim_wrapper', {}).get('paramwise_cfg', {})
+    if layer_decay != 1.0 and not decay_set:
+        cfg.optim_wrapper.paramwise_cfg.layer_decay_rate = 1.0
+    optimizer = cfg.get('optim_wrapper', {}).get('optimizer', {})
+    print_log(f'checkpoint = None: the backbone trains from scratch (model.backbone.init_cfg='
+              f'None), lr {optimizer.get("lr")}, layer decay '
+              f'{cfg.get("optim_wrapper", {}).get("paramwise_cfg", {}).get("layer_decay_rate", 1.0)}'
+              + ('' if 'from_scratch' in cfg else '; set from_scratch=dict(optim_wrapper=..., '
+                 'param_scheduler=...) in the config for its own lr and warm-up'),
+              logger='current')

@@ -13,6 +13,8 @@ exactly where they stopped, and whose trainings never write into another run's w
   it: each training sample is augmented with a seed from its position in the sample stream
   (:mod:`~mmbixt.operations.engine.sample_seed`, any ``num_workers``), and torch (dropout, drop-path) is
   reseeded before each iteration (:class:`~mmbixt.operations.engine.iteration_seed.IterationSeedHook`).
+- the data of any segmentation dataset type is checked before the first iteration, and each
+  batch's labels where they meet the model (:mod:`mmbixt.operations.checks.training`).
 - a training whose loss or gradients turn non-finite stops
   (:class:`~mmbixt.operations.engine.non_finite.NonFiniteLossHook`).
 - ``load_from``, ``--resume`` and ``tools/test.py`` load a checkpoint only when it matches the
@@ -50,6 +52,7 @@ from mmengine.dist import barrier, broadcast_object_list, is_distributed, is_mai
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.model import BaseTTAModel, is_model_wrapper, revert_sync_batchnorm
+from mmengine.registry import DATASETS
 from mmengine.runner import Runner
 from mmseg.registry import HOOKS, RUNNERS
 from torch.utils.data import DataLoader
@@ -59,6 +62,7 @@ from ...checkpoint import (CheckpointError, non_finite_tensors, normalise_checkp
 from ...checkpoint.loading import describe
 from ...checkpoint.model_match import HEADS_ENTRY, apply_whole_model, attention_heads, revise
 from ...models.derive import config_class
+from ..checks.training import SegDataCheckHook, build_checked_dataset
 from ..fileio import atomic_write
 from .checkpoint_hook import KeepCompleteCheckpointHook
 from .iteration_seed import IterationSeedHook
@@ -183,7 +187,8 @@ class BiXTRunner(Runner):
         super().__init__(**settings)
         for note in notes:
             self.logger.warning(note)
-        for hook_type in (IterationSeedHook, NonFiniteLossHook):  # on whatever the config says
+        # on whatever the config says
+        for hook_type in (IterationSeedHook, NonFiniteLossHook, SegDataCheckHook):
             if not any(isinstance(hook, hook_type) for hook in self.hooks):
                 self.register_hook(hook_type())
 
@@ -293,6 +298,10 @@ class BiXTRunner(Runner):
     @staticmethod
     def build_dataloader(dataloader, seed: Optional[int] = None, diff_rank_seed: bool = False,
                          ) -> DataLoader:
+        if isinstance(dataloader, dict) and isinstance(dataloader.get('dataset'), dict):
+            # the split of any segmentation dataset type is checked before it is initialised
+            dataloader = {**dataloader,
+                          'dataset': build_checked_dataset(dataloader['dataset'], DATASETS)}
         loader = Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)
         # Only resumable (infinite) samplers, i.e. the training loader of iteration-based runs.
         return seed_samples_by_position(loader, seed if seed is not None else 0)

@@ -47,14 +47,17 @@ def check_same_size(image_path: str, image: np.ndarray, label_path: str,
                              f'image {image_path} is {image.shape[1]}x{image.shape[0]}')
 
 
-def label_paths(images: Sequence[str], given: Sequence[str]) -> list[str]:
+def label_paths(images: Sequence[str], given: Sequence[str], seg_map_suffix: str = '.png'
+                ) -> list[str]:
     """The label map of each image: ``given`` is one file per image (same order) or a single
-    folder holding ``<image stem>.png`` for every image."""
+    folder holding ``<image stem><seg_map_suffix>`` (the config's, e.g. ``_mask.png``) for every
+    image."""
     if len(given) == 1 and os.path.isdir(given[0]):
-        return [os.path.join(given[0], Path(image).stem + '.png') for image in images]
+        return [os.path.join(given[0], Path(image).stem + seg_map_suffix) for image in images]
     if len(given) != len(images):
         raise InputFileError(f'--gt: {len(given)} label maps for {len(images)} images; give one '
-                             'per image (same order) or one folder of <image name>.png files')
+                             f'per image (same order) or one folder of <image name>'
+                             f'{seg_map_suffix} files')
     return list(given)
 
 

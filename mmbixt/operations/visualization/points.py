@@ -28,18 +28,18 @@ def project(xyz: np.ndarray, yaw: float, elevation: float) -> np.ndarray:
     return xyz @ turn.T @ tilt.T
 
 
-def part_segmentation_figure(xyz: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
+def part_segmentation_figure(xyz: np.ndarray, truth: Optional[np.ndarray], prediction: np.ndarray,
                              parts: Sequence[int],
                              part_names: Optional[Mapping[int, str]] = None,
                              title: str = '', views: Sequence[tuple[float, float]] = VIEWS
                              ) -> Figure:
     """Truth (left) and prediction (right) of one shape, one row per viewpoint, with a legend of
     the category's parts and the shape's IoU (mean over the category's parts, ShapeNetPart's
-    convention) in the title.
+    convention) in the title; without a truth (a cloud of your own), the prediction alone.
 
     Args:
         xyz: ``[N, 3]`` points, y up (ShapeNetPart).
-        truth, prediction: ``[N]`` global part ids.
+        truth, prediction: ``[N]`` global part ids (truth None: unknown).
         parts: the part ids of the shape's category (their order sets the colours).
         part_names: optional names per part id for the legend.
     """
@@ -53,20 +53,25 @@ def part_segmentation_figure(xyz: np.ndarray, truth: np.ndarray, prediction: np.
     grid = figure.add_gridspec(len(views), 3, height_ratios=heights,
                                width_ratios=[PANEL_INCHES, PANEL_INCHES, 1.7])
     marker = point_size(len(xyz))
-    wrong = truth != prediction
+    panels = [('truth', truth), ('prediction', prediction)] if truth is not None else [
+        ('prediction', prediction), None]
+    wrong = truth != prediction if truth is not None else np.zeros(len(prediction), bool)
     for row, camera in enumerate(cameras):
-        for column, (name, labels) in enumerate((('truth', truth), ('prediction', prediction))):
+        for column, panel in enumerate(panels):
+            if panel is None:  # no truth: the second column stays empty
+                continue
+            name, labels = panel
             axes = figure.add_subplot(grid[row, column])
             scatter(axes, camera, colours[[local.get(p, 0) for p in labels]], marker,
-                    ringed=wrong if column == 1 else None)
+                    ringed=wrong if name == 'prediction' else None)
             if row == 0:
-                axes.set_title(name if column == 0 else
+                axes.set_title(name if truth is None or column == 0 else
                                f'prediction ({wrong.sum()} of {len(wrong)} points wrong'
                                + (', ringed)' if wrong.any() else ')'),
                                fontsize=11)
             if column == 0:
                 axes.set_ylabel(view_label(*views[row]), fontsize=10)
-    shown = set(truth.tolist()) | set(prediction.tolist())
+    shown = set(prediction.tolist()) | (set(truth.tolist()) if truth is not None else set())
     handles = [Patch(facecolor=colours[index], edgecolor='0.2',
                      label=' '.join(filter(None, (str(part), (part_names or {}).get(part),
                                                   None if part in shown else '(absent)'))))
@@ -75,6 +80,10 @@ def part_segmentation_figure(xyz: np.ndarray, truth: np.ndarray, prediction: np.
     legend_axes.axis('off')
     legend_axes.legend(handles=handles, loc='center left', frameon=False, fontsize=10,
                        title='parts', title_fontsize=11, alignment='left', handleheight=1.2)
+    if truth is None:
+        figure.suptitle(f'{title}{": " if title else ""}predicted parts of {len(xyz)} points',
+                        fontsize=13)
+        return figure
     iou = shape_iou(prediction, truth, parts)
     figure.suptitle(f'{title}{": " if title else ""}shape IoU {100 * iou:.1f}%', fontsize=13)
     return figure
