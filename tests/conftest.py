@@ -36,6 +36,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def caplog_mmengine():
+    """A function returning the warnings (and worse) logged to mmengine's current logger since
+    the test began, as lines (what ``print_log(..., logger='current')`` shows the user)."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    logged = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield lambda: list(logged)
+    logger.removeHandler(handler)
+
+
 @pytest.fixture(scope='session')
 def reference_dir() -> Path:
     if not REFERENCE.is_dir():

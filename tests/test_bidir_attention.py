@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from mmbixt import compat
 from mmbixt.models.core import bidir_attention
 from mmbixt.models.core.bidir_attention import (bidirectional_attention, kernel_applies,
                                                 load_kernel, portable_attention)
@@ -106,6 +107,7 @@ def test_a_kernel_that_does_not_build_falls_back_with_one_warning(monkeypatch, t
     broken.write_text('#error this kernel does not compile\n')
     monkeypatch.setattr(bidir_attention, 'KERNEL_SOURCE', broken)
     load_kernel.cache_clear()
+    compat.forget_self_tests()
     try:
         r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
         with warnings.catch_warnings(record=True) as caught, torch.no_grad():
@@ -118,6 +120,40 @@ def test_a_kernel_that_does_not_build_falls_back_with_one_warning(monkeypatch, t
             assert torch.equal(actual, expected)
     finally:
         load_kernel.cache_clear()  # the real kernel for the tests after this one
+        compat.forget_self_tests()
+
+
+@needs_kernel
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_the_kernel_passes_its_first_use_check_per_dtype(dtype):
+    assert bidir_attention._kernel_mismatch(load_kernel(), dtype) is None
+
+
+def test_a_kernel_that_differs_or_fails_in_use_falls_back_for_good(monkeypatch, caplog_mmengine):
+    r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
+    plain = portable_attention(r_lat, v_lat, r_tok, v_tok)
+
+    def failing(*args):
+        raise RuntimeError('illegal instruction in the kernel')
+    compat.forget_self_tests()
+    monkeypatch.setattr(bidir_attention, 'load_kernel', lambda: failing)
+    monkeypatch.setattr(bidir_attention, '_kernel_mismatch',
+                        lambda op, dtype: None if dtype == torch.float32 else 'differs by 1.0e+00')
+    try:
+        with torch.no_grad():
+            for dtype in (torch.float32, torch.float32, torch.bfloat16):
+                args = [t.to(dtype) for t in (r_lat, v_lat, r_tok, v_tok)]
+                for actual, expected in zip(bidirectional_attention(*args),
+                                            portable_attention(*args)):
+                    assert torch.equal(actual, expected)
+            assert not kernel_applies(r_lat, r_tok)
+    finally:
+        compat.forget_self_tests()
+    assert caplog_mmengine() == [
+        'fused bi-directional attention kernel (float32) disabled after an error in use '
+        '(RuntimeError: illegal instruction in the kernel); two fused-attention calls serve',
+        'fused bi-directional attention kernel (bfloat16) disabled (differs by 1.0e+00); two '
+        'fused-attention calls serve']
 
 
 @needs_kernel

@@ -92,28 +92,103 @@ def test_the_private_use_check_can_fail(tmp_path):
     assert len(unexpected_private_uses([bad])) == len(names)  # only compat.py may use them
 
 
-def test_the_onednn_op_falls_back_for_good_on_an_error_or_a_mismatch(monkeypatch):
-    compat.onednn_linear.cache_clear()
-    try:
-        monkeypatch.setattr(compat, '_onednn_mismatch', lambda op: 'linear differs from F.linear')
-        assert compat.onednn_linear() is None
-        monkeypatch.setattr(compat, '_onednn_mismatch', lambda op: None)
-        assert compat.onednn_linear() is None  # checked once: the verdict stays
+@pytest.fixture
+def fresh_verdicts():
+    """Self-tests decided anew in the test, and again afterwards."""
+    compat.forget_self_tests()
+    yield
+    compat.forget_self_tests()
 
-        def broken(op):
-            raise RuntimeError('no kernel for this build')
-        compat.onednn_linear.cache_clear()
-        monkeypatch.setattr(compat, '_onednn_mismatch', broken)
-        assert compat.onednn_linear() is None
-    finally:
-        compat.onednn_linear.cache_clear()
+
+def test_the_onednn_op_falls_back_for_good_on_an_error_or_a_mismatch(monkeypatch, fresh_verdicts,
+                                                                    caplog_mmengine):
+    monkeypatch.setattr(compat, '_onednn_mismatch', lambda op, dtype: 'linear differs from F.linear')
+    assert compat.onednn_linear() is None
+    monkeypatch.setattr(compat, '_onednn_mismatch', lambda op, dtype: None)
+    assert compat.onednn_linear() is None  # checked once: the verdict stays
+    assert caplog_mmengine() == ['oneDNN fused linear (fp32) disabled (linear differs from '
+                                 'F.linear); inference uses F.linear']
+
+    def broken(op, dtype):
+        raise RuntimeError('could not create a primitive descriptor\nmore detail')
+    compat.forget_self_tests()
+    monkeypatch.setattr(compat, '_onednn_mismatch', broken)
+    assert compat.onednn_linear() is None
+    assert caplog_mmengine()[-1] == ('oneDNN fused linear (fp32) disabled (RuntimeError: could '
+                                     'not create a primitive descriptor); inference uses F.linear')
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason='no oneDNN in this torch')
-def test_the_onednn_op_of_this_torch_agrees_with_f_linear():
-    compat.onednn_linear.cache_clear()
-    assert compat._onednn_mismatch(torch.ops.mkldnn._linear_pointwise) is None
+def test_the_onednn_op_of_this_torch_agrees_with_f_linear(fresh_verdicts):
+    assert compat._onednn_mismatch(compat.by_overload(torch.ops.mkldnn._linear_pointwise)) is None
     assert compat.onednn_linear() is not None
+
+
+def test_the_bf16_onednn_op_is_offered_only_with_native_bf16(monkeypatch, fresh_verdicts,
+                                                            caplog_mmengine):
+    without = compat.CpuCapability(aten='AVX2', onednn=True, bf16=False, amx=False)
+    monkeypatch.setattr(compat, 'cpu_capability', lambda: without)
+    assert compat.onednn_linear(torch.bfloat16) is None
+    assert compat.onednn_linear(torch.float16) is None
+    assert caplog_mmengine() == []  # not offered here: nothing to warn about
+
+
+@pytest.mark.skipif(not compat.cpu_capability().bf16,
+                    reason=f'this CPU ({compat.cpu_capability().label()}) has no native bf16')
+def test_the_bf16_onednn_op_agrees_with_f_linear_where_bf16_is_native(fresh_verdicts):
+    op = compat.onednn_linear(torch.bfloat16)
+    assert op is not None
+    assert compat._onednn_mismatch(op, dtype=torch.bfloat16) is None
+
+
+def test_a_fast_path_that_fails_in_use_is_given_up_once(fresh_verdicts, caplog_mmengine):
+    assert compat.self_tested('a path', lambda: 'fast', lambda path: None, 'plain') == 'fast'
+    for _ in range(2):
+        compat.give_up('a path', RuntimeError('boom'), 'the plain op serves')
+    assert compat.self_tested('a path', lambda: 'fast', lambda path: None, 'plain') is None
+    assert caplog_mmengine() == ['a path disabled after an error in use (RuntimeError: boom); '
+                                 'the plain op serves']
+
+
+def test_cpu_capability_comes_from_the_libraries_not_proc_cpuinfo(monkeypatch):
+    import builtins
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *args, **kwargs):
+        assert 'cpuinfo' not in str(path), 'the capability read /proc/cpuinfo'
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(builtins, 'open', no_cpuinfo)
+    compat.cpu_capability.cache_clear()
+    try:
+        capability = compat.cpu_capability()
+    finally:
+        compat.cpu_capability.cache_clear()
+    assert capability.aten == torch.backends.cpu.get_cpu_capability()
+    assert capability.onednn == torch.backends.mkldnn.is_available()
+    assert capability.bf16 == (capability.onednn
+                               and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+    assert not capability.amx or capability.bf16
+
+
+def test_cpu_capability_refuses_bf16_that_does_not_run(monkeypatch):
+    """oneDNN's word is not enough: a bf16 linear that fails (or is wrong) means no bf16."""
+    monkeypatch.setattr(compat, '_onednn_reports_bf16', lambda: True)
+    monkeypatch.setattr(compat, '_linear_operands', lambda dtype: 1 / 0)
+    compat.cpu_capability.cache_clear()
+    try:
+        assert not compat.cpu_capability().bf16 and not compat.cpu_capability().amx
+    finally:
+        compat.cpu_capability.cache_clear()
+
+
+@pytest.mark.parametrize('fields, label', [
+    (dict(aten='AVX512', onednn=True, bf16=True, amx=False), 'AVX512 + bf16'),
+    (dict(aten='AVX512', onednn=True, bf16=True, amx=True), 'AVX512 + AMX bf16'),
+    (dict(aten='AVX2', onednn=True, bf16=False, amx=False), 'AVX2'),
+    (dict(aten='DEFAULT', onednn=False, bf16=False, amx=False), 'DEFAULT + no oneDNN'),
+])
+def test_cpu_capability_labels(fields, label):
+    assert compat.CpuCapability(**fields).label() == label
 
 
 @pytest.mark.parametrize('major', [1, 2])
@@ -188,8 +263,7 @@ def test_the_reference_data_script_explains_itself_and_refuses_a_missing_clone(t
 def test_the_onednn_op_never_formats_its_arguments(monkeypatch):
     # Calling the op packet resolves overloads by trying them: the rejected one's message holds a
     # full repr of every tensor argument, which cost about 40% of a 512 px fp32 forward.
-    fused = compat.onednn_linear()
-    assert fused is not None
+    fused = compat.by_overload(torch.ops.mkldnn._linear_pointwise)
 
     def no_repr(self, *args, **kwargs):
         raise AssertionError('a tensor was formatted on the fused linear path')

@@ -14,8 +14,12 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from mmbixt.models.core import fast_ops
-from mmbixt.models.core.fast_ops import (CpuBf16Capability, bf16_kind, fused_linear_applies,
-                                         linear, linear_gelu, linear_residual)
+import torch.nn.functional as F
+
+from mmbixt import compat
+from mmbixt.compat import CpuCapability
+from mmbixt.models import inference
+from mmbixt.models.core.fast_ops import fused_linear_applies, linear, linear_gelu, linear_residual
 from mmbixt.models.inference import compile_backbone, fast_inference, fast_inference_dtype
 from mmbixt.operations.attention_kernels import cross_attention_kernels, sdpa_kernel
 from mmbixt.models.core.layers import LayerScale
@@ -43,6 +47,36 @@ def test_fused_linears_equal_the_plain_ops(scale):
         assert rel_err(actual, expected.detach()) < 1e-6
 
 
+@needs_onednn
+def test_a_fused_linear_that_fails_in_use_falls_back_for_good(monkeypatch, caplog_mmengine):
+    """A oneDNN error in use (as bf16 on a CPU without bf16 raised: 'could not create a primitive
+    descriptor') never reaches the caller: the plain op answers, the fused op is off for good."""
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        raise RuntimeError('could not create a primitive descriptor for the inner product forward '
+                           'propagation primitive')
+    compat.forget_self_tests()
+    monkeypatch.setattr(compat, '_onednn_mismatch', lambda op, dtype: None)
+    monkeypatch.setattr(compat, 'by_overload', lambda packet: failing)
+    try:
+        layer, x = nn.Linear(16, 24), torch.randn(2, 7, 16)
+        with torch.no_grad():
+            outs = [linear(x, layer), linear_gelu(x, layer),
+                    linear_residual(x, layer, torch.ones(2, 7, 24), nn.Identity())]
+            assert torch.equal(outs[0], layer(x)) and torch.equal(outs[1], F.gelu(layer(x)))
+            assert torch.equal(outs[2], layer(x) + 1)
+            assert not fused_linear_applies(x, layer)
+    finally:
+        compat.forget_self_tests()
+    assert len(calls) == 1
+    assert caplog_mmengine() == ['oneDNN fused linear (fp32) disabled after an error in use '
+                                 '(RuntimeError: could not create a primitive descriptor for the '
+                                 'inner product forward propagation primitive); inference uses '
+                                 'F.linear']
+
+
 def test_training_autocast_and_tracing_take_the_plain_ops():
     layer, x = nn.Linear(8, 8), torch.randn(3, 8)
     assert not fused_linear_applies(x, layer)  # gradients recorded
@@ -55,22 +89,20 @@ def test_training_autocast_and_tracing_take_the_plain_ops():
     assert torch.equal(out, x + layer(x) * keep)
 
 
-@pytest.mark.parametrize('flags, isa, kind', [
-    ({'avx512f', 'amx_bf16', 'amx_tile', 'avx512_bf16'}, 'AMX', 'amx'),
-    ({'avx512f', 'avx512_bf16'}, 'AVX512', 'avx512_bf16'),   # AMD Zen 4
-    ({'avx2', 'fma'}, 'AVX2', 'none'),
-    (set(), 'AMX', 'amx'),                                   # no /proc/cpuinfo: torch's ISA decides
-])
-def test_bf16_capability_from_cpu_flags(flags, isa, kind):
-    assert bf16_kind(flags, isa) == kind
-    expected = torch.float32 if kind == 'none' else torch.bfloat16
-    assert fast_inference_dtype(CpuBf16Capability(kind, isa)) == expected
+AVX2 = CpuCapability(aten='AVX2', onednn=True, bf16=False, amx=False)
+AVX512_BF16 = CpuCapability(aten='AVX512', onednn=True, bf16=True, amx=False)
+
+
+@pytest.mark.parametrize('capability, dtype', [(AVX2, torch.float32),
+                                               (AVX512_BF16, torch.bfloat16)])
+def test_fast_inference_dtype_follows_native_bf16(capability, dtype):
+    assert fast_inference_dtype(capability) == dtype
 
 
 def test_fast_inference_autocasts_only_with_native_bf16():
-    with fast_inference(capability=CpuBf16Capability('none', 'AVX2')):
+    with fast_inference(capability=AVX2):
         assert not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
-    with fast_inference(capability=CpuBf16Capability('avx512_bf16', 'AVX512')):
+    with fast_inference(capability=AVX512_BF16):
         assert not torch.is_grad_enabled() and torch.is_autocast_enabled('cpu')
         assert torch.get_autocast_dtype('cpu') == torch.bfloat16
     assert torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
@@ -99,12 +131,12 @@ def test_bf16_fast_path_keeps_segmentation_predictions():
     images = torch.randn(4, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(images, mode='tensor').argmax(1)
-    with fast_inference(capability=CpuBf16Capability('avx512_bf16', 'AVX512')):  # bf16 even on other CPUs
+    with fast_inference(capability=AVX512_BF16):  # bf16 even on other CPUs
         logits = model(images, mode='tensor')
     assert logits.dtype == torch.bfloat16 or logits.dtype == torch.float32
     agreement = (logits.argmax(1) == expected).float().mean().item()
     assert agreement >= 0.995, f'{agreement:.4f} of pixels agree'
-    with fast_inference(capability=CpuBf16Capability('none', 'AVX2')):  # fp32 fused kernels: the same
+    with fast_inference(capability=AVX2):  # fp32 fused kernels: the same
         assert torch.equal(model(images, mode='tensor').argmax(1), expected)
 
 
@@ -115,14 +147,33 @@ def test_fast_path_of_the_whole_segmentor_uses_channels_last_convolutions():
     images = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         expected = model(images, mode='tensor')
-    with fast_inference(model, capability=CpuBf16Capability('none', 'AVX2')):
+    with fast_inference(model, capability=AVX2):
         fp32 = model(images, mode='tensor')
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
     assert rel_err(fp32, expected) < 1e-5
-    with fast_inference(model, capability=CpuBf16Capability('avx512_bf16', 'AVX512')):
+    with fast_inference(model, capability=AVX512_BF16):
         bf16 = model(images, mode='tensor')
     assert (bf16.argmax(1) == expected.argmax(1)).float().mean().item() >= 0.995
+
+
+def test_channels_last_that_fails_its_self_test_leaves_the_layout(monkeypatch, caplog_mmengine):
+    compat.forget_self_tests()
+    monkeypatch.setattr(inference, '_channels_last_mismatch', lambda dtype: 'differs by 1.0e+00')
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    try:
+        with fast_inference(model, capability=AVX2):
+            pass
+    finally:
+        compat.forget_self_tests()
+    assert model[0].weight.is_contiguous()
+    assert caplog_mmengine() == ['channels-last convolution (float32) disabled (differs by '
+                                 '1.0e+00); convolutions keep their layout']
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_channels_last_convolutions_pass_their_self_test_here(dtype):
+    assert inference._channels_last_mismatch(dtype) is None
 
 
 @pytest.mark.parametrize('device, dtype, head_dims, kernel', [

@@ -28,6 +28,7 @@ from mmseg.registry import DATASETS
 
 from mmbixt.checkpoint import CheckpointError
 from mmbixt.checkpoint.model_match import load_model_checkpoint
+from mmbixt.models.precision import autocast_dtype
 from mmbixt.operations.engine.config_file import read_config
 from mmbixt.operations.fileio import check_output_dir, check_output_path
 from mmbixt.operations.cli import dataset_folders, run_cli
@@ -62,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--latents', type=non_negative, default=4,
                         help='how many of the most distinct latents each layer shows')
     parser.add_argument('--amp', action='store_true',
-                        help='run the model under autocast (bfloat16 on CPU, float16 on CUDA)')
+                        help='run the model under autocast (float16 on CUDA, bfloat16 on a CPU '
+                        'with native bf16; fp32, said so, on a CPU without)')
     parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--opacity', type=float, default=0.5)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
@@ -131,11 +133,11 @@ def read_inputs(args, config: Config) -> list[tuple[str, np.ndarray, np.ndarray 
 
 
 def autocast(device: str, enabled: bool):
-    """bfloat16 autocast on CPU (the CPU's half type), float16 elsewhere; nothing when off."""
-    if not enabled:
-        return contextlib.nullcontext()
+    """bfloat16 autocast on a CPU with native bf16, float16 elsewhere; nothing when off or on a
+    CPU without native bf16 (fp32, said once with the cost bf16 would have there)."""
     kind = torch.device(device).type
-    return torch.autocast(kind, dtype=torch.bfloat16 if kind == 'cpu' else torch.float16)
+    dtype = autocast_dtype(kind, '--amp') if enabled else None
+    return contextlib.nullcontext() if dtype is None else torch.autocast(kind, dtype=dtype)
 
 
 def load_model(config: Config, checkpoint: str, device: str):

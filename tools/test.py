@@ -21,6 +21,7 @@ from mmengine.config import Config
 
 from mmbixt.checkpoint.remote import is_http
 from mmbixt.operations.engine import build_runner
+from mmbixt.operations.engine.amp import amp_dtype
 from mmbixt.operations.engine.work_dir import LAST_CHECKPOINT, named_in_last_checkpoint
 from mmbixt.operations.fileio import check_output_path
 from mmbixt.operations.cli import (dataset_folders, load_tool_config, parse_tool_args, run_cli,
@@ -41,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_pipeline and tta_model")
     parser.add_argument('--amp', action='store_true',
-                        help='inference under autocast: float16 on CUDA, bfloat16 on CPU')
+                        help='inference under autocast: float16 on CUDA, bfloat16 on a CPU with '
+                        'native bf16; fp32 (said so) on a CPU without')
     return parse_tool_args(parser, argv)
 
 
@@ -77,7 +79,10 @@ def enable_tta(cfg: Config, config_path: str) -> None:
 
 def enable_autocast(cfg: Config) -> None:
     """mmengine's test loop runs each forward under autocast when ``test_cfg.fp16`` is set: the
-    device's default half type (float16 on CUDA, bfloat16 on CPU)."""
+    device's default half type (float16 on CUDA, bfloat16 on CPU). A CPU without native bf16
+    tests in fp32 (``amp_dtype`` says so, with the cost bf16 would have)."""
+    if amp_dtype() is None:
+        return
     cfg.setdefault('test_cfg', dict(type='TestLoop'))
     cfg.test_cfg['fp16'] = True
 

@@ -14,7 +14,7 @@ import sys
 import mmbixt  # noqa: F401,I001  (first: registers modules; quiet imports)
 from mmengine.config import Config
 
-from mmbixt.operations.engine import build_runner
+from mmbixt.operations.engine import build_runner, enable_amp_training
 from mmbixt.operations.cli import load_tool_config, parse_tool_args, run_cli, tool_parser
 
 
@@ -23,7 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
                         help='resume from CKPT, or from the latest complete checkpoint in the '
                         'work dir')
-    parser.add_argument('--amp', action='store_true', help='mixed precision training')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision training: fp16 with a loss scaler on CUDA, bf16 on '
+                        'a CPU with native bf16; fp32 (said so) on a CPU without')
     parser.add_argument('--overwrite', action='store_true', help='start anew in a work dir that '
                         "holds another run's checkpoints (they are moved to superseded_<time>/)")
     return parse_tool_args(parser, argv)
@@ -32,8 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_config(args: argparse.Namespace) -> Config:
     cfg = load_tool_config(args)
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        enable_amp_training(cfg)
     if args.overwrite:
         cfg.overwrite_work_dir = True
     if args.resume == 'auto':

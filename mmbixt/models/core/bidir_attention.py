@@ -17,13 +17,19 @@ kernel is within a few percent of the two fused-attention calls and mostly behin
 opt-in: the core's ``ExecutionSettings.attention_kernel='fused'`` (``set_execution``) uses it where
 it applies (`make bench` times both); ``MMBIXT_FUSED_ATTENTION=1``, read once when mmbixt is
 imported, makes that the default. A compile failure then warns once and every call takes the
-portable path.
+portable path; so does, per dtype, a kernel that fails its first-use check against the portable
+path, or fails in use (one log line each).
+
+The kernel is compiled for the instruction set ATen runs at (``cpu_capability().aten``: AVX-512,
+AVX2, or the compiler's baseline elsewhere, ARM included), so a capped run
+(``ATEN_CPU_CAPABILITY=avx2``) runs the AVX2 build a real AVX2 CPU would.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import logging
+import platform
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -32,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...compat import cpu_capability, give_up, self_tested
 from ...environment import switch
 from .tracing import traced
 
@@ -51,20 +58,26 @@ def merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(batch, length, heads * head_dims)
 
 
+# The instruction sets of each ATen level on x86 (what that level guarantees the CPU has);
+# -mtune only schedules, so a build shared between two CPUs of one level runs on both.
+X86_ISA_FLAGS = {'AVX512': ['-mavx512f', '-mavx512cd', '-mavx512bw', '-mavx512dq', '-mavx512vl',
+                            '-mavx2', '-mfma', '-mf16c', '-mtune=native'],
+                 'AVX2': ['-mavx2', '-mfma', '-mf16c', '-mtune=native']}
+
+
 def _build_flags() -> list[str]:
-    # -march=native: the cache key below includes this CPU's flags, so a kernel built for one CPU
-    # is never loaded on another.
-    return ['-O3', '-march=native', '-fno-math-errno', '-fno-trapping-math']
+    """Optimisation flags and the instruction set of ``cpu_capability().aten`` on x86; elsewhere
+    (ARM, other CPUs) the compiler's baseline for the architecture."""
+    flags = ['-O3', '-fno-math-errno', '-fno-trapping-math']
+    if platform.machine().lower() in ('x86_64', 'amd64'):
+        flags += X86_ISA_FLAGS.get(cpu_capability().aten, [])
+    return flags
 
 
 def _cache_name(source: str) -> str:
-    """An extension name unique to this source, these flags, this CPU and this torch."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next((line for line in f if line.startswith('flags')), '')
-    except OSError:
-        cpu = ''
-    key = '\n'.join([source, ' '.join(_build_flags()), cpu, torch.__version__])
+    """An extension name unique to this source, these flags (the instruction set included), this
+    architecture and this torch: a build is never loaded on a CPU it was not built for."""
+    key = '\n'.join([source, ' '.join(_build_flags()), platform.machine(), torch.__version__])
     return 'mmbixt_bidir_' + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -101,7 +114,40 @@ def kernel_applies(*inputs: Tensor) -> bool:
     return (not traced(tokens) and tokens.device.type == 'cpu' and not torch.is_grad_enabled()
             and tokens.dtype in KERNEL_DTYPES and all(t.dtype == tokens.dtype for t in inputs)
             and tokens.shape[-1] in KERNEL_HEAD_DIMS and latents.shape[2] % 4 == 0
-            and all(t.stride(-1) == 1 for t in inputs) and load_kernel() is not None)
+            and all(t.stride(-1) == 1 for t in inputs) and checked_kernel(tokens.dtype) is not None)
+
+
+KERNEL_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative to the largest output
+
+
+def checked_kernel(dtype: torch.dtype) -> Optional[object]:
+    """The compiled kernel for ``dtype`` inputs if it equals the portable path on a small call
+    (checked once per dtype on first use); None, for good, where it did not build or differed."""
+    return self_tested(kernel_name(dtype), load_kernel, lambda op: _kernel_mismatch(op, dtype),
+                       'two fused-attention calls serve')
+
+
+def kernel_name(dtype: torch.dtype) -> str:
+    return f'fused bi-directional attention kernel ({str(dtype).replace("torch.", "")})'
+
+
+def _kernel_mismatch(op, dtype: torch.dtype) -> Optional[str]:
+    """A partial block of tokens (70 = 64 + 6), a padding mask: where the kernel departs from the
+    plain loop it would show."""
+    generator = torch.Generator().manual_seed(0)
+    lat, tok = (torch.randn(1, 2, n, 2, 16, generator=generator).to(dtype).unbind(3)
+                for n in (8, 70))
+    mask = torch.ones(1, 70, dtype=torch.bool)
+    mask[:, 60:] = False
+    with torch.no_grad():
+        fused = op(lat[0], lat[1], tok[0], tok[1], mask, 16 ** -0.5, 2)
+        plain = portable_attention(lat[0], lat[1], tok[0], tok[1], mask)
+    for name, actual, expected in zip(("latents' read", "tokens' read"), fused, plain):
+        error = ((actual.float() - expected.float()).abs().max()
+                 / expected.float().abs().max()).item()
+        if actual.shape != expected.shape or not error <= KERNEL_TOLERANCE[dtype]:
+            return f'{name} differs from the portable path by {error:.1e}'
+    return None
 
 
 def portable_attention(r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: Tensor,
@@ -128,11 +174,13 @@ def bidirectional_attention(r_lat: Tensor, v_lat: Tensor, r_tok: Tensor, v_tok: 
                          '([batch, tokens]): one flag per token')
     if kernel != 'fused' or not kernel_applies(r_lat, v_lat, r_tok, v_tok):
         return portable_attention(r_lat, v_lat, r_tok, v_tok, token_mask)
-    groups = _token_groups(r_tok)
     mask = None if token_mask is None else token_mask.to(torch.bool).contiguous()
-    lat_read, tok_read = load_kernel()(r_lat, v_lat, r_tok, v_tok, mask,
-                                       r_tok.shape[-1] ** -0.5, groups)
-    return lat_read, tok_read
+    try:
+        return checked_kernel(r_tok.dtype)(r_lat, v_lat, r_tok, v_tok, mask,
+                                           r_tok.shape[-1] ** -0.5, _token_groups(r_tok))
+    except RuntimeError as err:  # never seen; but no kernel error ever reaches the user
+        give_up(kernel_name(r_tok.dtype), err, 'two fused-attention calls serve')
+        return portable_attention(r_lat, v_lat, r_tok, v_tok, token_mask)
 
 
 def _token_groups(r_tok: Tensor) -> int:

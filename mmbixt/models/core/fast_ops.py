@@ -1,5 +1,5 @@
-"""Fused CPU kernels for inference, and what this CPU can do in bf16 (which decides where they
-apply). The inference policy built on them is :mod:`mmbixt.models.inference`.
+"""Fused CPU kernels for inference. The inference policy built on them is
+:mod:`mmbixt.models.inference`.
 
 PyTorch's ``F.linear`` on the CPU runs the matmul (MKL or oneDNN, whichever ATen picks) after copying
 the broadcast bias into the output, then GELU and the residual add as separate passes over
@@ -7,51 +7,66 @@ the broadcast bias into the output, then GELU and the residual add as separate p
 inductor's CPU backend emits for the same pattern) does matmul + bias + GELU, or matmul + bias +
 residual add, in one call. It has no autograd, so it serves inference only (no grad, no autocast);
 everything else, training included, runs the plain PyTorch ops, bit for bit as before. The op is
-private: ``mmbixt.compat.onednn_linear`` checks it once and falls back to ``F.linear`` for good.
+private: ``mmbixt.compat.onednn_linear`` checks it once per dtype and falls back to ``F.linear``
+for good; an error in use also switches it off for good (one log line), never reaching the caller.
+
+What the CPU can do comes from ``mmbixt.compat.cpu_capability()`` (ATen and oneDNN, never
+``/proc/cpuinfo``). ``MMBIXT_FUSED_KERNELS=0`` (read once, at import) makes ``fused=False`` the
+default of ``ExecutionSettings``: the fused linears, the opt-in attention kernel and (in
+``fast_inference``) the channels-last layout off, the portable path every CPU can take.
 """
 from __future__ import annotations
 
-import functools
+import os
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...compat import onednn_linear
+from ...compat import ONEDNN_LINEAR_NAMES, give_up, onednn_linear
 from .tracing import traced
 
 
 FUSED_DTYPES = (torch.float32, torch.bfloat16)
+FUSED_BY_DEFAULT = os.environ.get('MMBIXT_FUSED_KERNELS', '1') != '0'
 
 
 def fused_linear_applies(x: Tensor, layer: nn.Linear, fused: bool = True) -> bool:
     """Whether oneDNN's fused linear serves ``layer(x)``: the fused kernels on (``fused``, the
     ``ExecutionSettings`` of the core), eager CPU inference (no gradients, no autocast, no
-    tracing), fp32 (or bf16 where this CPU has bf16 instructions) input in the layer's dtype,
-    with a bias."""
+    tracing), input in the layer's dtype with a bias, and the op's self-test for that dtype passed
+    (fp32; bf16 only where the CPU has native bf16)."""
     # A captured graph (torch.compile fuses on its own; exports need the standard ops) records
     # the standard ops.
     return (fused and not traced(x) and x.device.type == 'cpu'
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
             and x.dtype == layer.weight.dtype and layer.bias is not None
-            and (x.dtype == torch.float32
-                 or (x.dtype == torch.bfloat16 and cpu_bf16_capability().native))
-            and onednn_linear() is not None)
+            and onednn_linear(x.dtype) is not None)
+
+
+def _fused(x: Tensor, *args) -> Optional[Tensor]:
+    """The fused linear's result, or None (the caller runs the plain ops) after an error in use,
+    which switches the op off for this dtype for good: no oneDNN error reaches the user."""
+    try:
+        return onednn_linear(x.dtype)(x, *args)
+    except RuntimeError as err:
+        give_up(ONEDNN_LINEAR_NAMES[x.dtype], err, 'inference uses F.linear')
+        return None
 
 
 def linear(x: Tensor, layer: nn.Linear, fused: bool = True) -> Tensor:
     """``layer(x)``; in CPU inference with the bias added inside the matmul (no bias copy)."""
-    if fused_linear_applies(x, layer, fused):
-        return onednn_linear()(x, layer.weight, layer.bias, 'none', [], 'none')
-    return layer(x)
+    out = (_fused(x, layer.weight, layer.bias, 'none', [], 'none')
+           if fused_linear_applies(x, layer, fused) else None)
+    return layer(x) if out is None else out
 
 
 def linear_gelu(x: Tensor, layer: nn.Linear, fused: bool = True) -> Tensor:
     """``GELU(layer(x))`` (exact erf GELU)."""
-    if fused_linear_applies(x, layer, fused):
-        return onednn_linear()(x, layer.weight, layer.bias, 'gelu', [], 'none')
-    return F.gelu(layer(x))
+    out = (_fused(x, layer.weight, layer.bias, 'gelu', [], 'none')
+           if fused_linear_applies(x, layer, fused) else None)
+    return F.gelu(layer(x)) if out is None else out
 
 
 def linear_residual(x: Tensor, layer: nn.Linear, residual: Tensor, scale: nn.Module,
@@ -66,50 +81,8 @@ def linear_residual(x: Tensor, layer: nn.Linear, residual: Tensor, scale: nn.Mod
         gamma = getattr(scale, 'gamma', None)
         if gamma is not None:
             weight, bias = weight * gamma[:, None], bias * gamma
-        return onednn_linear()(x, residual.contiguous(), weight, bias, 'add')
+        out = _fused(x, residual.contiguous(), weight, bias, 'add')
+        if out is not None:
+            return out
     branch = scale(layer(x))
     return residual + (branch if keep is None else branch * keep)
-
-
-# ---------------------------------------------------------------------------- CPU capability
-class CpuBf16Capability:
-    """What the CPU offers for bf16 matmuls: ``'amx'`` (AMX tiles), ``'avx512_bf16'`` (bf16 dot
-    products), or ``'none'`` (bf16 only emulated: slower than fp32)."""
-
-    def __init__(self, kind: str, isa: str):
-        self.kind = kind  # amx | avx512_bf16 | none
-        self.isa = isa    # torch.backends.cpu.get_cpu_capability()
-
-    @property
-    def native(self) -> bool:
-        return self.kind != 'none'
-
-    def __repr__(self) -> str:
-        return f'CpuBf16Capability(kind={self.kind!r}, isa={self.isa!r})'
-
-
-def bf16_kind(cpu_flags: set[str], isa: str) -> str:
-    """The bf16 matmul kind from ``/proc/cpuinfo`` flags and PyTorch's dispatch ISA."""
-    if 'amx_bf16' in cpu_flags or isa == 'AMX':
-        return 'amx'
-    if 'avx512_bf16' in cpu_flags:
-        return 'avx512_bf16'
-    return 'none'
-
-
-def read_cpu_flags(path: str = '/proc/cpuinfo') -> set[str]:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return set(line.split(':', 1)[1].split())
-    except OSError:  # not Linux: PyTorch's ISA alone decides
-        pass
-    return set()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_capability() -> CpuBf16Capability:
-    """This machine's bf16 capability (cached)."""
-    isa = torch.backends.cpu.get_cpu_capability()
-    return CpuBf16Capability(bf16_kind(read_cpu_flags(), isa), isa)

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from ...archs import BiXTArch
 from .bidir_attention import (ATTENTION_KERNELS, DEFAULT_ATTENTION_KERNEL, bidirectional_attention,
                               merge_heads)
-from .fast_ops import linear, linear_gelu, linear_residual
+from .fast_ops import FUSED_BY_DEFAULT, linear, linear_gelu, linear_residual
 from .tracing import traced
 
 LAYER_NORM_EPS = 1e-6
@@ -40,7 +40,8 @@ class ExecutionSettings:
     stream_chunk_size: a forward without gradients over more tokens than this streams the token
         side in chunks of this size (cache locality). None: never.
     fused: oneDNN's fused linear kernels in eager CPU inference (``fast_ops``); False runs the
-        plain PyTorch ops (and the portable attention).
+        plain PyTorch ops (and the portable attention). The default is False where
+        ``MMBIXT_FUSED_KERNELS=0`` was set when mmbixt was imported (the portable path).
     attention_kernel: ``'portable'`` (one fused-attention call per direction) or ``'fused'`` (the
         opt-in CPU inference kernel of ``bidir_attention``, where it applies). The default is
         ``'fused'`` where ``MMBIXT_FUSED_ATTENTION=1`` was set when mmbixt was imported.
@@ -51,7 +52,7 @@ class ExecutionSettings:
     with_cp: bool = False
     train_chunk_size: Optional[int] = TRAIN_CHUNK_TOKENS
     stream_chunk_size: Optional[int] = STREAM_CHUNK_TOKENS
-    fused: bool = True
+    fused: bool = FUSED_BY_DEFAULT
     attention_kernel: str = DEFAULT_ATTENTION_KERNEL
 
     def __post_init__(self) -> None:

@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 from .common import bixt_gflop
-from .measure import interleaved
+from .measure import interleaved, runnable
 from .original import load_original, original_and_ours
 from .peers import bixt_backbone, matmul_peaks, onnx_runner, vit_backbone
 
@@ -46,11 +46,11 @@ def forward_group(size: int, stride: int, args: dict) -> dict:
     """Every forward peer at one size, interleaved, with the matmul peaks in the same window."""
     import torch
     original = load_original(args['original']) if args['original'] else None
-    from mmbixt.models.core.fast_ops import cpu_bf16_capability
+    from mmbixt.compat import cpu_capability
     torch.manual_seed(0)
     img = torch.randn(1, 3, size, size)
     out: dict = {'size': size, 'stride': stride, 'gflop': bixt_gflop(size, stride),
-                 'bf16_cpu': cpu_bf16_capability().kind}
+                 'cpu': cpu_capability().label()}
     functions = matmul_peaks() if args['peaks'] else {}
     if args['original']:
         run_theirs, run_ours, ours = original_and_ours(original, stride, size)
@@ -73,7 +73,10 @@ def forward_group(size: int, stride: int, args: dict) -> dict:
         runner = onnx_runner(ours, size, args['threads'])
         if runner:
             functions['mmbixt ONNX Runtime fp32'] = runner
+    functions, skipped = runnable(functions)
     out['ms'] = interleaved(functions, args['rounds'])
+    if skipped:
+        out['skipped'] = skipped
     return out
 
 

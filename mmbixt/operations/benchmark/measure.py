@@ -3,12 +3,30 @@ of the measured calls."""
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from typing import Callable
 
 
+def runnable(functions: dict[str, Callable]) -> tuple[dict[str, Callable], dict[str, str]]:
+    """The functions whose first (warm-up) call ran, and why each other one cannot run on this
+    machine (its error's first line): one peer that cannot run never costs its group."""
+    import torch
+    ran, skipped = {}, {}
+    with torch.no_grad():
+        for name, fn in functions.items():
+            try:
+                fn()
+                ran[name] = fn
+            except Exception as exc:  # noqa: BLE001  (reported in the table)
+                skipped[name] = f'{type(exc).__name__}: {(str(exc).splitlines() or [""])[0]}'[:200]
+                print(f'  {name} cannot run here: {skipped[name]}', file=sys.stderr)
+    return ran, skipped
+
+
 def interleaved(functions: dict[str, Callable], rounds: int) -> dict[str, float]:
-    """Median milliseconds of each function, timed round-robin after one warm-up each."""
+    """Median milliseconds of each function, timed round-robin after one warm-up each (the
+    caller drops what cannot run first: ``runnable``)."""
     import torch
     times = {name: [] for name in functions}
     with torch.no_grad():

@@ -189,11 +189,11 @@ def main(argv=None) -> None:
         print('\n'.join(masks_report(args.rounds, args.quick)))
         return None
     from mmbixt.operations.fileio import atomic_write, check_output_dir
-    from mmbixt.models.core.fast_ops import cpu_bf16_capability
+    from mmbixt.compat import cpu_capability
     check_output_dir(str(args.out), '--out')
     args.out.mkdir(parents=True, exist_ok=True)
-    machine = (f'{os.cpu_count()}-core CPU ({torch.backends.cpu.get_cpu_capability()}, bf16: '
-               f'{cpu_bf16_capability().kind}), {args.threads} threads, torch {torch.__version__}')
+    machine = (f'{os.cpu_count()}-core CPU ({cpu_capability().label()}), {args.threads} threads, '
+               f'torch {torch.__version__}')
     print(f'# mmbixt benchmark: {machine}; batch 1 forward; medians of interleaved rounds',
           flush=True)
     started = time.perf_counter()

@@ -1,4 +1,5 @@
 """mmbixt engine (registered on import)."""
+from .amp import CpuBf16OptimWrapper, enable_amp_training  # noqa: F401  (registers)
 from .consistency import ConfigConsistencyHook
 from .layer_decay import BiXTLayerDecayOptimizerConstructor, bixt_layer_id
 from .non_finite import NonFiniteLossHook, NonFiniteTrainingError  # noqa: F401  (registers)
