@@ -18,6 +18,11 @@ VARIANTS = ('linear_p16', 'linear_p16s8', 'linear_p16s4', 'conv_p16', 'conv_p8',
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# The portable run of tests/test_machines.py switches every fused CPU path off: tests of those
+# paths skip there, saying so.
+needs_fused = pytest.mark.skipif(os.environ.get('MMBIXT_FUSED_KERNELS') == '0',
+                                 reason='fused paths switched off (MMBIXT_FUSED_KERNELS=0)')
+
 
 def reference_arch(config: dict) -> dict:
     """The ``arch`` dict of a reference model from the ``config`` stored in its expected.pt."""

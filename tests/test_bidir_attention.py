@@ -12,9 +12,14 @@ from mmbixt import compat
 from mmbixt.models.core import bidir_attention
 from mmbixt.models.core.bidir_attention import (bidirectional_attention, kernel_applies,
                                                 load_kernel, portable_attention)
+from mmbixt.models.core.fast_ops import fused_kernels_enabled
 from mmbixt.models.core.layers import BiXTCore
 
-needs_kernel = pytest.mark.skipif(load_kernel() is None, reason='the kernel did not build here')
+from conftest import needs_fused
+
+needs_kernel = pytest.mark.skipif(
+    load_kernel() is None or not fused_kernels_enabled(),
+    reason='the kernel did not build here, or fused paths are switched off')
 
 
 def test_the_kernel_is_opt_in():
@@ -102,6 +107,7 @@ def test_training_switched_off_and_unsupported_widths_take_the_portable_path():
         assert torch.equal(actual, expected)
 
 
+@needs_fused
 def test_a_kernel_that_does_not_build_falls_back_with_one_warning(monkeypatch, tmp_path):
     broken = tmp_path / 'broken.cpp'
     broken.write_text('#error this kernel does not compile\n')
@@ -129,6 +135,7 @@ def test_the_kernel_passes_its_first_use_check_per_dtype(dtype):
     assert bidir_attention._kernel_mismatch(load_kernel(), dtype) is None
 
 
+@needs_fused
 def test_a_kernel_that_differs_or_fails_in_use_falls_back_for_good(monkeypatch, caplog_mmengine):
     r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
     plain = portable_attention(r_lat, v_lat, r_tok, v_tok)
@@ -169,3 +176,23 @@ def test_core_inference_runs_the_kernel_and_training_the_fused_attention():
     assert 'mmbixt_bidir::bidir_attention' in inference
     assert 'mmbixt_bidir::bidir_attention' not in training
     assert any('flash_attention_for_cpu' in name for name in training)
+
+
+@pytest.mark.parametrize('machine, aten, isa', [
+    ('x86_64', 'AVX512', '-mavx512f'), ('x86_64', 'AVX2', '-mavx2'), ('x86_64', 'DEFAULT', None),
+    ('aarch64', 'DEFAULT', None), ('arm64', 'SVE256', None)])
+def test_the_kernel_is_built_for_the_capability_not_the_build_machine(monkeypatch, machine, aten,
+                                                                     isa):
+    """No -march=native: the instruction set follows ATen's level on x86 (a capped run builds what
+    that CPU would run), the compiler's baseline elsewhere; the cache name follows the flags."""
+    monkeypatch.setattr(bidir_attention.platform, 'machine', lambda: machine)
+    monkeypatch.setattr(bidir_attention, 'cpu_capability',
+                        lambda: compat.CpuCapability(aten=aten, onednn=True, bf16=False, amx=False))
+    flags = bidir_attention._build_flags()
+    assert not any(flag.startswith('-march') for flag in flags)
+    isa_flags = [flag for flag in flags if flag.startswith('-m') and flag != '-mtune=native']
+    assert (isa in isa_flags) if isa else not isa_flags
+    names = {bidir_attention._cache_name('source')}
+    monkeypatch.setattr(bidir_attention.platform, 'machine', lambda: 'riscv64')
+    names.add(bidir_attention._cache_name('source'))
+    assert len(names) == 2

@@ -274,3 +274,17 @@ def test_the_onednn_op_never_formats_its_arguments(monkeypatch):
         plain = fused(x, weight, bias, 'none', [], 'none')
         added = fused(x, residual, weight, bias, 'add')
     torch.testing.assert_close(added, plain + residual)
+
+
+def test_a_torch_without_onednn_runs_the_plain_ops(monkeypatch, fresh_verdicts, caplog_mmengine):
+    """As on a CPU build without oneDNN (some ARM wheels): no capability claimed, no fused op."""
+    monkeypatch.setattr(torch.backends.mkldnn, 'is_available', lambda: False)
+    compat.cpu_capability.cache_clear()
+    try:
+        capability = compat.cpu_capability()
+        assert not capability.onednn and not capability.bf16 and not capability.amx
+        assert capability.label().endswith('+ no oneDNN')
+        assert compat.onednn_linear() is None and compat.onednn_linear(torch.bfloat16) is None
+    finally:
+        compat.cpu_capability.cache_clear()
+    assert caplog_mmengine() == []

@@ -183,7 +183,8 @@ def test_the_kernel_default_comes_from_the_environment_once():
         assert out.stdout.split() == [kernel, kernel]
 
 
-@pytest.mark.skipif(fast_ops.onednn_linear() is None, reason='no oneDNN in this torch')
+@pytest.mark.skipif(fast_ops.onednn_linear() is None or not fast_ops.fused_kernels_enabled(),
+                    reason='no oneDNN in this torch, or fused paths switched off')
 def test_fused_switch_turns_the_onednn_kernels_off(monkeypatch):
     calls, original = [], fast_ops.onednn_linear()
     counted = lambda *args: calls.append(1) or original(*args)  # noqa: E731

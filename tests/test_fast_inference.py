@@ -24,9 +24,10 @@ from mmbixt.models.inference import compile_backbone, fast_inference, fast_infer
 from mmbixt.operations.attention_kernels import cross_attention_kernels, sdpa_kernel
 from mmbixt.models.core.layers import LayerScale
 
-from conftest import REPO
+from conftest import REPO, needs_fused
 
-needs_onednn = pytest.mark.skipif(fast_ops.onednn_linear() is None, reason='no oneDNN in this torch')
+needs_onednn = pytest.mark.skipif(fast_ops.onednn_linear() is None or not fast_ops.fused_kernels_enabled(),
+                                  reason='no oneDNN in this torch, or fused paths switched off')
 
 
 def rel_err(actual, expected) -> float:
@@ -140,6 +141,7 @@ def test_bf16_fast_path_keeps_segmentation_predictions():
         assert torch.equal(model(images, mode='tensor').argmax(1), expected)
 
 
+@needs_fused
 def test_fast_path_of_the_whole_segmentor_uses_channels_last_convolutions():
     """``fast_inference(model)``: neck and head convolutions in channels-last layout, the same
     fp32 logits (a layout change), and bf16 predictions as promised."""
@@ -157,6 +159,7 @@ def test_fast_path_of_the_whole_segmentor_uses_channels_last_convolutions():
     assert (bf16.argmax(1) == expected.argmax(1)).float().mean().item() >= 0.995
 
 
+@needs_fused
 def test_channels_last_that_fails_its_self_test_leaves_the_layout(monkeypatch, caplog_mmengine):
     compat.forget_self_tests()
     monkeypatch.setattr(inference, '_channels_last_mismatch', lambda dtype: 'differs by 1.0e+00')
