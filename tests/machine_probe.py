@@ -58,8 +58,8 @@ def fused_linears() -> dict[str, torch.Tensor]:
 def probe(kernel: bool) -> dict:
     from mmbixt.compat import cpu_capability, onednn_linear
     from mmbixt.models.core import bidir_attention
-    from mmbixt.models.core.fast_ops import (fast_inference, fast_inference_dtype, fused_kernels,
-                                             fused_kernels_enabled)
+    from mmbixt.models.core.fast_ops import fused_kernels, fused_kernels_enabled
+    from mmbixt.models.inference import fast_inference, fast_inference_dtype
     capability = cpu_capability()
     model = small_segmentor()
     images = torch.randn(2, 3, 72, 96, generator=torch.Generator().manual_seed(0))
