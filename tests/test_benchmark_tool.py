@@ -35,6 +35,9 @@ def test_quick_run_writes_tables_goals_and_the_scaling_plot(tmp_path):
     assert all(set(group['runs']) == {'mmbixt BiXT-Ti/16', 'mmbixt BiXT-Ti/8', 'mmseg ViT-Ti/16'}
                for group in results['scaling'])
     table = (tmp_path / 'table.md').read_text()
+    from mmbixt.compat import cpu_capability
+    for title in ('Backbone forward', 'Whole-image inference', 'Scaling', 'Goals'):
+        assert f'{title} (CPU: {cpu_capability().label()}):' in table
     assert '| 1. fp32 BiXT-Ti/16 at 512 >= 1.3x the original | not measured | - |' in table
     assert '| where the time goes (BiXT-Ti/16, whole image) |' in table
     assert '| 5. scaling: >= 6 sizes (256..2048) for BiXT-Ti/16, Ti/8 and ViT | 3 sizes | MISS |' \
@@ -175,3 +178,22 @@ def test_profiles_name_the_ops_where_the_time_goes():
 def test_the_masks_section_runs():
     lines = benchmark.masks_report(rounds=1, quick=True)
     assert len(lines) == 3 and lines[-1].startswith('batched test, 4 mixed sizes')
+
+
+def test_a_peer_that_cannot_run_here_is_reported_and_the_rest_is_timed(capsys):
+    """As oneDNN's bf16 linear on a CPU without bf16: its error's first line goes to the table,
+    the group's other peers are timed."""
+    from mmbixt.operations.benchmark.measure import interleaved, runnable
+    from mmbixt.operations.benchmark.tables import forward_table
+
+    def no_kernel():
+        raise RuntimeError('could not create a primitive descriptor for the inner product '
+                           'forward propagation primitive.\nRun with ONEDNN_VERBOSE=all')
+    functions, skipped = runnable({'fine': lambda: None, 'matmul bf16 (oneDNN)': no_kernel})
+    assert list(functions) == ['fine']
+    assert skipped == {'matmul bf16 (oneDNN)': 'RuntimeError: could not create a primitive '
+                       'descriptor for the inner product forward propagation primitive.'}
+    group = {'size': 64, 'stride': 16, 'gflop': 1.0, 'ms': interleaved(functions, 1),
+             'skipped': skipped}
+    assert ('| 64 px, Ti/16 | matmul bf16 (oneDNN) | cannot run on this CPU: RuntimeError: could '
+            'not create a primitive descriptor') in forward_table([group])

@@ -166,17 +166,26 @@ def summary(result: dict) -> str:
 
 
 def report(results: dict, machine: str, command: str, args) -> str:
-    parts = [forward_table(results['forward']) if results['forward'] else '',
-             segment_table(results['segment']) if results['segment'] else '',
-             split_table(results['segment']) if any('split' in g for g in results['segment'])
-             else '',
-             cases_table('training step', results['train']) if results['train'] else '',
-             scaling_table(scaling_points(results['scaling'])) if results['scaling'] else '',
-             cases_table(f'whole-image UPerNet inference, fp32 (budget {FIT_BUDGET_GB} GB)',
-                         results['fits']) if results['fits'] else '',
-             profile_table(results['profile']) if results.get('profile') else '',
-             targets_table(targets(results))]
-    return f'{machine}; `{command}`\n\n' + '\n\n'.join(p for p in parts if p) + '\n'
+    """Every table, each under a title naming this machine's CPU capability (figures of one
+    class of CPU say nothing about another)."""
+    from mmbixt.compat import cpu_capability
+    parts = [('Backbone forward', forward_table(results['forward']) if results['forward'] else ''),
+             ('Whole-image inference',
+              segment_table(results['segment']) if results['segment'] else ''),
+             ('Where the time goes', split_table(results['segment'])
+              if any('split' in g for g in results['segment']) else ''),
+             ('Training', cases_table('training step', results['train'])
+              if results['train'] else ''),
+             ('Scaling', scaling_table(scaling_points(results['scaling']))
+              if results['scaling'] else ''),
+             ('Big images', cases_table(f'whole-image UPerNet inference, fp32 (budget '
+                                        f'{FIT_BUDGET_GB} GB)', results['fits'])
+              if results['fits'] else ''),
+             ('Profiles', profile_table(results['profile']) if results.get('profile') else ''),
+             ('Goals', targets_table(targets(results)))]
+    label = cpu_capability().label()
+    return f'{machine}; `{command}`\n\n' + '\n\n'.join(
+        f'{title} (CPU: {label}):\n\n{table}' for title, table in parts if table) + '\n'
 
 
 def main(argv=None) -> None:
@@ -186,6 +195,8 @@ def main(argv=None) -> None:
     import torch
     if args.masks:
         torch.set_num_threads(args.threads)
+        from mmbixt.compat import cpu_capability
+        print(f'Masks (CPU: {cpu_capability().label()}):\n')
         print('\n'.join(masks_report(args.rounds, args.quick)))
         return None
     from mmbixt.operations.fileio import atomic_write, check_output_dir
@@ -214,6 +225,6 @@ def main(argv=None) -> None:
         plot_path = args.plot or args.out / 'scaling.png'
         plot(scaling_points(results['scaling']), plot_path,
              f'Backbone forward, fp32, batch 1, {args.threads} '
-             f'thread(s), {machine.split(" (")[0]}')
+             f'thread(s), {machine.split(", ")[0]}')
         written.append(plot_path)
     print(f'wrote {", ".join(map(str, written))} in {time.perf_counter() - started:.0f} s')
