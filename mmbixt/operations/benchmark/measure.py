@@ -19,8 +19,9 @@ def runnable(functions: dict[str, Callable]) -> tuple[dict[str, Callable], dict[
                 fn()
                 ran[name] = fn
             except Exception as exc:  # noqa: BLE001  (reported in the table)
-                skipped[name] = f'{type(exc).__name__}: {(str(exc).splitlines() or [""])[0]}'[:200]
-                print(f'  {name} cannot run here: {skipped[name]}', file=sys.stderr)
+                first = (str(exc).splitlines() or [''])[0]
+                skipped[name] = f'cannot run on this CPU: {type(exc).__name__}: {first}'[:200]
+                print(f'  {name}: {skipped[name]}', file=sys.stderr)
     return ran, skipped
 
 

@@ -50,14 +50,15 @@ def onnx_runner(model, size: int, threads: int) -> Optional[Callable]:
     return lambda: session.run(None, feed)
 
 
-def matmul_peaks() -> dict[str, Callable]:
-    """fp32 and bf16 ``2048^3`` matmuls, each through ATen's mm and through oneDNN's linear
-    kernel (what mmbixt's fused inference path uses, where its self-test for the dtype passed:
-    bf16 only with native bf16); the faster of each dtype is its peak."""
+def matmul_peaks(bf16: bool = True) -> dict[str, Callable]:
+    """fp32 and (with ``bf16``) bf16 ``2048^3`` matmuls, each through ATen's mm and through
+    oneDNN's linear kernel (what mmbixt's fused inference path uses, where its self-test for the
+    dtype passed); the faster of each dtype is its peak."""
     import torch
     from mmbixt.compat import onednn_linear
     out = {}
-    for dtype, name in ((torch.float32, 'fp32'), (torch.bfloat16, 'bf16')):
+    dtypes = ((torch.float32, 'fp32'), (torch.bfloat16, 'bf16'))[:2 if bf16 else 1]
+    for dtype, name in dtypes:
         a = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
         b = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
         out[f'matmul {name} (mm)'] = lambda a=a, b=b: torch.mm(a, b)

@@ -28,8 +28,8 @@ def forward_table(forward: list[dict]) -> str:
                 f'| {name} | {value:.1f} | {"" if is_peak or not base else f"{base / value:.2f}x"} '
                 f'| {"" if gflops is None else f"{gflops:.0f}"} '
                 f'| {"" if gflops is None or not peak_gflops else f"{gflops / peak_gflops:.0%}"} |')
-        lines += [f'| {group["size"]} px, Ti/{group["stride"]} | {name} | cannot run on this CPU: '
-                  f'{why} | | | |' for name, why in group.get('skipped', {}).items()]
+        lines += [f'| {group["size"]} px, Ti/{group["stride"]} | {name} | {why} '
+                  '| | | |' for name, why in group.get('skipped', {}).items()]
     return '\n'.join(lines)
 
 
