@@ -7,7 +7,8 @@ where the latents look). Runs on a CPU in a few minutes.
     python tools/demo.py [--seed 0]
 
 The training is seeded (``randomness.seed``, default 0) and runs one thread per process unless
-OMP_NUM_THREADS says otherwise, so a seed gives the same mIoU on every run on a machine.
+OMP_NUM_THREADS says otherwise, so a seed gives the same mIoU on every run on a machine; another
+class of CPU (AVX2, ARM) rounds differently and moves it by a few tenths (docs/segmentation.md).
 """
 from __future__ import annotations
 

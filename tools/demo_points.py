@@ -9,7 +9,8 @@
     python tools/demo_points.py [--iters N] [--out demo_output] [--seed 0]
 
 The training is seeded (``randomness.seed``, default 0), so a seed gives the same numbers on every
-run on a machine.
+run on a machine; another class of CPU (AVX2, ARM) rounds differently and moves them by a few
+tenths (docs/points.md).
 """
 from __future__ import annotations
 
