@@ -13,7 +13,6 @@ autocast where native) and the fused linears against their plain ops. Any error 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -58,29 +57,30 @@ def fused_linears() -> dict[str, torch.Tensor]:
 def probe(kernel: bool) -> dict:
     from mmbixt.compat import cpu_capability, onednn_linear
     from mmbixt.models.core import bidir_attention
-    from mmbixt.models.core.fast_ops import fused_kernels, fused_kernels_enabled
+    from mmbixt.models.core.fast_ops import FUSED_BY_DEFAULT
     from mmbixt.models.inference import fast_inference, fast_inference_dtype
     capability = cpu_capability()
     model = small_segmentor()
     images = torch.randn(2, 3, 72, 96, generator=torch.Generator().manual_seed(0))
     outputs = dict(fused_linears())
     with torch.no_grad():
-        with fused_kernels(False):
-            outputs['plain fp32'] = model(images, mode='tensor')
+        model.backbone.set_execution(fused=False)
+        outputs['plain fp32'] = model(images, mode='tensor')
+        model.backbone.set_execution(fused=FUSED_BY_DEFAULT)  # this machine's default
         outputs['fused fp32'] = model(images, mode='tensor')
         if kernel:
-            os.environ[bidir_attention.SWITCH] = '1'
+            model.backbone.set_execution(attention_kernel='fused')
             outputs['attention kernel fp32'] = model(images, mode='tensor')
-            os.environ[bidir_attention.SWITCH] = '0'
+            model.backbone.set_execution(attention_kernel='portable')
         if capability.bf16:
             with torch.autocast('cpu', dtype=torch.bfloat16):
                 outputs['bf16 autocast'] = model(images, mode='tensor').float()
     with fast_inference(model):
         outputs['fast path'] = model(images, mode='tensor').float()
-    kernel = (kernel and fused_kernels_enabled()
+    kernel = (kernel and FUSED_BY_DEFAULT
               and bidir_attention.checked_kernel(torch.float32) is not None)
-    paths = {'fused linear fp32': fused_kernels_enabled() and onednn_linear() is not None,
-             'fused linear bf16': (fused_kernels_enabled()
+    paths = {'fused linear fp32': FUSED_BY_DEFAULT and onednn_linear() is not None,
+             'fused linear bf16': (FUSED_BY_DEFAULT
                                    and onednn_linear(torch.bfloat16) is not None),
              'attention kernel': kernel,
              'channels-last': any(m.weight.is_contiguous(memory_format=torch.channels_last)

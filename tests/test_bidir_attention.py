@@ -12,13 +12,12 @@ from mmbixt import compat
 from mmbixt.models.core import bidir_attention
 from mmbixt.models.core.bidir_attention import (bidirectional_attention, kernel_applies,
                                                 load_kernel, portable_attention)
-from mmbixt.models.core.fast_ops import fused_kernels_enabled
+from mmbixt.models.core.fast_ops import FUSED_BY_DEFAULT
 from mmbixt.models.core.layers import BiXTCore
 
-from conftest import needs_fused
 
 needs_kernel = pytest.mark.skipif(
-    load_kernel() is None or not fused_kernels_enabled(),
+    load_kernel() is None or not FUSED_BY_DEFAULT,
     reason='the kernel did not build here, or fused paths are switched off')
 
 
@@ -107,7 +106,6 @@ def test_training_switched_off_and_unsupported_widths_take_the_portable_path():
         assert torch.equal(actual, expected)
 
 
-@needs_fused
 def test_a_kernel_that_does_not_build_falls_back_with_one_warning(monkeypatch, tmp_path):
     broken = tmp_path / 'broken.cpp'
     broken.write_text('#error this kernel does not compile\n')
@@ -135,7 +133,6 @@ def test_the_kernel_passes_its_first_use_check_per_dtype(dtype):
     assert bidir_attention._kernel_mismatch(load_kernel(), dtype) is None
 
 
-@needs_fused
 def test_a_kernel_that_differs_or_fails_in_use_falls_back_for_good(monkeypatch, caplog_mmengine):
     r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
     plain = portable_attention(r_lat, v_lat, r_tok, v_tok)
@@ -150,7 +147,7 @@ def test_a_kernel_that_differs_or_fails_in_use_falls_back_for_good(monkeypatch, 
         with torch.no_grad():
             for dtype in (torch.float32, torch.float32, torch.bfloat16):
                 args = [t.to(dtype) for t in (r_lat, v_lat, r_tok, v_tok)]
-                for actual, expected in zip(bidirectional_attention(*args),
+                for actual, expected in zip(bidirectional_attention(*args, kernel='fused'),
                                             portable_attention(*args)):
                     assert torch.equal(actual, expected)
             assert not kernel_applies(r_lat, r_tok)

@@ -183,7 +183,7 @@ def test_the_kernel_default_comes_from_the_environment_once():
         assert out.stdout.split() == [kernel, kernel]
 
 
-@pytest.mark.skipif(fast_ops.onednn_linear() is None or not fast_ops.fused_kernels_enabled(),
+@pytest.mark.skipif(fast_ops.onednn_linear() is None or not fast_ops.FUSED_BY_DEFAULT,
                     reason='no oneDNN in this torch, or fused paths switched off')
 def test_fused_switch_turns_the_onednn_kernels_off(monkeypatch):
     calls, original = [], fast_ops.onednn_linear()

@@ -26,7 +26,7 @@ from mmbixt.models.core.layers import LayerScale
 
 from conftest import REPO, needs_fused
 
-needs_onednn = pytest.mark.skipif(fast_ops.onednn_linear() is None or not fast_ops.fused_kernels_enabled(),
+needs_onednn = pytest.mark.skipif(fast_ops.onednn_linear() is None or not fast_ops.FUSED_BY_DEFAULT,
                                   reason='no oneDNN in this torch, or fused paths switched off')
 
 
