@@ -13,6 +13,8 @@ from .errors import MMBiXTError
 # name -> what it takes (the message of a refused value quotes it)
 VARIABLES = {
     'MMBIXT_FUSED_ATTENTION': '1 (the fused CPU attention kernel) or 0 (default: off)',
+    'MMBIXT_FUSED_KERNELS': '1 (default: the fused CPU paths where they pass their self-tests) '
+                            'or 0 (every fused CPU path off: the portable path)',
     'MMBIXT_MAX_IMAGE_PIXELS': "a whole number of pixels >= 1 (PIL's decompression-bomb "
                                'limit), or 0 to lift the limit',
     'MMBIXT_DOWNLOAD_TIMEOUT': 'a positive number of seconds (default 60) that connecting to a '
@@ -31,10 +33,12 @@ def refuse(name: str, value: str, closest: Optional[str] = None) -> EnvironmentS
                                    f'{VARIABLES[name]}, or unset it')
 
 
-def switch(name: str) -> bool:
-    """An on/off variable: ``1`` on, ``0`` or unset off; anything else refused."""
+def switch(name: str, default: bool = False) -> bool:
+    """An on/off variable: ``1`` on, ``0`` off, unset ``default``; anything else refused."""
     value = os.environ.get(name, '').strip()
-    if value in ('', '0'):
+    if not value:
+        return default
+    if value == '0':
         return False
     if value == '1':
         return True

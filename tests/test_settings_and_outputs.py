@@ -196,3 +196,15 @@ def test_no_tool_writes_its_work_dir_or_figures_into_a_dataset(tmp_path):
         load_tool_config(args)
     args.work_dir = str(tmp_path / 'run')
     assert load_tool_config(args).work_dir == str(tmp_path / 'run')
+
+
+def test_the_fused_kernels_switch_is_on_unless_set_to_0(monkeypatch):
+    name = 'MMBIXT_FUSED_KERNELS'
+    monkeypatch.delenv(name, raising=False)
+    assert environment.switch(name, default=True)
+    monkeypatch.setenv(name, '0')
+    assert not environment.switch(name, default=True)
+    monkeypatch.setenv(name, 'off')
+    with pytest.raises(environment.EnvironmentSettingError, match=rf"{name}='off' is not valid "
+                       rf"\(did you mean {name}=0\?\)"):
+        environment.switch(name, default=True)

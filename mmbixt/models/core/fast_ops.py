@@ -17,7 +17,6 @@ default of ``ExecutionSettings``: the fused linears, the opt-in attention kernel
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
@@ -25,11 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...compat import ONEDNN_LINEAR_NAMES, give_up, onednn_linear
+from ...environment import switch
 from .tracing import traced
 
 
 FUSED_DTYPES = (torch.float32, torch.bfloat16)
-FUSED_BY_DEFAULT = os.environ.get('MMBIXT_FUSED_KERNELS', '1') != '0'
+FUSED_BY_DEFAULT = switch('MMBIXT_FUSED_KERNELS', default=True)
 
 
 def fused_linear_applies(x: Tensor, layer: nn.Linear, fused: bool = True) -> bool:
