@@ -72,7 +72,7 @@ def enable_tta(cfg: Config, config_path: str) -> None:
                         'inherit both; see configs/_base_/datasets/ade20k.py)')
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     # SegTTAModel averages every augmentation's full-size seg_logits: no tiled post-processing.
-    cfg.model.setdefault('test_cfg', {})['max_full_logits'] = None
+    cfg.model.setdefault('test_cfg', {}).update(max_full_logits=None, keep_seg_logits=True)
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
 

@@ -12,6 +12,7 @@ from torch import nn
 from ..compat import CpuCapability, self_tested
 from .core.fast_ops import FUSED_BY_DEFAULT
 from .precision import cpu_half_dtype
+from .segmentors.postprocess import predictions_only
 
 
 def fast_inference_dtype(capability: Optional[CpuCapability] = None) -> torch.dtype:
@@ -82,7 +83,9 @@ def fast_inference(model: Optional[nn.Module] = None, *,
                    compile: bool = False) -> contextlib.ExitStack:
     """The fast CPU inference path, one switch: ``with fast_inference(model): outputs = model(x)``.
 
-    No gradients; bf16 autocast where this CPU has native bf16 (``cpu_capability().bf16``),
+    No gradients; predictions only (segmentors keep no full-size ``seg_logits`` unless their
+    ``test_cfg.keep_seg_logits`` is True: their labels come from a fused resize and argmax);
+    bf16 autocast where this CPU has native bf16 (``cpu_capability().bf16``),
     otherwise fp32 (said once) with
     the fused kernels above (and, opted in, the fused bi-directional attention of
     ``bidir_attention``). Given ``model`` (a segmentor, a backbone), its convolutions move to
@@ -102,6 +105,7 @@ def fast_inference(model: Optional[nn.Module] = None, *,
             compile_backbone(model)
     stack = contextlib.ExitStack()
     stack.enter_context(torch.no_grad())
+    stack.enter_context(predictions_only())
     if dtype == torch.bfloat16:
         stack.enter_context(torch.autocast('cpu', dtype=torch.bfloat16))
     return stack

@@ -165,9 +165,11 @@ class FourierPositionalEncoding2d(nn.Module):
         """``[B, height*width, D]``: each sample's encoding computed for its own grid (the
         encoding is normalised by the grid size), at the top left of the batch grid; zeros
         elsewhere."""
-        weight = self.token_projection.weight
-        out = weight.new_zeros(len(grids), height, width, weight.shape[0])
-        for grid in dict.fromkeys(grids):
+        encodings = {grid: self(*grid).view(*grid, -1) for grid in dict.fromkeys(grids)}
+        # In the encodings' dtype: under autocast the projection gives bf16.
+        first = next(iter(encodings.values()))
+        out = first.new_zeros(len(grids), height, width, first.shape[-1])
+        for grid, encoding in encodings.items():
             samples = [i for i, own in enumerate(grids) if own == grid]
-            out[samples, :grid[0], :grid[1]] = self(*grid).view(*grid, -1)
+            out[samples, :grid[0], :grid[1]] = encoding
         return out.flatten(1, 2)

@@ -7,6 +7,7 @@ import math
 from collections import defaultdict
 from typing import Any, Optional, Sequence, Union
 
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
@@ -16,7 +17,8 @@ from ...sizes import check_positive_size
 from ..derive import BackboneGeometry, backbone_geometry, derive_setting, is_config_of
 from ..quiet_init import QuietInitWeights
 from ..necks.feature_pyramid import BiXTFeaturePyramid, derive_neck_settings, pyramid_channels
-from .postprocess import MAX_FULL_LOGITS, full_size_elements, postprocess_in_tiles
+from .postprocess import (MAX_FULL_LOGITS, full_size_elements, image_axis_maps,
+                          keeps_seg_logits, postprocess_in_tiles, predict_labels, set_prediction)
 
 HeadCfg = Union[dict, Sequence[dict], None]
 Shape = tuple[int, int]
@@ -67,6 +69,19 @@ def derive_from_backbone(geometry: BackboneGeometry, neck: Optional[dict],
         return  # another neck: its output widths are its own business
     derive_head_settings(decode_head, channels, 'model.decode_head', source)
     derive_head_settings(auxiliary_head, channels, 'model.auxiliary_head', source)
+
+
+def resizes_as_mmseg(head: nn.Module) -> bool:
+    """Whether ``head.predict`` is ``forward`` then mmseg's bilinear resize (``predict_by_feat``),
+    so that its logits before the resize give its prediction."""
+    return (isinstance(head, BaseDecodeHead)
+            and type(head).predict is BaseDecodeHead.predict
+            and type(head).predict_by_feat is BaseDecodeHead.predict_by_feat)
+
+
+def resized_size(meta: dict) -> Shape:
+    """The size mmseg's ``predict_by_feat`` resizes whole-image logits to."""
+    return tuple(meta['pad_shape'][:2]) if 'pad_shape' in meta else tuple(meta['img_shape'][:2])
 
 
 def check_sizes(settings: dict) -> None:
@@ -123,8 +138,11 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
     ``in_channels`` / ``in_stride`` (and its ``fpn``'s ``in_channels``) and the heads'
     ``in_channels`` are derived from the backbone's width, token stride and outputs. Leave them
     out of a config; a value given that disagrees is refused here, at build time, naming both
-    settings. An image whose full-size logits would exceed ``test_cfg.max_full_logits`` elements
-    is post-processed in tiles (:mod:`~mmbixt.models.segmentors.postprocess`). Everything else is
+    settings. Predictions come from the decode head's logits through a fused resize and argmax
+    (:mod:`~mmbixt.models.segmentors.postprocess`: mmseg's labels, no full-size array) when
+    full-size ``seg_logits`` are not kept: ``test_cfg.keep_seg_logits=False``, or under
+    ``fast_inference`` unless it is True; and for every image whose full-size logits would exceed
+    ``test_cfg.max_full_logits`` elements (None: no limit). Everything else is
     mmseg's ``EncoderDecoder`` (``test_cfg`` modes ``whole`` and ``slide``, ``SegTTAModel``,
     ``MMSegInferencer``).
 
@@ -147,13 +165,34 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
         super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                          auxiliary_head=auxiliary_head, **kwargs)
 
+    def predict(self, inputs: Tensor, data_samples: Optional[list] = None) -> list:
+        """mmseg's prediction. Unless full-size ``seg_logits`` are kept
+        (:func:`~mmbixt.models.segmentors.postprocess.keeps_seg_logits`), a whole-image prediction
+        is taken from the decode head's logits before any resize (``predict_labels``)."""
+        if (data_samples is None or keeps_seg_logits(self.test_cfg)
+                or self.test_cfg.get('mode', 'whole') != 'whole'
+                or not resizes_as_mmseg(self.decode_head)):
+            return super().predict(inputs, data_samples)
+        metas = [sample.metainfo for sample in data_samples]
+        heads = self.head_logits(inputs, metas)
+        maps = [image_axis_maps(meta, padded, logits.shape[1:], self.align_corners, resized)
+                for meta, (logits, resized, padded) in zip(metas, heads)]
+        if any(m is None for m in maps):  # a crop reaching mmseg's zeros: mmseg's way
+            return super().predict(inputs, data_samples)
+        for sample, (logits, _, _), (rows, cols) in zip(data_samples, heads, maps):
+            set_prediction(sample, predict_labels(logits, rows, cols, self.decode_head.threshold))
+        return data_samples
+
     def postprocess_result(self, seg_logits: Tensor, data_samples: Optional[list] = None) -> list:
-        """mmseg's, per image; a large image's logits are resized and classified in tiles."""
+        """mmseg's, per image; without full-size ``seg_logits`` when they are not kept or would
+        pass ``test_cfg.max_full_logits`` elements (the labels from ``predict_labels``)."""
         if data_samples is None:
             return super().postprocess_result(seg_logits, data_samples)
         limit = (self.test_cfg or {}).get('max_full_logits', MAX_FULL_LOGITS)
+        keep = keeps_seg_logits(self.test_cfg)
         for i, sample in enumerate(data_samples):
-            if limit is None or full_size_elements(seg_logits.shape[1], sample.metainfo) <= limit:
+            if keep and (limit is None
+                         or full_size_elements(seg_logits.shape[1], sample.metainfo) <= limit):
                 super().postprocess_result(seg_logits[i:i + 1], [sample])
             else:
                 postprocess_in_tiles(seg_logits[i], sample, self.align_corners,
@@ -195,8 +234,21 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
         valid_shapes = valid_shapes_of(inputs, batch_img_metas)
         if valid_shapes is None:
             return super().encode_decode(inputs, batch_img_metas)
+        logits = None
+        for index, (height, width), feats, metas in self.grouped_features(inputs, batch_img_metas,
+                                                                          valid_shapes):
+            group = self.decode_head.predict(feats, metas, self.test_cfg)
+            if logits is None:  # in the head's dtype (bf16 under autocast)
+                logits = group.new_zeros((inputs.shape[0], self.out_channels)
+                                         + tuple(inputs.shape[-2:]))
+            logits[index, :, :height, :width] = group
+        return logits
+
+    def grouped_features(self, inputs: Tensor, batch_img_metas: list[dict],
+                         valid_shapes: list[Shape]):
+        """For each group of equal-sized samples of a padded batch: their indices, their size,
+        the neck's features on their own token grid and their metainfo at that size."""
         feats = self.backbone(inputs, valid_shapes=valid_shapes)
-        logits = inputs.new_zeros((inputs.shape[0], self.out_channels) + tuple(inputs.shape[-2:]))
         for (height, width), index in group_by_shape(valid_shapes).items():
             grid = (math.ceil(height / self.backbone.stride), math.ceil(width / self.backbone.stride))
             group_feats = [out[index, :, :grid[0], :grid[1]].contiguous() for out in feats]
@@ -204,9 +256,23 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
                 group_feats = self.neck(group_feats)
             metas = [dict(batch_img_metas[i], img_shape=(height, width), pad_shape=(height, width))
                      for i in index]
-            logits[index, :, :height, :width] = self.decode_head.predict(group_feats, metas,
-                                                                         self.test_cfg)
-        return logits
+            yield index, (height, width), group_feats, metas
+
+    def head_logits(self, inputs: Tensor, batch_img_metas: list[dict]
+                    ) -> list[tuple[Tensor, Shape, Shape]]:
+        """Per image of a whole-image batch: the decode head's logits ``[C, h, w]``, the size
+        mmseg resizes them to and the size of the (padded) array they fill at the top left."""
+        valid_shapes = valid_shapes_of(inputs, batch_img_metas)
+        if valid_shapes is None:
+            size = resized_size(batch_img_metas[0])
+            return [(logits, size, size)
+                    for logits in self.decode_head(self.extract_feat(inputs))]
+        padded = tuple(inputs.shape[-2:])
+        out: list = [None] * len(inputs)
+        for index, size, feats, _ in self.grouped_features(inputs, batch_img_metas, valid_shapes):
+            for i, logits in zip(index, self.decode_head(feats)):
+                out[i] = (logits, size, padded)
+        return out
 
     def slide_inference(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         """mmseg's sliding windows, image by image over each image's own real pixels, so the
