@@ -15,7 +15,7 @@ from mmseg.structures import SegDataSample
 
 import mmbixt  # noqa: F401  (registers)
 from conftest import REPO
-from mmbixt.models.core.fast_ops import fast_inference
+from mmbixt.models.inference import fast_inference
 from mmbixt.models.segmentors import postprocess
 from mmbixt.models.segmentors.postprocess import (CandidatePlan, dense_labels, image_axis_maps,
                                                   predict_labels, resize_map)
