@@ -1,7 +1,8 @@
 """Export a segmentor to ONNX (and check it in ONNX Runtime).
 
     python tools/export_onnx.py CONFIG CHECKPOINT --out FILE.onnx [--shape H W] [--points P]
-        [--opset N] [--dynamo] [--verify] [--cfg-options key=value ...]
+        [--opset N] [--dynamo] [--verify] [--int8 CALIB [--held-out N]]
+        [--cfg-options key=value ...]
 
 Image segmentors (UPerNet, Semantic FPN): input ``img [N, 3, H, W]`` float32, 0..255 in the
 channel order of ``LoadImageFromFile`` (BGR), any ``H`` and ``W``; the graph normalises as the
@@ -22,6 +23,14 @@ random inputs (images of sizes other than ``--shape``; clouds of the traced size
 and a padded batch of a larger and a smaller cloud, each compared with the cloud alone), prints the largest relative difference
 (largest absolute difference over the largest logit) and the ORT/PyTorch time ratio, and exits 1
 when the difference is above 1e-4.
+
+``--int8 CALIB`` (image segmentors) also writes ``<out>_int8.onnx``: ONNX Runtime's static
+quantization (QDQ; int8 weights per channel, uint8 activations) calibrated on the first ``CALIB``
+images of the config's training split (through its test pipeline). Convolutions and linear layers
+run in int8; the attention products, the softmax, the normalisations and the decode head's
+classifier stay fp32 (mmbixt/operations/deploy/quantize.py says why). With ``--verify`` it reports
+the share of pixels whose int8 label equals the fp32 PyTorch model's on ``--held-out`` images of
+the validation split (default 8) and exits 1 below 99.5%.
 """
 from __future__ import annotations
 
@@ -36,7 +45,9 @@ from mmbixt.checkpoint import CheckpointError
 from mmbixt.operations.fileio import check_output_path
 from mmbixt.operations.cli import run_cli
 from mmbixt.operations.deploy.onnx import (DEFAULT_OPSET, TOLERANCE, ExportError,
-                                export_segmentor, load_segmentor, verify_export)
+                                           export_segmentor, load_segmentor, verify_export)
+from mmbixt.operations.deploy.quantize import (AGREEMENT_GOAL, FP32_LAYERS, dataset_images,
+                                               int8_path, pixel_agreement, quantize_export)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,9 +69,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'needs onnxscript)')
     parser.add_argument('--verify', action='store_true',
                         help='compare with PyTorch in ONNX Runtime; exit 1 above 1e-4')
+    parser.add_argument('--int8', type=int, default=None, metavar='CALIB',
+                        help='also write <out>_int8.onnx, quantized statically in ONNX Runtime '
+                             'and calibrated on CALIB training images of the config')
+    parser.add_argument('--held-out', type=int, default=8, metavar='N',
+                        help='validation images --verify checks the int8 graph on (default 8)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args(argv)
+    if args.int8 is not None and args.int8 < 1:
+        parser.error(f'--int8 {args.int8}: calibrate on at least one image')
+    if args.held_out < 1:
+        parser.error(f'--held-out {args.held_out}: check on at least one image')
     if min(args.shape) < 32:
         parser.error(f'--shape {args.shape[0]} {args.shape[1]}: use at least 32 pixels a side')
     return args
@@ -95,6 +115,19 @@ def main(argv=None) -> int:
               if loaded.kind == 'image' else f'points [N, P, {loaded.point_channels}], point_mask '
               f'[N, P], categories [N] (traced at P={points})')
     print(f'wrote {path} ({exporter} exporter, opset {args.opset}): {inputs}')
+    quantized = None
+    if args.int8 is not None:
+        if loaded.kind != 'image':
+            print('error: --int8 quantizes image segmentors only', file=sys.stderr)
+            return 2
+        try:
+            calibration = dataset_images(args.config, 'train', args.int8, args.cfg_options)
+            quantized = quantize_export(path, int8_path(path), calibration)
+        except ExportError as err:
+            print(f'error: {err}', file=sys.stderr)
+            return 2
+        print(f'wrote {quantized} (int8 QDQ, calibrated on {len(calibration)} training images; '
+              f'fp32: attention products, softmax, normalisations, {", ".join(FP32_LAYERS)})')
     if not args.verify:
         return 0
     try:
@@ -112,7 +145,19 @@ def main(argv=None) -> int:
     verdict = 'PASS' if worst <= TOLERANCE else 'FAIL'
     print(f'{verdict}: largest relative difference {worst:.2e} (tolerance {TOLERANCE:.0e}); '
           f'ORT/PyTorch time {ratio:.2f}')
-    return 0 if verdict == 'PASS' else 1
+    if quantized is None:
+        return 0 if verdict == 'PASS' else 1
+    try:
+        held_out = dataset_images(args.config, 'val', args.held_out, args.cfg_options)
+        agreement = pixel_agreement(loaded, quantized, held_out)
+    except ExportError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    int8_verdict = 'PASS' if agreement.share >= AGREEMENT_GOAL else 'FAIL'
+    print(f'{int8_verdict}: int8 labels agree with the fp32 PyTorch model on '
+          f'{agreement.share:.2%} of {agreement.pixels} pixels ({agreement.images} validation '
+          f'images; goal {AGREEMENT_GOAL:.1%})')
+    return 0 if verdict == int8_verdict == 'PASS' else 1
 
 
 if __name__ == '__main__':
