@@ -204,3 +204,40 @@ def test_a_peer_that_cannot_run_here_is_reported_and_the_rest_is_timed(capsys):
              'skipped': skipped}
     assert ('| 64 px, Ti/16 | matmul bf16 (oneDNN) | cannot run on this CPU: RuntimeError: could '
             'not create a primitive descriptor') in forward_table([group])
+
+
+def test_issue30_goals_name_the_capability_and_judge_by_the_thresholds():
+    forward = [{'size': 512, 'stride': 16, 'ms': {'original fp32': 140.0, 'mmbixt fp32': 100.0,
+                                                  'mmbixt fast path': 90.0}},
+               {'size': 1024, 'stride': 16, 'ms': {'original fp32': 290.0, 'mmbixt fp32': 200.0,
+                                                   'mmbixt fast path': 210.0}}]
+    segment = [{'head': 'upernet', 'size': 512, 'agreement': 0.97, 'runs': {}},
+               {'head': 'fpn', 'size': 512, 'postprocess': {'ms': 10.0, 'call_ms': 100.0},
+                'runs': {'BiXT-Ti/16 fp32': {'ms': 300.0}, 'BiXT-Ti/16 fast path': {'ms': 100.0}}}]
+    deploy = {'agreement': {'fast_path': 0.999, 'int8': 0.994},
+              'int8 speed': {'ms': {'UPerNet-ViT-Ti/16 fp32, PyTorch': 1200.0,
+                                    'UPerNet-BiXT-Ti/16 int8, ONNX Runtime': 500.0}}}
+    results = dict(forward=forward, segment=segment, deploy=deploy,
+                   machine='2-core CPU (AVX2, bf16: none), 2 threads, torch 2.x')
+    verdicts = {name: (value, ok) for name, value, ok in benchmark.targets(results)}
+    tag = ' [AVX2, bf16: none]'
+    assert verdicts['30.0 AVX2 path: fp32 BiXT-Ti/16 at 512 >= 1.3x the original' + tag] == (
+        '1.40x', True)
+    assert verdicts['30.0 AVX2 path: fp32 BiXT-Ti/16 at 1024 >= 1.5x the original' + tag] == (
+        '1.45x', False)
+    assert verdicts['30.0 fast path never slower than fp32 (backbone; worst fast/fp32 time)'
+                    + tag] == ('1.05', False)
+    assert verdicts['30.1 Semantic FPN-BiXT-Ti/16 fast path >= 2.5x its fp32 with mmseg '
+                    'post-processing (512, whole image)' + tag] == ('3.00x', True)
+    assert verdicts['30.1 post-processing < 15% of the Semantic FPN fast-path call (512)'
+                    + tag] == ('10%', True)
+    assert verdicts['30.2 int8 ONNX Runtime labels = fp32 PyTorch on >= 99.5% of pixels '
+                    '(trained demo model)' + tag] == ('99.40%', False)
+    assert verdicts['30.2 UPerNet-BiXT-Ti/16 int8 in ONNX Runtime >= 3x UPerNet-ViT-Ti/16 fp32 '
+                    'PyTorch (512, whole image)' + tag] == ('2.40x', False)
+    assert verdicts['30.3 fast path labels = fp32 on >= 99.5% of pixels, trained demo model '
+                    '(random weights, 150 classes: 97.00%)' + tag] == ('99.90%', True)
+    avx512 = dict(results, machine='2-core CPU (AVX512, bf16: avx512_bf16), 2 threads')
+    verdicts = {name: (value, ok) for name, value, ok in benchmark.targets(avx512)}
+    assert verdicts['30.0 AVX2 path: fp32 BiXT-Ti/16 at 512 >= 1.3x the original'
+                    ' [AVX512, bf16: avx512_bf16]'][1] is None  # judged on an AVX2 run only

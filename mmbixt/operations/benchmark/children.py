@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from .common import REPO
+from .deploy import deploy_case
 from .forward import forward_group
 from .profiles import profile_case
 from .scaling import fit_case, scaling_group
@@ -24,7 +25,8 @@ def child_main(spec: str) -> None:
                'train': lambda: train_case(job['case'], job['args']),
                'scaling': lambda: scaling_group(job['size'], job['peers'], job['args']),
                'fits': lambda: fit_case(job['case'], job['args']),
-               'profile': lambda: profile_case(job['case'], job.get('size'))}
+               'profile': lambda: profile_case(job['case'], job.get('size')),
+               'deploy': lambda: deploy_case(job['case'], job.get('size'), job['args'])}
     try:
         result = runners[job['kind']]()
     except Exception as exc:  # noqa: BLE001  (reported, the run goes on)

@@ -79,6 +79,61 @@ def targets(results: dict) -> list[Row]:
     # Goal 6 runs on a CUDA device, not in this CPU suite: the row says where it is measured.
     rows.append(('6. CUDA parity, AMP steps, attention kernels, throughput, DDP',
                  '`make gpu-check` on a GPU (docs/gpu.md)', None))
+    return rows + issue30_targets(results, ms, seg_ms)
+
+
+def capability_of(machine: str) -> str:
+    """``'AVX512, bf16: avx512_bf16'`` from the run's machine line."""
+    return machine.split('(', 1)[1].split(')', 1)[0] if '(' in machine else 'unknown CPU'
+
+
+def issue30_targets(results: dict, ms, seg_ms) -> list[Row]:
+    """The goals of issue 30, each named with the capability of the CPU it ran on."""
+    capability = capability_of(results.get('machine', ''))
+    avx2 = capability.startswith('AVX2')
+    rows: list[Row] = []
+
+    def check(name, value, passed, fmt, missing='not measured'):
+        rows.append((f'{name} [{capability}]', missing if value is None else fmt.format(value),
+                     None if value is None else bool(passed(value))))
+
+    def ratio(a, b):
+        return a / b if a and b else None
+    for size, need in ((512, 1.3), (1024, 1.5)):
+        check(f'30.0 AVX2 path: fp32 BiXT-Ti/16 at {size} >= {need}x the original',
+              ratio(ms(size, 16, 'original fp32'), ms(size, 16, 'mmbixt fp32')) if avx2 else None,
+              lambda v, need=need: v >= need, '{:.2f}x',
+              missing='not this run: ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2')
+    slowest = [g['ms']['mmbixt fast path'] / g['ms']['mmbixt fp32'] for g in
+               results.get('forward', []) if {'mmbixt fast path', 'mmbixt fp32'} <= set(g.get('ms', {}))]
+    check('30.0 fast path never slower than fp32 (backbone; worst fast/fp32 time)',
+          max(slowest) if slowest else None, lambda v: v <= 1.0, '{:.2f}')
+    check('30.1 Semantic FPN-BiXT-Ti/16 fast path >= 2.5x its fp32 with mmseg post-processing '
+          '(512, whole image)', ratio(seg_ms('fpn', 512, 'BiXT-Ti/16 fp32'),
+                                      seg_ms('fpn', 512, 'BiXT-Ti/16 fast path')),
+          lambda v: v >= 2.5, '{:.2f}x')
+    fpn = next((g for g in results.get('segment', []) if g.get('head') == 'fpn'
+                and g.get('size') == 512 and 'postprocess' in g), None)
+    share = fpn and fpn['postprocess']['ms'] / fpn['postprocess']['call_ms']
+    check('30.1 post-processing < 15% of the Semantic FPN fast-path call (512)', share,
+          lambda v: v < 0.15, '{:.0%}')
+    deploy = results.get('deploy', {})
+    agreement = deploy.get('agreement', {})
+    check('30.2 int8 ONNX Runtime labels = fp32 PyTorch on >= 99.5% of pixels (trained demo '
+          'model)', agreement.get('int8'), lambda v: v >= 0.995, '{:.2%}')
+    speed_size = deploy.get('int8 speed', {}).get('size', 512)
+    speed = deploy.get('int8 speed', {}).get('ms', {})
+    check('30.2 UPerNet-BiXT-Ti/16 int8 in ONNX Runtime >= 3x UPerNet-ViT-Ti/16 fp32 PyTorch '
+          f'({speed_size}, whole image)', ratio(speed.get('UPerNet-ViT-Ti/16 fp32, PyTorch'),
+                                      speed.get('UPerNet-BiXT-Ti/16 int8, ONNX Runtime')),
+          lambda v: v >= 3, '{:.2f}x')
+    randoms = [g['agreement'] for g in results.get('segment', []) if 'agreement' in g]
+    random = f'{min(randoms):.2%}' if randoms else 'not measured'
+    check(f'30.3 fast path labels = fp32 on >= 99.5% of pixels, trained demo model (random '
+          f'weights, 150 classes: {random})', agreement.get('fast_path'),
+          lambda v: v >= 0.995, '{:.2%}')
+    rows.append(('30.4 tiled bi-directional attention kernel at head width 32',
+                 'not built (two SDPA calls kept; docs/performance.md)', None))
     return rows
 
 

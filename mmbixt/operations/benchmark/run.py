@@ -13,6 +13,7 @@ from typing import Callable
 from . import __doc__ as DESCRIPTION
 from .children import child_main, in_child
 from .common import BACKBONES, FIT_BUDGET_GB, HEADS, REPO, SCALING_SIZES, SECTIONS
+from .deploy import deploy_table
 from .goals import targets
 from .masks import masks_report
 from .profiles import PROFILES, profile_table
@@ -91,17 +92,21 @@ def jobs_of(section: str, args) -> list[tuple[str, dict]]:
         return [(f'profile {case}', dict(kind='profile', case=case,
                                          **({'size': 64} if args.quick else {})))
                 for case in PROFILES]
+    if section == 'deploy':
+        return [('deploy agreement', dict(kind='deploy', case='agreement')),
+                ('deploy int8 speed', dict(kind='deploy', case='int8 speed',
+                                           size=64 if args.quick else 512))]
     ti16, ti8 = args.fit_sizes
     return [(case, dict(kind='fits', case=case))
             for case in (f'BiXT-Ti/16:{ti16}', f'BiXT-Ti/8:{ti8}', f'ViT-Ti/16:{ti16}')]
 
 
-KEYED_SECTIONS = ('train', 'fits', 'profile')  # results keyed by case; the others are lists
+KEYED_SECTIONS = ('train', 'fits', 'profile', 'deploy')  # results keyed by case; the others are lists
 
 
 def empty_results() -> dict:
     return {'forward': [], 'segment': [], 'train': {}, 'scaling': [], 'fits': {}, 'profile': {},
-            'done': {}}
+            'deploy': {}, 'done': {}}
 
 
 def run_sections(args, results: dict, save: Callable[[dict], None]) -> dict:
@@ -182,7 +187,8 @@ def report(results: dict, machine: str, command: str, args) -> str:
                                         f'{FIT_BUDGET_GB} GB)', results['fits'])
               if results['fits'] else ''),
              ('Profiles', profile_table(results['profile']) if results.get('profile') else ''),
-             ('Goals', targets_table(targets(results)))]
+             ('Deployment', deploy_table(results['deploy']) if results.get('deploy') else ''),
+             ('Goals', targets_table(targets(dict(results, machine=machine))))]
     label = cpu_capability().label()
     return f'{machine}; `{command}`\n\n' + '\n\n'.join(
         f'{title} (CPU: {label}):\n\n{table}' for title, table in parts if table) + '\n'

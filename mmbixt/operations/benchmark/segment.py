@@ -96,7 +96,32 @@ def segment_group(head: str, size: int, args: dict) -> dict:
         if args['split']:
             out['split'] = {mode: split_times(model, size, mode, rounds)
                             for mode in ('fp32', 'fast path')}
+        if size <= 512:
+            out['postprocess'] = postprocess_share(model, data, max(rounds, 1))
     return out
+
+
+def postprocess_share(model, data: dict, rounds: int) -> dict[str, float]:
+    """Median ms of the fast path's whole ``test_step`` and of its post-processing alone (the
+    fused resize + argmax of the head's logits), interleaved."""
+    import torch
+    from mmbixt.models.inference import fast_inference
+    from mmbixt.models.segmentors.postprocess import image_axis_maps, predict_labels
+    with fast_inference(model):
+        batch = model.data_preprocessor(data, False)
+        metas = [sample.metainfo for sample in batch['data_samples']]
+        logits, resized, padded = model.head_logits(batch['inputs'], metas)[0]
+    rows, cols = image_axis_maps(metas[0], padded, logits.shape[1:], model.align_corners, resized)
+    calls = {'call_ms': on_fast_path(lambda: model.test_step(data), model),
+             'ms': lambda: predict_labels(logits, rows, cols)}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.no_grad():
+        for _ in range(rounds + 1):  # the first is a warm-up
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values[1:]) for name, values in times.items()}
 
 
 def split_times(model, size: int, mode: str, rounds: int) -> dict[str, float]:

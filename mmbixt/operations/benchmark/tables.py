@@ -92,7 +92,7 @@ def scaling_table(peers: list[dict]) -> str:
 
 
 def targets_table(rows: list[Row]) -> str:
-    return '\n'.join(['| goal (issue 22) | measured | |', '|---|---:|---|'] + [
+    return '\n'.join(['| goal (issue 22; 30.x: issue 30) | measured | |', '|---|---:|---|'] + [
         f'| {name} | {value} | {"-" if ok is None else "PASS" if ok else "MISS"} |'
         for name, value, ok in rows])
 
