@@ -189,6 +189,7 @@ def test_fused_switch_turns_the_onednn_kernels_off(monkeypatch):
     calls, original = [], fast_ops.onednn_linear()
     counted = lambda *args: calls.append(1) or original(*args)  # noqa: E731
     monkeypatch.setattr(fast_ops, 'onednn_linear', lambda dtype=torch.float32: counted)
+    monkeypatch.setattr(fast_ops, 'onednn_fp32_linears', lambda: True)  # any CPU's ATen level
     core = small_core().eval()
     tokens = torch.randn(2, 24, DIMS)
     with torch.no_grad():
@@ -198,3 +199,24 @@ def test_fused_switch_turns_the_onednn_kernels_off(monkeypatch):
         plain = core(tokens)
     assert fused_calls > 0 and len(calls) == fused_calls
     assert_close_rel(plain, fused, 1e-5)
+
+
+@pytest.mark.parametrize('aten', ['AVX2', 'AVX512', 'DEFAULT'])
+def test_fp32_linears_take_aten_on_the_avx2_path_and_onednn_elsewhere(monkeypatch, aten):
+    from mmbixt.compat import CpuCapability
+    monkeypatch.setattr(fast_ops, 'cpu_capability', lambda: CpuCapability(aten, True, False,
+                                                                          False))
+    assert fast_ops.onednn_fp32_linears() == (aten != 'AVX2')
+    calls, original = [], fast_ops.onednn_linear()
+    if original is None:
+        pytest.skip('no oneDNN in this torch')
+    monkeypatch.setattr(fast_ops, 'onednn_linear',
+                        lambda dtype=torch.float32: lambda *args: calls.append(1) or original(*args))
+    core = small_core().eval()
+    tokens = torch.randn(2, 24, DIMS)
+    with torch.no_grad():
+        out = core(tokens)
+        core.set_execution(fused=False)
+        plain = core(tokens)
+    assert bool(calls) == (aten != 'AVX2')
+    assert_close_rel(out, plain, 1e-5)

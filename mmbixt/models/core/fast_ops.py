@@ -23,13 +23,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...compat import ONEDNN_LINEAR_NAMES, give_up, onednn_linear
+from ...compat import ONEDNN_LINEAR_NAMES, cpu_capability, give_up, onednn_linear
 from ...environment import switch
 from .tracing import traced
 
 
 FUSED_DTYPES = (torch.float32, torch.bfloat16)
 FUSED_BY_DEFAULT = switch('MMBIXT_FUSED_KERNELS', default=True)
+
+
+# ATen levels whose fp32 linears run through ATen's matmul (MKL) rather than oneDNN's fused linear:
+# on the AVX2 path (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
+# on the 2-core AMD EPYC, 1 thread, interleaved with the original) BiXT-Ti/16 at 512 px ran 1.17x
+# and 1.40x the original with ATen's linears against 1.05x and 1.20x with oneDNN's fused ones (two
+# runs); at 1024 px 1.21x and 1.34x against 1.23x and 1.38x. With AVX-512 oneDNN's are faster.
+ATEN_FP32_LINEARS = ('AVX2',)
+
+
+def onednn_fp32_linears() -> bool:
+    """Whether fp32 linears take oneDNN's fused linear on this CPU (``ATEN_FP32_LINEARS``)."""
+    return cpu_capability().aten not in ATEN_FP32_LINEARS
 
 
 def fused_linear_applies(x: Tensor, layer: nn.Linear, fused: bool = True) -> bool:
@@ -42,6 +55,7 @@ def fused_linear_applies(x: Tensor, layer: nn.Linear, fused: bool = True) -> boo
     return (fused and not traced(x) and x.device.type == 'cpu'
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
             and x.dtype == layer.weight.dtype and layer.bias is not None
+            and (x.dtype != torch.float32 or onednn_fp32_linears())
             and onednn_linear(x.dtype) is not None)
 
 

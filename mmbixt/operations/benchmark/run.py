@@ -162,6 +162,8 @@ def summary(result: dict) -> str:
         return result['error']
     if 'ms' in result and isinstance(result['ms'], dict):
         return ', '.join(f'{k} {v:.0f} ms' for k, v in result['ms'].items())
+    if 'fast_path' in result:
+        return f'fast path agrees on {result["fast_path"]:.3%}, int8 on {result["int8"]:.3%}'
     if 'runs' in result:
         return ', '.join(f'{k} {v["ms"]:.0f} ms' for k, v in result['runs'].items())
     if 'ops' in result:
