@@ -170,7 +170,7 @@ class BiXTEncoderDecoder(QuietInitWeights, EncoderDecoder):
         (:func:`~mmbixt.models.segmentors.postprocess.keeps_seg_logits`), a whole-image prediction
         is taken from the decode head's logits before any resize (``predict_labels``)."""
         if (data_samples is None or keeps_seg_logits(self.test_cfg)
-                or self.test_cfg.get('mode', 'whole') != 'whole'
+                or (self.test_cfg or {}).get('mode', 'whole') != 'whole'
                 or not resizes_as_mmseg(self.decode_head)):
             return super().predict(inputs, data_samples)
         metas = [sample.metainfo for sample in data_samples]
