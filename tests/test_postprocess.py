@@ -99,6 +99,15 @@ def test_most_windows_need_no_interpolation_and_noise_takes_the_dense_way(monkey
     assert_labels_match(labels[0], resized(noise, (64, 64), False))
 
 
+def test_logits_past_the_plan_limit_take_the_strips(monkeypatch):
+    logits = smooth_logits(6, 16, 16, seed=9)
+    rows, cols = resize_map(40, 16, False), resize_map(40, 16, False)
+    pruned = predict_labels(logits, rows, cols)
+    monkeypatch.setattr(postprocess, 'PLAN_ELEMENTS', logits.numel() - 1)
+    monkeypatch.setattr(postprocess, 'CandidatePlan', None)  # never built
+    assert torch.equal(predict_labels(logits, rows, cols), pruned)
+
+
 def test_exact_ties_go_to_the_lower_class_as_argmax():
     logits = smooth_logits(4, 8, 8, seed=5)
     logits[3] = logits[1] = logits.max(0).values + 1  # classes 1 and 3 tie everywhere

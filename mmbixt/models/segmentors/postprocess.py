@@ -15,7 +15,8 @@ windows have one class left (about 98% of them even with random weights): every 
 window takes it, with no resize at all. Only the pixels of windows with several candidates are
 interpolated, for those candidates (class loop innermost, in chunks of ``TILE_ELEMENTS``); where
 candidates are many (noise-like logits) the whole prediction is computed in channels-last strips
-instead. Either way memory stays bounded: the ``[H, W]`` labels are the only full-size array.
+instead, as for logits past ``PLAN_ELEMENTS`` (the windows' bounds are four arrays of the logits'
+size). Either way the ``[H, W]`` labels are the only full-size array.
 
 Exactness: the values are computed in fp32 from the taps mmseg's bilinear resize uses, so the labels
 are mmseg's except at near-ties: where mmseg's two best classes differ by about the rounding of
@@ -45,6 +46,9 @@ TILE_ELEMENTS = 2 ** 22     # interpolated values held at once (16 MiB in float3
 # A pruned class's window maximum is below the winner's window minimum by more than this share of
 # the largest |logit| (mmseg's float32 resize rounds within a few ulps of the exact value).
 PRUNE_MARGIN = 8 * torch.finfo(torch.float32).eps
+# Logits (elements) up to which the windows' bounds are computed at once (four arrays of their
+# size); larger ones (slide inference's full-size logits of a large image) take the strips.
+PLAN_ELEMENTS = 2 ** 26
 
 
 # ------------------------------------------------------------------------ keeping seg_logits
@@ -165,7 +169,7 @@ def predict_labels(logits: Tensor, rows: AxisMap, cols: AxisMap,
     if logits.shape[0] == 1:
         return dense_labels(logits, rows, cols, threshold).to(dtype)
     largest = float(logits.abs().amax())
-    if not math.isfinite(largest):
+    if not math.isfinite(largest) or logits.numel() > PLAN_ELEMENTS:
         return dense_labels(logits, rows, cols)  # NaN / inf: argmax decides, as in mmseg
     plan = CandidatePlan.of(logits, rows, cols, PRUNE_MARGIN * largest)
     if plan.sparse_work() > plan.dense_work() / 2:
