@@ -96,7 +96,7 @@ def check_sizes(settings: dict) -> None:
 # model.test_cfg: mmseg's (mode, crop_size, stride; scale_factor, subdivision_steps of its point
 # head) and ours.
 TEST_CFG_KEYS = ('mode', 'crop_size', 'stride', 'scale_factor', 'subdivision_steps',
-                 'max_full_logits', 'max_windows')
+                 'max_full_logits', 'max_windows', 'keep_seg_logits')
 # Sliding windows one image may take (model.test_cfg.max_windows; None: no limit): 4096 is 64x64
 # windows, far beyond any sensible stride (the ADE20K configs take 3 on a 512x2048 image).
 MAX_WINDOWS = 4096
