@@ -116,7 +116,16 @@ def test_a_misspelt_checkpoint_setting_is_refused_before_training(tiny, tmp_path
     assert not (tmp_path / 'run').exists() or not list((tmp_path / 'run').glob('*.pth'))
 
 
-def test_ctrl_c_during_a_save_lets_the_save_finish_then_names_it(tmp_path):
+@pytest.fixture
+def sigint_handler():
+    """Sets SIGINT's handler for a test (a job started in the background ignores SIGINT)."""
+    before = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_during_a_save_lets_the_save_finish_then_names_it(tmp_path, sigint_handler):
+    sigint_handler(signal.default_int_handler)
     path = tmp_path / 'iter_3.pth'
     with pytest.raises(KeyboardInterrupt, match=rf'while saving {path}; the save was finished'):
         with interrupts_deferred(str(path)):
@@ -124,6 +133,16 @@ def test_ctrl_c_during_a_save_lets_the_save_finish_then_names_it(tmp_path):
             torch.save({'w': torch.ones(3)}, path)
     assert torch.equal(read_checkpoint(path)['w'], torch.ones(3))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_process_that_ignores_ctrl_c_still_ignores_it_during_a_save(tmp_path, sigint_handler):
+    sigint_handler(signal.SIG_IGN)
+    path = tmp_path / 'iter_3.pth'
+    with interrupts_deferred(str(path)):
+        os.kill(os.getpid(), signal.SIGINT)
+        torch.save({'w': torch.ones(3)}, path)
+    assert torch.equal(read_checkpoint(path)['w'], torch.ones(3))
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 # ------------------------------------------------------------------ numerics

@@ -358,7 +358,8 @@ class BiXTRunner(Runner):
 def interrupts_deferred(path: str) -> Iterator[None]:
     """Lets a save finish before Ctrl-C stops the run (in the main thread): the interrupt is
     raised once the file is complete, naming it, instead of in the middle of mmengine's save."""
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):  # nothing would stop the run
         yield
         return
     received = []
