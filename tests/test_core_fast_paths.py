@@ -213,6 +213,7 @@ def test_fp32_linears_take_aten_on_the_avx2_path_and_onednn_elsewhere(monkeypatc
     monkeypatch.setattr(fast_ops, 'onednn_linear',
                         lambda dtype=torch.float32: lambda *args: calls.append(1) or original(*args))
     core = small_core().eval()
+    core.set_execution(fused=True)  # whatever MMBIXT_FUSED_KERNELS made the default
     tokens = torch.randn(2, 24, DIMS)
     with torch.no_grad():
         out = core(tokens)
