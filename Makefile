@@ -25,11 +25,16 @@ demo: setup
 	$(IN_VENV) $(PY) tools/demo.py
 	$(IN_VENV) $(PY) tools/demo_points.py
 
+# Test files run side by side in TEST_WORKERS processes (pytest-xdist; one file's tests stay in
+# one process, so its module fixtures are built once).
+TEST_WORKERS ?= 2
+PYTEST := $(IN_VENV) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(IN_VENV) $(PY) -m pytest -q -m 'not slow' tests
+	$(PYTEST) -m 'not slow' tests
 
 test-slow: setup
-	$(IN_VENV) $(PY) -m pytest -q -m slow tests
+	$(PYTEST) -m slow tests
 
 bench: setup
 	$(IN_VENV) $(PY) tools/benchmark.py $(if $(ORIGINAL),--original $(ORIGINAL))
