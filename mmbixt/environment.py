@@ -12,7 +12,8 @@ from .errors import MMBiXTError
 
 # name -> what it takes (the message of a refused value quotes it)
 VARIABLES = {
-    'MMBIXT_FUSED_ATTENTION': '1 (the fused CPU attention kernel) or 0 (default: off)',
+    'MMBIXT_FUSED_ATTENTION': '1 (the tiled CPU attention kernel, the default) or 0 (two '
+                              'fused-attention calls)',
     'MMBIXT_FUSED_KERNELS': '1 (default: the fused CPU paths where they pass their self-tests) '
                             'or 0 (every fused CPU path off: the portable path)',
     'MMBIXT_MAX_IMAGE_PIXELS': "a whole number of pixels >= 1 (PIL's decompression-bomb "

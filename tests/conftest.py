@@ -18,6 +18,16 @@ VARIANTS = ('linear_p16', 'linear_p16s8', 'linear_p16s4', 'conv_p16', 'conv_p8',
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+
+
+def pytest_sessionstart(session):
+    """The tiled attention kernel (the default of CPU inference) is compiled once, here, for this
+    CPU class, rather than inside whichever test first runs a model (a tool's output, a timeout);
+    parallel workers share the build (torch's lock)."""
+    from mmbixt.models.core.bidir_attention import load_kernel
+    load_kernel()
+
+
 # The portable run of tests/test_machines.py switches every fused CPU path off: tests of those
 # paths skip there, saying so.
 needs_fused = pytest.mark.skipif(os.environ.get('MMBIXT_FUSED_KERNELS') == '0',

@@ -19,13 +19,14 @@ from conftest import REPO
 def test_quick_run_writes_tables_goals_and_the_scaling_plot(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
     proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'benchmark.py'), '--quick',
-                           '--sections', 'forward', 'segment', 'scaling', '--threads', '1',
+                           '--sections', 'forward', 'attention', 'segment', 'scaling',
+                           '--threads', '1',
                            '--out', str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / 'results.json').read_text())
     times = results['forward'][0]['ms']
-    assert {'matmul fp32 (mm)', 'mmbixt fp32', 'mmbixt fp32, fused attention kernel',
+    assert {'matmul fp32 (mm)', 'mmbixt fp32', 'mmbixt fp32, two SDPA calls',
             'mmbixt fast path', 'mmseg ViT-Ti/16 fp32'} <= set(times)
     from mmbixt.compat import cpu_capability
     if cpu_capability().bf16:  # the bf16 peak is timed only where bf16 is native
@@ -42,10 +43,14 @@ def test_quick_run_writes_tables_goals_and_the_scaling_plot(tmp_path):
                for group in results['scaling'])
     table = (tmp_path / 'table.md').read_text()
     from mmbixt.compat import cpu_capability
-    for title in ('Backbone forward', 'Whole-image inference', 'Scaling', 'Goals'):
+    for title in ('Backbone forward', 'Bi-directional attention', 'Whole-image inference',
+                  'Scaling', 'Goals'):
         assert f'{title} (CPU: {cpu_capability().label()}):' in table
     assert '| 1. fp32 BiXT-Ti/16 at 512 >= 1.3x the original | not measured | - |' in table
     assert '| where the time goes (BiXT-Ti/16, whole image) |' in table
+    kernel = results['attention']['Ti/16:64']
+    assert kernel['tokens'] == 16 and max(kernel['max_rel_diff'].values()) < 2e-2
+    assert '| Ti/16 at 64 px, tiled kernel float32 | 16 |' in table
     assert '| 5. scaling: >= 6 sizes (256..2048) for BiXT-Ti/16, Ti/8 and ViT | 3 sizes | MISS |' \
         in table
     assert (tmp_path / 'scaling.png').stat().st_size > 0
@@ -210,14 +215,17 @@ def test_issue30_goals_name_the_capability_and_judge_by_the_thresholds():
     forward = [{'size': 512, 'stride': 16, 'ms': {'original fp32': 140.0, 'mmbixt fp32': 100.0,
                                                   'mmbixt fast path': 90.0}},
                {'size': 1024, 'stride': 16, 'ms': {'original fp32': 290.0, 'mmbixt fp32': 200.0,
-                                                   'mmbixt fast path': 210.0}}]
+                                                   'mmbixt fast path': 210.0}},
+               {'size': 512, 'stride': 4, 'ms': {'original fp32': 3100.0, 'mmbixt fp32': 1000.0}}]
+    attention = {'Ti/16:1024': {'ms': {'two SDPA calls float32': 5.0, 'tiled kernel float32': 2.0}},
+                 'Ti/4:512': {'ms': {'two SDPA calls float32': 20.0, 'tiled kernel float32': 11.0}}}
     segment = [{'head': 'upernet', 'size': 512, 'agreement': 0.97, 'runs': {}},
                {'head': 'fpn', 'size': 512, 'postprocess': {'ms': 10.0, 'call_ms': 100.0},
                 'runs': {'BiXT-Ti/16 fp32': {'ms': 300.0}, 'BiXT-Ti/16 fast path': {'ms': 100.0}}}]
     deploy = {'agreement': {'fast_path': 0.999, 'int8': 0.994},
               'int8 speed': {'ms': {'UPerNet-ViT-Ti/16 fp32, PyTorch': 1200.0,
                                     'UPerNet-BiXT-Ti/16 int8, ONNX Runtime': 500.0}}}
-    results = dict(forward=forward, segment=segment, deploy=deploy,
+    results = dict(forward=forward, attention=attention, segment=segment, deploy=deploy,
                    machine='2-core CPU (AVX2, bf16: none), 2 threads, torch 2.x')
     verdicts = {name: (value, ok) for name, value, ok in benchmark.targets(results)}
     tag = ' [AVX2, bf16: none]'
@@ -237,6 +245,11 @@ def test_issue30_goals_name_the_capability_and_judge_by_the_thresholds():
                     'PyTorch (512, whole image)' + tag] == ('2.40x', False)
     assert verdicts['30.3 fast path labels = fp32 on >= 99.5% of pixels, trained demo model '
                     '(random weights, 150 classes: 97.00%)' + tag] == ('99.90%', True)
+    assert verdicts['30.4 tiled attention kernel >= 2x the GFLOP/s of two SDPA calls, fp32, '
+                    'BiXT-Ti/16 at 1024' + tag] == ('2.50x', True)
+    assert verdicts['30.4 tiled attention kernel >= 2x the GFLOP/s of two SDPA calls, fp32, '
+                    'BiXT-Ti/4 at 512' + tag] == ('1.82x', False)
+    assert verdicts['30.4 fp32 BiXT-Ti/4 at 512 >= 3x the original' + tag] == ('3.10x', True)
     avx512 = dict(results, machine='2-core CPU (AVX512, bf16: avx512_bf16), 2 threads')
     verdicts = {name: (value, ok) for name, value, ok in benchmark.targets(avx512)}
     assert verdicts['30.0 AVX2 path: fp32 BiXT-Ti/16 at 512 >= 1.3x the original'

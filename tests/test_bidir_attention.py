@@ -2,6 +2,7 @@
 the token mask, and steps aside (training, switched off, no compiler) without changing results."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -21,9 +22,11 @@ needs_kernel = pytest.mark.skipif(
     reason='the kernel did not build here, or fused paths are switched off')
 
 
-def test_the_kernel_is_opt_in():
+def test_the_kernel_is_the_cores_default_and_the_functions_default_is_portable():
     r_lat, v_lat, r_tok, v_tok = refs_and_values(1, 2, 8, 20, 16)
-    assert BiXTCore(32, 2, 8, 1).execution.attention_kernel == bidir_attention.DEFAULT_ATTENTION_KERNEL
+    expected = 'portable' if os.environ.get('MMBIXT_FUSED_ATTENTION') == '0' else 'fused'
+    assert bidir_attention.DEFAULT_ATTENTION_KERNEL == expected
+    assert BiXTCore(32, 2, 8, 1).execution.attention_kernel == expected
     with torch.no_grad():
         default = bidirectional_attention(r_lat, v_lat, r_tok, v_tok)
     for actual, expected in zip(default, portable_attention(r_lat, v_lat, r_tok, v_tok)):
@@ -47,6 +50,8 @@ def rel_err(actual, expected) -> float:
     (1, 6, 64, 200, 32),   # BiXT-Ti widths; a partial last block of 64 tokens
     (3, 2, 8, 37, 16),     # fewer tokens than one block
     (2, 1, 4, 130, 64),    # one head: the tokens split into groups, merged online
+    (1, 2, 20, 150, 32),   # latents that fill no whole vector on any CPU (padded lanes)
+    (1, 3, 6, 64, 16),     # exactly one tile
 ])
 def test_kernel_equals_one_fused_attention_per_direction(batch, heads, latents, tokens, head_dims):
     r_lat, v_lat, r_tok, v_tok = refs_and_values(batch, heads, latents, tokens, head_dims)
@@ -77,6 +82,29 @@ def test_token_mask_hides_padding_from_the_latents_only(fused):
     assert rel_err(tok_read, unmasked[1]) < 1e-5
 
 
+@needs_kernel
+@pytest.mark.parametrize('dtype, tolerance', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_scores_spanning_hundreds_stay_exact(dtype, tolerance):
+    """One latent whose scores span hundreds while the others' stay near zero: one exponential
+    per score for both softmaxes would lose the quiet latents to underflow, so those tiles take a
+    second exponential; a token tile all masked, and the scale of every latent, are kept."""
+    r_lat, v_lat, r_tok, v_tok = refs_and_values(2, 2, 16, 300, 32)
+    r_lat = r_lat.clone()
+    r_lat[:, :, 3] *= 60
+    r_lat[1, 1, 5] *= -40
+    mask = torch.ones(2, 300, dtype=torch.bool)
+    mask[1, 64:128] = False  # one whole tile of sample 1 hidden from its latents
+    inputs = [t.to(dtype) for t in (r_lat, v_lat, r_tok, v_tok)]
+    with torch.no_grad():  # the op itself: its first-use check would hide a fault here
+        fused = load_kernel()(*inputs, mask, 32 ** -0.5, 2)
+        plain = portable_attention(*(t.float() for t in inputs), mask)
+    for actual, expected in zip(fused, plain):
+        assert rel_err(actual, expected) < tolerance
+        # Every latent row, quiet ones included, matches on its own scale.
+        for row_actual, row_expected in zip(actual.flatten(0, 1), expected.flatten(0, 1)):
+            assert rel_err(row_actual, row_expected) < tolerance
+
+
 def test_token_mask_of_the_wrong_shape_is_refused():
     r_lat, v_lat, r_tok, v_tok = refs_and_values(2, 2, 8, 10, 16)
     with pytest.raises(ValueError, match=r'token_mask has shape \(2, 9\), expected \(2, 10\)'):
@@ -99,7 +127,6 @@ def test_training_switched_off_and_unsupported_widths_take_the_portable_path():
     assert not kernel_applies(r_lat, r_tok)  # gradients recorded: SDPA has the backward
     with torch.no_grad():
         assert not kernel_applies(*refs_and_values(1, 2, 8, 20, 24)[::2])  # head width 24
-        assert not kernel_applies(*refs_and_values(1, 2, 6, 20, 16)[::2])  # 6 latents
         assert not kernel_applies(r_lat.double(), r_tok.double())
         off = bidirectional_attention(r_lat, v_lat, r_tok, v_tok, kernel='portable')
     for actual, expected in zip(off, portable_attention(r_lat, v_lat, r_tok, v_tok)):
@@ -193,3 +220,40 @@ def test_the_kernel_is_built_for_the_capability_not_the_build_machine(monkeypatc
     monkeypatch.setattr(bidir_attention.platform, 'machine', lambda: 'riscv64')
     names.add(bidir_attention._cache_name('source'))
     assert len(names) == 2
+
+
+@pytest.mark.parametrize('system, openmp, expected', [
+    ('linux', True, ['-fopenmp']), ('linux', False, []), ('darwin', True, [])])
+def test_the_kernel_is_built_with_the_openmp_its_parallel_loop_needs(monkeypatch, system, openmp,
+                                                                     expected):
+    """ATen's parallel_for runs serially in code compiled without OpenMP: where torch's threads
+    are OpenMP's, the kernel is compiled and linked with it (not by Apple's compiler)."""
+    monkeypatch.setattr(bidir_attention.sys, 'platform', system)
+    monkeypatch.setattr(torch.backends.openmp, 'is_available', lambda: openmp)
+    assert bidir_attention._openmp_flags() == expected
+    assert all(flag in bidir_attention._build_flags() for flag in expected)
+
+
+@needs_kernel
+def test_the_kernel_gives_the_same_reads_on_any_thread_count():
+    inputs = refs_and_values(2, 3, 64, 500, 32)
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                outputs.append(bidirectional_attention(*inputs, kernel='fused'))
+    finally:
+        torch.set_num_threads(threads)
+    for one, several in zip(*outputs):
+        assert rel_err(several, one) < 1e-6
+
+
+def test_the_first_build_is_announced_only_when_the_cache_lacks_it(tmp_path):
+    assert not bidir_attention._built(tmp_path, 'kernel_x')
+    for where in (tmp_path / 'kernel_x', tmp_path / 'py311_cpu' / 'kernel_y'):
+        where.mkdir(parents=True)
+        (where / f'{where.name}.so').write_bytes(b'')
+    assert bidir_attention._built(tmp_path, 'kernel_x')  # torch's root itself
+    assert bidir_attention._built(tmp_path, 'kernel_y')  # its per-version folder

@@ -166,17 +166,18 @@ def test_execution_settings_are_held_once_and_set_through_one_call():
 
 
 def test_the_kernel_default_comes_from_the_environment_once():
-    """``MMBIXT_FUSED_ATTENTION=1`` sets the default choice when mmbixt is imported; changing the
-    variable later changes nothing (no per-call read)."""
+    """The tiled kernel is the default; ``MMBIXT_FUSED_ATTENTION`` sets the choice when mmbixt is
+    imported; changing the variable later changes nothing (no per-call read)."""
     import os
     import subprocess
     import sys
     code = ('import os\nfrom mmbixt.models.core import ExecutionSettings\n'
             'first = ExecutionSettings().attention_kernel\n'
-            'os.environ["MMBIXT_FUSED_ATTENTION"] = "0"\n'
+            'os.environ["MMBIXT_FUSED_ATTENTION"] = "1" if first == "portable" else "0"\n'
             'print(first, ExecutionSettings().attention_kernel)')
-    for value, kernel in (('1', 'fused'), ('0', 'portable')):
-        env = dict(os.environ, MMBIXT_FUSED_ATTENTION=value)
+    unset = {k: v for k, v in os.environ.items() if k != 'MMBIXT_FUSED_ATTENTION'}
+    for value, kernel in ((None, 'fused'), ('1', 'fused'), ('0', 'portable')):
+        env = dict(unset, **({} if value is None else {'MMBIXT_FUSED_ATTENTION': value}))
         out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
                              text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]

@@ -51,8 +51,8 @@ def test_the_readers_refuse_bad_values_where_they_read_them(monkeypatch):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == (
         "mmbixt.environment.EnvironmentSettingError: MMBIXT_FUSED_ATTENTION='yes' is not valid "
-        '(did you mean MMBIXT_FUSED_ATTENTION=1?): give 1 (the fused CPU attention kernel) or 0 '
-        '(default: off), or unset it')
+        '(did you mean MMBIXT_FUSED_ATTENTION=1?): give 1 (the tiled CPU attention kernel, the '
+        'default) or 0 (two fused-attention calls), or unset it')
 
 
 def test_a_misspelt_variable_name_is_refused_naming_the_closest(monkeypatch):

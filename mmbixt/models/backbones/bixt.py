@@ -50,7 +50,7 @@ class BiXTBackbone(BiXTPretrainedBackbone):
             memory at stride 8 and 4; None disables it), ``stream_chunk_size`` (forwards without
             gradients over more tokens than this stream the token side in chunks of this size
             for cache locality; None disables it), ``fused`` (oneDNN's fused CPU inference
-            kernels) and ``attention_kernel`` (``'portable'`` or the opt-in ``'fused'``). Change
+            kernels) and ``attention_kernel`` (the tiled CPU kernel ``'fused'``, the default, or ``'portable'``). Change
             them later with ``set_execution``.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, use_ema=False, strict=True)`` loads a
             released zip as downloaded, a ``.pth.tar``/``.pth``/``.pt``, a file from

@@ -4,21 +4,22 @@
 ``S = r_lat r_tok^T * scale`` over the tokens) and what the tokens read from the latents (softmax of
 ``S`` over the latents), merged over heads. Two implementations give the same result:
 
-- the fused CPU kernel (``bidir_attention.kernel.cpp``): ``S`` is formed once per (sample, head,
-  block of 64 tokens) in cache, and both softmaxes and both weighted sums are done from it. It is
+- the tiled CPU kernel (``bidir_attention.kernel.cpp``): per (sample, head) and tile of 64 tokens,
+  ``S`` is formed once in cache; the tokens' softmax over the latents is finished in the tile, the
+  latents' softmax over the tokens advances online, and one exponential per similarity serves both
+  (a second one where the tile's scores span too wide a range for that to be exact). It is
   compiled with ``torch.utils.cpp_extension.load_inline`` on first use (a C++ compiler is needed
   then, never for ``make setup``) and serves eager CPU inference (no gradients, no tracing) in fp32
   and bf16;
 - the portable path: two calls of PyTorch's fused attention, one per direction (training,
   autocast-free GPU, export, and wherever the kernel does not compile).
 
-The portable path is the default: on the CPUs measured (docs/performance.md, `make bench`) the
-kernel is within a few percent of the two fused-attention calls and mostly behind them, so it is
-opt-in: the core's ``ExecutionSettings.attention_kernel='fused'`` (``set_execution``) uses it where
-it applies (`make bench` times both); ``MMBIXT_FUSED_ATTENTION=1``, read once when mmbixt is
-imported, makes that the default. A compile failure then warns once and every call takes the
-portable path; so does, per dtype, a kernel that fails its first-use check against the portable
-path, or fails in use (one log line each).
+The core's ``ExecutionSettings.attention_kernel`` chooses (``set_execution``): ``'fused'`` runs the
+kernel where it applies, ``'portable'`` never; ``MMBIXT_FUSED_ATTENTION`` (``1``/``0``, read once
+when mmbixt is imported) sets the default, which is the kernel: `make bench` measured it faster than the two calls on
+both CPU classes (docs/performance.md). A compile failure warns once
+and every call takes the portable path; so does, per dtype, a kernel that fails its first-use check
+against the portable path, or fails in use (one log line each).
 
 The kernel is compiled for the instruction set ATen runs at (``cpu_capability().aten``: AVX-512,
 AVX2, or the compiler's baseline elsewhere, ARM included), so a capped run
@@ -30,12 +31,14 @@ import functools
 import hashlib
 import logging
 import platform
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from torch import Tensor
 
 from ...compat import cpu_capability, give_up, self_tested
@@ -45,9 +48,10 @@ from .tracing import traced
 KERNEL_SOURCE = Path(__file__).with_name('bidir_attention.kernel.cpp')
 SWITCH = 'MMBIXT_FUSED_ATTENTION'
 ATTENTION_KERNELS = ('portable', 'fused')
-# The default kernel choice, from the environment once (the settings decide each call).
+# The default kernel choice, from the environment once (the settings decide each call): the
+# tiled kernel unless MMBIXT_FUSED_ATTENTION=0.
 # A value other than 0 or 1 is refused here, naming the valid one (mmbixt.environment).
-DEFAULT_ATTENTION_KERNEL = 'fused' if switch(SWITCH) else 'portable'
+DEFAULT_ATTENTION_KERNEL = 'fused' if switch(SWITCH, default=True) else 'portable'
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 KERNEL_HEAD_DIMS = (16, 32, 64)  # the head widths the kernel is instantiated for
 
@@ -67,11 +71,20 @@ X86_ISA_FLAGS = {'AVX512': ['-mavx512f', '-mavx512cd', '-mavx512bw', '-mavx512dq
 
 def _build_flags() -> list[str]:
     """Optimisation flags and the instruction set of ``cpu_capability().aten`` on x86; elsewhere
-    (ARM, other CPUs) the compiler's baseline for the architecture."""
+    (ARM, other CPUs) the compiler's baseline for the architecture. Plus OpenMP where torch runs
+    on it: ATen's ``parallel_for`` is a header template that runs serially in code compiled
+    without it (the kernel then used one thread whatever torch's count; macOS compilers lack the
+    flag, and the kernel runs serially there)."""
     flags = ['-O3', '-fno-math-errno', '-fno-trapping-math']
     if platform.machine().lower() in ('x86_64', 'amd64'):
         flags += X86_ISA_FLAGS.get(cpu_capability().aten, [])
-    return flags
+    return flags + _openmp_flags()
+
+
+def _openmp_flags() -> list[str]:
+    """``-fopenmp`` (compile and link) where torch's own threads are OpenMP's and the compiler
+    is not Apple's."""
+    return ['-fopenmp'] if torch.backends.openmp.is_available() and sys.platform != 'darwin' else []
 
 
 def _cache_name(source: str) -> str:
@@ -90,10 +103,15 @@ def load_kernel() -> Optional[object]:
     level = builder_log.level
     builder_log.setLevel(logging.ERROR)
     try:
-        from torch.utils.cpp_extension import load_inline
+        from torch.utils.cpp_extension import get_default_build_root, load_inline
         source = KERNEL_SOURCE.read_text()
-        load_inline(name=_cache_name(source), cpp_sources=[source], functions=None,
-                    extra_cflags=_build_flags(), is_python_module=False, verbose=False)
+        name = _cache_name(source)
+        if not _built(Path(get_default_build_root()), name):
+            print_log(f'mmbixt: compiling the tiled attention kernel for this CPU class (once, '
+                      f'about a minute; cached under {get_default_build_root()})', 'current')
+        load_inline(name=name, cpp_sources=[source], functions=None,
+                    extra_cflags=_build_flags(), extra_ldflags=_openmp_flags(),
+                    is_python_module=False, verbose=False)
         return torch.ops.mmbixt_bidir.bidir_attention
     except Exception as exc:  # no compiler, a failed build: the portable path serves
         first_line = (str(exc).splitlines() or [''])[0][:200]
@@ -105,16 +123,24 @@ def load_kernel() -> Optional[object]:
         builder_log.setLevel(level)
 
 
+def _built(root: Path, name: str) -> bool:
+    """Whether torch's extension cache holds a build of ``name`` (directly under its root, or
+    under the one folder per Python/CUDA version torch adds): only to say beforehand that the
+    first call compiles."""
+    return any(path.is_file() for path in (root / name / f'{name}.so',
+                                           *root.glob(f'*/{name}/{name}.so')))
+
+
 def kernel_applies(*inputs: Tensor) -> bool:
     """Whether the fused kernel can serve a call on ``(r_lat, v_lat, r_tok, v_tok)`` (or any of
     them, latents first): eager CPU inference (no gradients, no tracing), one dtype (fp32 or bf16),
-    head width 16, 32 or 64, unit last strides, latents a multiple of 4, and a kernel built."""
-    latents, tokens = inputs[0], inputs[-1]
+    head width 16, 32 or 64, unit last strides, and a kernel built."""
+    tokens = inputs[-1]
     # A captured graph records the portable ops.
     return (not traced(tokens) and tokens.device.type == 'cpu' and not torch.is_grad_enabled()
             and tokens.dtype in KERNEL_DTYPES and all(t.dtype == tokens.dtype for t in inputs)
-            and tokens.shape[-1] in KERNEL_HEAD_DIMS and latents.shape[2] % 4 == 0
-            and all(t.stride(-1) == 1 for t in inputs) and checked_kernel(tokens.dtype) is not None)
+            and tokens.shape[-1] in KERNEL_HEAD_DIMS and all(t.stride(-1) == 1 for t in inputs)
+            and checked_kernel(tokens.dtype) is not None)
 
 
 KERNEL_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative to the largest output
@@ -132,21 +158,25 @@ def kernel_name(dtype: torch.dtype) -> str:
 
 
 def _kernel_mismatch(op, dtype: torch.dtype) -> Optional[str]:
-    """A partial block of tokens (70 = 64 + 6), a padding mask: where the kernel departs from the
-    plain loop it would show."""
+    """A partial tile of tokens (70 = 64 + 6), a padding mask, latents that fill no whole vector
+    (8), and once more with one latent's scores spanning hundreds (the tiles that take a second
+    exponential): where the kernel departs from the plain loop it would show."""
     generator = torch.Generator().manual_seed(0)
     lat, tok = (torch.randn(1, 2, n, 2, 16, generator=generator).to(dtype).unbind(3)
                 for n in (8, 70))
     mask = torch.ones(1, 70, dtype=torch.bool)
     mask[:, 60:] = False
-    with torch.no_grad():
-        fused = op(lat[0], lat[1], tok[0], tok[1], mask, 16 ** -0.5, 2)
-        plain = portable_attention(lat[0], lat[1], tok[0], tok[1], mask)
-    for name, actual, expected in zip(("latents' read", "tokens' read"), fused, plain):
-        error = ((actual.float() - expected.float()).abs().max()
-                 / expected.float().abs().max()).item()
-        if actual.shape != expected.shape or not error <= KERNEL_TOLERANCE[dtype]:
-            return f'{name} differs from the portable path by {error:.1e}'
+    wide = lat[0].clone()
+    wide[:, :, 0] *= 100
+    for r_lat in (lat[0], wide):
+        with torch.no_grad():
+            fused = op(r_lat, lat[1], tok[0], tok[1], mask, 16 ** -0.5, 2)
+            plain = portable_attention(r_lat, lat[1], tok[0], tok[1], mask)
+        for name, actual, expected in zip(("latents' read", "tokens' read"), fused, plain):
+            error = ((actual.float() - expected.float()).abs().max()
+                     / expected.float().abs().max()).item()
+            if actual.shape != expected.shape or not error <= KERNEL_TOLERANCE[dtype]:
+                return f'{name} differs from the portable path by {error:.1e}'
     return None
 
 

@@ -12,7 +12,7 @@ for good; an error in use also switches it off for good (one log line), never re
 
 What the CPU can do comes from ``mmbixt.compat.cpu_capability()`` (ATen and oneDNN, never
 ``/proc/cpuinfo``). ``MMBIXT_FUSED_KERNELS=0`` (read once, at import) makes ``fused=False`` the
-default of ``ExecutionSettings``: the fused linears, the opt-in attention kernel and (in
+default of ``ExecutionSettings``: the fused linears, the tiled attention kernel and (in
 ``fast_inference``) the channels-last layout off, the portable path every CPU can take.
 """
 from __future__ import annotations

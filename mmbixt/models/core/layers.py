@@ -43,8 +43,9 @@ class ExecutionSettings:
         plain PyTorch ops (and the portable attention). The default is False where
         ``MMBIXT_FUSED_KERNELS=0`` was set when mmbixt was imported (the portable path).
     attention_kernel: ``'portable'`` (one fused-attention call per direction) or ``'fused'`` (the
-        opt-in CPU inference kernel of ``bidir_attention``, where it applies). The default is
-        ``'fused'`` where ``MMBIXT_FUSED_ATTENTION=1`` was set when mmbixt was imported.
+        tiled CPU inference kernel of ``bidir_attention``, where it applies). The default is
+        ``'fused'``, ``'portable'`` where ``MMBIXT_FUSED_ATTENTION=0`` was set when mmbixt was
+        imported.
 
     Every model takes it as ``execution`` (an ``ExecutionSettings`` or a dict of these fields) and
     changes it with ``set_execution``; the core passes it down with each call.

@@ -8,8 +8,8 @@ Sections, each in fresh subprocesses (peak memory = the growth of the peak resid
 process's resident set before the measured call; the peak is reset before each call):
 
 - ``forward``: the backbone forward, batch 1, interleaved round-robin per input size (medians),
-  with the fp32 and bf16 matmul peaks in the same window: mmbixt in fp32 (the default: one fused
-  attention call per direction), in fp32 with the opt-in fused bi-directional attention kernel, on
+  with the fp32 and bf16 matmul peaks in the same window: mmbixt in fp32 (the default: the tiled
+  bi-directional attention kernel), in fp32 with one fused-attention (SDPA) call per direction, on
   its fast path (``fast_inference()``) and compiled with ``torch.compile`` (fp32 and under the fast path, at the
   first size); the original (``--original``: its own classes, the same random weights, fp32 and
   under bf16 autocast); mmseg's ViT with the same width and depth.

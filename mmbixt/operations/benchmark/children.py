@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from .attention import attention_case
 from .common import REPO
 from .deploy import deploy_case
 from .forward import forward_group
@@ -21,6 +22,7 @@ def child_main(spec: str) -> None:
     import torch
     torch.set_num_threads(job['args']['threads'])
     runners = {'forward': lambda: forward_group(job['size'], job['stride'], job['args']),
+               'attention': lambda: attention_case(job['case'], job['args']),
                'segment': lambda: segment_group(job['head'], job['size'], job['args']),
                'train': lambda: train_case(job['case'], job['args']),
                'scaling': lambda: scaling_group(job['size'], job['peers'], job['args']),

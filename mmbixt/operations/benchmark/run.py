@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from . import __doc__ as DESCRIPTION
+from .attention import CASES as ATTENTION_CASES
+from .attention import QUICK_CASES as QUICK_ATTENTION_CASES
+from .attention import attention_table
 from .children import child_main, in_child
 from .common import BACKBONES, FIT_BUDGET_GB, HEADS, REPO, SCALING_SIZES, SECTIONS
 from .deploy import deploy_table
@@ -74,6 +77,9 @@ def jobs_of(section: str, args) -> list[tuple[str, dict]]:
             onnx=args.onnx and size == max(args.sizes),
             compile=not args.no_compile and (size, stride) == (args.sizes[0], 16)))
             for size, stride in groups]
+    if section == 'attention':
+        return [(f'attention {case}', dict(kind='attention', case=case))
+                for case in (QUICK_ATTENTION_CASES if args.quick else ATTENTION_CASES)]
     if section == 'segment':
         return [(f'{HEADS[head]} {size} px', dict(kind='segment', head=head, size=size,
                                                   backbones=list(BACKBONES),
@@ -101,11 +107,11 @@ def jobs_of(section: str, args) -> list[tuple[str, dict]]:
             for case in (f'BiXT-Ti/16:{ti16}', f'BiXT-Ti/8:{ti8}', f'ViT-Ti/16:{ti16}')]
 
 
-KEYED_SECTIONS = ('train', 'fits', 'profile', 'deploy')  # results keyed by case; the others are lists
+KEYED_SECTIONS = ('attention', 'train', 'fits', 'profile', 'deploy')  # results keyed by case; the others are lists
 
 
 def empty_results() -> dict:
-    return {'forward': [], 'segment': [], 'train': {}, 'scaling': [], 'fits': {}, 'profile': {},
+    return {'forward': [], 'attention': {}, 'segment': [], 'train': {}, 'scaling': [], 'fits': {}, 'profile': {},
             'deploy': {}, 'done': {}}
 
 
@@ -177,6 +183,8 @@ def report(results: dict, machine: str, command: str, args) -> str:
     class of CPU say nothing about another)."""
     from mmbixt.compat import cpu_capability
     parts = [('Backbone forward', forward_table(results['forward']) if results['forward'] else ''),
+             ('Bi-directional attention', attention_table(results['attention'])
+              if results.get('attention') else ''),
              ('Whole-image inference',
               segment_table(results['segment']) if results['segment'] else ''),
              ('Where the time goes', split_table(results['segment'])
