@@ -7,8 +7,9 @@ relative; bf16: 5e-2 relative, 99% of pixels the same class). A cap this CPU can
 no AVX2) is skipped with the reason.
 
 The fast suite runs one small probe per machine (tests/machine_probe.py: a small segmentor through
-every CPU path, the fused linears); marked slow, the hardware-sensitive test files themselves, the
-benchmark's quick run, ONNX verification and a demo smoke run on each machine."""
+every CPU path, the fused linears) and the hardware-sensitive test files themselves (the
+benchmark's quick run and ONNX verification among them) under each cap; marked slow, a point-demo
+smoke run on each machine."""
 from __future__ import annotations
 
 import os
@@ -39,8 +40,8 @@ def machine_env(machine: str) -> dict:
 def probes(tmp_path_factory) -> dict:
     """Each machine's probe (tests/machine_probe.py), the three processes side by side."""
     folder = tmp_path_factory.mktemp('machines')
-    # The attention kernel compiles once per capability: only as the machine is (the slow
-    # matrix takes it capped too).
+    # The attention kernel (the default where fused paths are on) compiles once per capability
+    # and is cached: the AVX2 probe builds the AVX2 one.
     running = {machine: subprocess.Popen(
         [sys.executable, str(REPO / 'tests' / 'machine_probe.py'), str(folder / f'{i}.pt')]
         + (['--kernel'] if machine == 'as is' else []),
@@ -131,7 +132,6 @@ HARDWARE_SENSITIVE = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('machine', [m for m in MACHINES if m != 'as is'])
 def test_hardware_sensitive_tests_pass_on_each_machine(probes, machine):
     applies(probes, machine)
