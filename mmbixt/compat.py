@@ -93,7 +93,7 @@ def _bf16_linear_runs() -> bool:
     try:
         x, weight, bias = _linear_operands(torch.bfloat16)
         with torch.no_grad():
-            return _relative_error(F.linear(x, weight, bias),
+            return relative_error(F.linear(x, weight, bias),
                                    F.linear(x.float(), weight.float(), bias.float())) < BF16_TOLERANCE
     except Exception:  # noqa: BLE001  whatever a broken bf16 path raises: not native here
         return False
@@ -149,7 +149,8 @@ def one_line(err: BaseException) -> str:
     return f'{type(err).__name__}: {(str(err).splitlines() or [""])[0][:200]}'
 
 
-def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """The largest difference relative to the largest expected value (both taken in fp32)."""
     expected = expected.float()
     return ((actual.float() - expected).abs().max() / expected.abs().max().clamp(min=1e-12)).item()
 
@@ -211,7 +212,7 @@ def _onednn_mismatch(op: Callable, dtype: torch.dtype = torch.float32) -> Option
             return f'{name} gives {fused.dtype} {tuple(fused.shape)}'
         if dtype == torch.float32 and not torch.allclose(fused, expected, atol=ONEDNN_TOLERANCE):
             return f'{name} differs from F.linear'
-        if dtype != torch.float32 and _relative_error(fused, expected) > BF16_TOLERANCE:
+        if dtype != torch.float32 and relative_error(fused, expected) > BF16_TOLERANCE:
             return f'{name} differs from F.linear'
     return None
 

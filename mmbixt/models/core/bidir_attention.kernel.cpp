@@ -210,7 +210,8 @@ void load_latents(const Heads<T>& rl, const Heads<T>& vl, int64_t b, int64_t h, 
 // tokens, each latent's max (lat_peak); padded latents read LOWEST.
 void similarity(Work& w, const float* valid) {
   const int64_t LP = w.LP, vectors = LP / VL;
-  std::vector<vfloat> lat_max(vectors, splat(LOWEST));
+  float* lat_max = w.lat_peak.data();  // each latent's max, accumulated in place (L1)
+  std::fill(w.lat_peak.begin(), w.lat_peak.end(), LOWEST);
   std::fill(w.tok_peak.begin(), w.tok_peak.end(), LOWEST);
   gemm<SIM_MR, SIM_NV>(w.tok_refs.data(), w.A, 1, w.latT.data(), LP, w.A, BLOCK, vectors,
                        [&](auto& acc, int64_t j0, int64_t c) {
@@ -221,19 +222,20 @@ void similarity(Work& w, const float* valid) {
         const vfloat s = acc[i][q] + load(w.lane_pad.data() + (c + q) * VL);
         store(w.S.data() + (j0 + i) * LP + (c + q) * VL, s);
         row_max = vmax(row_max, s);
-        if (valid[j0 + i] > 0.0f) lat_max[c + q] = vmax(lat_max[c + q], s);
+        float* peak = lat_max + (c + q) * VL;
+        if (valid[j0 + i] > 0.0f) store(peak, vmax(load(peak), s));
       }
       w.tok_peak[j0 + i] = std::max(w.tok_peak[j0 + i], hmax(row_max));
     }
   });
-  for (int64_t q = 0; q < vectors; ++q) store(w.lat_peak.data() + q * VL, lat_max[q]);
 }
 
 // In place S^T -> E = exp(S^T - tok_peak) (rows: the tokens' softmax numerators), col_sum the
 // tokens' denominators; row_sum += weight_j E[j] (the latents' partial denominators).
 void token_softmax(Work& w, bool with_row_sum) {
   const int64_t LP = w.LP, vectors = LP / VL;
-  std::vector<vfloat> lat_sum(vectors, splat(0.0f));
+  float* lat_sum = w.row_sum.data();  // accumulated in place (L1)
+  if (with_row_sum) std::fill(w.row_sum.begin(), w.row_sum.end(), 0.0f);
   for (int64_t j = 0; j < BLOCK; ++j) {
     float* row = w.S.data() + j * LP;
     const vfloat peak = splat(w.tok_peak[j]), weight = splat(w.weight[j]);
@@ -242,18 +244,17 @@ void token_softmax(Work& w, bool with_row_sum) {
       const vfloat e = vexp(load(row + q * VL) - peak);
       store(row + q * VL, e);
       sum += e;
-      if (with_row_sum) lat_sum[q] += weight * e;
+      if (with_row_sum) store(lat_sum + q * VL, load(lat_sum + q * VL) + weight * e);
     }
     w.col_sum[j] = hsum(sum);
   }
-  if (with_row_sum)
-    for (int64_t q = 0; q < vectors; ++q) store(w.row_sum.data() + q * VL, lat_sum[q]);
 }
 
 // The fallback numerators P = exp(S^T - new_peak) * valid, and their row sums.
 void latent_softmax(Work& w, const float* new_peak, const float* valid) {
   const int64_t LP = w.LP, vectors = LP / VL;
-  std::vector<vfloat> lat_sum(vectors, splat(0.0f));
+  float* lat_sum = w.row_sum.data();  // accumulated in place (L1)
+  std::fill(w.row_sum.begin(), w.row_sum.end(), 0.0f);
   for (int64_t j = 0; j < BLOCK; ++j) {
     const float* s = w.S.data() + j * LP;
     float* p = w.P.data() + j * LP;
@@ -261,10 +262,9 @@ void latent_softmax(Work& w, const float* new_peak, const float* valid) {
     for (int64_t q = 0; q < vectors; ++q) {
       const vfloat e = vexp(load(s + q * VL) - load(new_peak + q * VL)) * real;
       store(p + q * VL, e);
-      lat_sum[q] += e;
+      store(lat_sum + q * VL, load(lat_sum + q * VL) + e);
     }
   }
-  for (int64_t q = 0; q < vectors; ++q) store(w.row_sum.data() + q * VL, lat_sum[q]);
 }
 
 // The tile's tokens read the latents: E v_lat / col_sum, rows written to tok_out.

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import Tensor
 
-from ...compat import cpu_capability, give_up, self_tested
+from ...compat import cpu_capability, give_up, relative_error, self_tested
 from ...environment import switch
 from .tracing import traced
 
@@ -173,8 +173,7 @@ def _kernel_mismatch(op, dtype: torch.dtype) -> Optional[str]:
             fused = op(r_lat, lat[1], tok[0], tok[1], mask, 16 ** -0.5, 2)
             plain = portable_attention(r_lat, lat[1], tok[0], tok[1], mask)
         for name, actual, expected in zip(("latents' read", "tokens' read"), fused, plain):
-            error = ((actual.float() - expected.float()).abs().max()
-                     / expected.float().abs().max()).item()
+            error = relative_error(actual, expected)
             if actual.shape != expected.shape or not error <= KERNEL_TOLERANCE[dtype]:
                 return f'{name} differs from the portable path by {error:.1e}'
     return None

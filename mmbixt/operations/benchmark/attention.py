@@ -23,29 +23,28 @@ def attention_case(case: str, args: dict) -> dict:
     """Two SDPA calls and the tiled kernel on the case's shapes, fp32 and (where the CPU has native
     bf16) bf16, interleaved: median ms, and the largest difference of the kernel's outputs."""
     import torch
-    from mmbixt.compat import cpu_capability
+    from mmbixt.compat import cpu_capability, relative_error
     from mmbixt.models.core.bidir_attention import bidirectional_attention, kernel_applies
+    from mmbixt.models.core.layers import split_heads
     stride, size = (CASES | QUICK_CASES)[case]
     tokens = tokens_of(size, stride)
     generator = torch.Generator().manual_seed(0)
-    lat = torch.randn(1, LATENTS, 2, HEADS, HEAD_DIMS, generator=generator)
-    tok = torch.randn(1, tokens, 2, HEADS, HEAD_DIMS, generator=generator)
+    lat = torch.randn(1, LATENTS, 2 * HEADS * HEAD_DIMS, generator=generator)
+    tok = torch.randn(1, tokens, 2 * HEADS * HEAD_DIMS, generator=generator)
     capability = cpu_capability()
     dtypes = [torch.float32] + ([torch.bfloat16] if capability.bf16 else [])
     functions, max_rel_diff = {}, {}
     for dtype in dtypes:
         name = str(dtype).replace('torch.', '')
-        # [B, heads, n, a] views of [B, n, 2, heads, a] projections, as the layers pass them.
-        inputs = (*lat.to(dtype).permute(2, 0, 3, 1, 4).unbind(0),
-                  *tok.to(dtype).permute(2, 0, 3, 1, 4).unbind(0))
+        # [B, heads, n, a] views of the references-and-values projections, as the layers pass them.
+        inputs = (*split_heads(lat.to(dtype), 2, HEADS), *split_heads(tok.to(dtype), 2, HEADS))
         with torch.no_grad():
             if not kernel_applies(*inputs):
                 return {'error': f'the tiled kernel does not serve {name} here (no compiler, or '
                                  'it failed its first-use check: see the log)'}
             kernel = bidirectional_attention(*inputs, kernel='fused')
             sdpa = bidirectional_attention(*inputs, kernel='portable')
-        max_rel_diff[name] = max(((k.float() - s.float()).abs().max() / s.float().abs().max()).item()
-                                 for k, s in zip(kernel, sdpa))
+        max_rel_diff[name] = max(relative_error(k, s) for k, s in zip(kernel, sdpa))
         functions[f'two SDPA calls {name}'] = (
             lambda inputs=inputs: bidirectional_attention(*inputs, kernel='portable'))
         functions[f'tiled kernel {name}'] = (
